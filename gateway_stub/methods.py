@@ -1,0 +1,78 @@
+"""Requests after hello: the method table.
+
+A method is its required scopes (any one of them suffices; `operator.admin` covers all) and an async
+handler that returns the response payload or raises `MethodError`. The exec-approval methods join
+this table in their own module; nothing else has to change to add one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway_stub.protocol import SCOPE_READ, GatewayError
+
+
+class MethodError(Exception):
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class GatewayView(Protocol):
+    """What a method may read of the running gateway."""
+
+    def uptime_ms(self) -> int: ...
+    def stats(self) -> dict[str, Any]: ...
+    @property
+    def server_version(self) -> str: ...
+
+
+Handler = Callable[[GatewayView, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Method:
+    required_scopes: tuple[str, ...]
+    handler: Handler
+
+
+def unknown_method(name: str) -> GatewayError:
+    return GatewayError("INVALID_REQUEST", f"unknown method: {name}")
+
+
+async def _health(gateway: GatewayView, params: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    stats = gateway.stats()
+    return {
+        "ok": True,
+        "ts": int(time.time() * 1000),
+        "durationMs": round((time.perf_counter() - started) * 1000.0, 3),
+        "channels": {},
+        "channelOrder": [],
+        "channelLabels": {},
+        "heartbeatSeconds": 0,
+        "sessions": {"count": 0, "recent": []},
+        "gateway": {"connections": stats["gauges"]["authenticated_sockets"]},
+    }
+
+
+async def _status(gateway: GatewayView, params: Any) -> dict[str, Any]:
+    stats = gateway.stats()
+    return {
+        "version": gateway.server_version,
+        "uptimeMs": gateway.uptime_ms(),
+        "connections": {
+            "authenticated": stats["gauges"]["authenticated_sockets"],
+            "preauth": stats["gauges"]["preauth_sockets"],
+        },
+        "sessions": {"count": 0},
+    }
+
+
+METHODS: dict[str, Method] = {
+    "health": Method((SCOPE_READ,), _health),
+    "status": Method((SCOPE_READ,), _status),
+}

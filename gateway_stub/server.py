@@ -1,0 +1,518 @@
+"""The asyncio server: wires the protocol, cost model, budget, log and metrics to `websockets`.
+
+One event loop serves everything, as the real gateway's Node loop does, so CPU burned for one
+handshake delays every other socket's frames and timers. Timers are plain `call_later` handles:
+when the loop is busy they fire late, exactly like Node's, and that lateness is the storm.
+The HTTP side (same port, like the real gateway): `/healthz`, `/readyz`, `/metrics`, `/stats`, `/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from gateway_stub import protocol as proto
+from gateway_stub.budget import BUDGET_EXCEEDED_BODY, PreauthBudget, PreauthSlot
+from gateway_stub.config import StubConfig
+from gateway_stub.cost import CostBurner, CostSpec
+from gateway_stub.gateway_log import WS_SUBSYSTEM, GatewayLog, na
+from gateway_stub.methods import METHODS, MethodError, unknown_method
+from gateway_stub.metrics import StubMetrics, render_prometheus, watch_event_loop_lag
+
+# Failures counted for the loopback auth delay within this window (auth-rate-limit.ts: 60 000 ms).
+AUTH_FAILURE_WINDOW_MS = 60_000
+SHUTDOWN_CLOSE_GRACE_S = 2.0
+
+_ws_logger = logging.getLogger("gateway_stub.websockets")
+_ws_logger.setLevel(logging.ERROR)
+
+
+@dataclass(eq=False)
+class Connection:
+    """One WebSocket, from open to close."""
+
+    id: str
+    ws: ServerConnection
+    slot: PreauthSlot | None
+    opened_at: float
+    peer: str
+    remote_ip: str
+    origin: str | None
+    host: str | None
+    user_agent: str | None
+    forwarded_for: str | None
+    nonce: str
+    phase: str = "ws_upgrade_started"
+    timer: asyncio.TimerHandle | None = None
+    timed_out_after_ms: float | None = None
+    close_cause: str | None = None
+    connect_task: asyncio.Task[None] | None = None
+    pending_frames: list[str | bytes] = field(default_factory=list)
+    accepted: proto.Accepted | None = None
+    seq: int = 0
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def closing(self) -> bool:
+        return self.close_cause is not None or self.ws.state.name in ("CLOSING", "CLOSED")
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def end_preauth(self) -> None:
+        """Stop the handshake timer and give the budget slot back (idempotent)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.slot is not None:
+            self.slot.release()
+
+
+def _describe_endpoint(address: Any) -> tuple[str, str]:
+    """(ip:port, ip) from a socket address tuple; `n/a` when unknown."""
+    if not address:
+        return "n/a", "n/a"
+    host, port = address[0], address[1]
+    return f"{host}:{port}", str(host)
+
+
+class GatewayStub:
+    """A running (or not yet started) gateway stub. Use `async with GatewayStub(config) as stub:`."""
+
+    def __init__(self, config: StubConfig, log: GatewayLog | None = None) -> None:
+        self.config = config
+        self.profile = config.protocol_profile
+        self.token = config.token if config.token is not None else secrets.token_urlsafe(24)
+        self.log = log if log is not None else GatewayLog(json_path=config.log_file)
+        self.metrics = StubMetrics()
+        self._burner = CostBurner(time_scale=config.time_scale, seed=config.seed, clock=config.cost_clock)
+        self._budget = PreauthBudget(config.max_preauth_per_ip)
+        self._pending_slots: dict[ServerConnection, PreauthSlot] = {}
+        self._preauth: set[Connection] = set()
+        self._authenticated: set[Connection] = set()
+        self._auth_failures: dict[str, deque[float]] = {}
+        self._device_tokens: dict[str, str] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._server: Server | None = None
+        self._started_at = time.monotonic()
+        self._boot_id = str(uuid.uuid4())
+        self.port = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> GatewayStub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._server = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            process_response=self._process_response,
+            compression=None,  # the real gateway negotiates no permessage-deflate
+            max_size=proto.MAX_PAYLOAD_BYTES,
+            ping_interval=cfg.scaled_s(cfg.ping_interval_ms),
+            ping_timeout=cfg.scaled_s(cfg.ping_timeout_ms),
+            open_timeout=cfg.scaled_s(cfg.effective_handshake_timeout_ms),
+            close_timeout=max(0.5, cfg.scaled_s(1000)),
+            server_header=None,
+            logger=_ws_logger,
+        )
+        sockname = next(iter(self._server.sockets)).getsockname()
+        self.port = int(sockname[1])
+        self._started_at = time.monotonic()
+        self._spawn(watch_event_loop_lag(self.metrics))
+        self._spawn(self._tick_forever())
+
+    async def stop(self) -> None:
+        """Announce shutdown, close every socket with 1012, stop listening, end background work."""
+        if self._server is None:
+            return
+        started = time.perf_counter()
+        server, self._server = self._server, None
+        server.close(close_connections=False)
+        for conn in list(self._authenticated):
+            with contextlib.suppress(ConnectionClosed):
+                await conn.ws.send(proto.event_frame("shutdown", {"reason": "gateway stopping"}, conn.next_seq()))
+        closing = [c.ws.close(proto.CLOSE_SERVICE_RESTART, proto.REASON_SERVICE_RESTART)
+                   for c in (*self._authenticated, *self._preauth)]
+        if closing:
+            await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=SHUTDOWN_CLOSE_GRACE_S)
+        server.close(close_connections=True)
+        await server.wait_closed()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self.log.console("shutdown", f"completed cleanly in {int((time.perf_counter() - started) * 1000)}ms")
+        self.log.close()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"ws://{host}:{self.port}/"
+
+    @property
+    def http_url(self) -> str:
+        return "http" + self.url[2:]
+
+    @property
+    def server_version(self) -> str:
+        return self.profile.server_version
+
+    def uptime_ms(self) -> int:
+        return int((time.monotonic() - self._started_at) * 1000)
+
+    def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- observability --------------------------------------------------------------------------
+
+    def gauges(self) -> dict[str, float]:
+        return {
+            "preauth_sockets": len(self._preauth),
+            "authenticated_sockets": len(self._authenticated),
+            "preauth_budget_held": self._budget.held(),
+            "time_scale": self.config.time_scale,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.name,
+            "protocol": self.profile.protocol,
+            "time_scale": self.config.time_scale,
+            "handshake_timeout_ms": self.config.effective_handshake_timeout_ms,
+            "uptime_ms": self.uptime_ms(),
+            "counters": dict(self.metrics.counters),
+            "gauges": self.gauges(),
+            "handshake_ms": self.metrics.handshake_ms.summary(),
+            "event_loop_lag_ms": self.metrics.loop_lag_ms.summary(),
+            "config": self.config.describe(),
+        }
+
+    # -- HTTP: upgrade admission and plain endpoints -----------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            return self._serve_http(connection, request)
+        self._burner.burn_blocking(self.config.upgrade_cost)
+        _, remote_ip = _describe_endpoint(connection.remote_address)
+        slot = self._budget.try_acquire(remote_ip)
+        if slot is None:
+            self.metrics.bump("handshakes_rejected_503")
+            self.log.record("http.preauth_rejected", "warn", remote=remote_ip, status=503)
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, BUDGET_EXCEEDED_BODY)
+        self._pending_slots[connection] = slot
+        # Whatever happens next (upgrade refused, socket dropped, hello, close), the slot comes back.
+        connection.connection_lost_waiter.add_done_callback(lambda _: slot.release())
+        return None
+
+    def _process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
+        if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
+            slot = self._pending_slots.pop(connection, None)
+            if slot is not None:
+                slot.release()
+
+    def _serve_http(self, connection: ServerConnection, request: Request) -> Response:
+        path = request.path.split("?", 1)[0]
+        if path in ("/healthz", "/health"):
+            return _json_response(connection, {"ok": True, "status": "live"})
+        if path in ("/readyz", "/ready"):
+            return _json_response(connection, {"ready": self._server is not None})
+        if path == "/stats":
+            return _json_response(connection, self.stats())
+        if path == "/metrics":
+            labels = {"profile": self.profile.name}
+            text = render_prometheus(self.metrics, self.gauges(), labels)
+            return _text_response(connection, text, "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/":
+            page = "<!doctype html><title>OpenClaw gateway stub</title><p>gateway stub: see /stats</p>\n"
+            return _text_response(connection, page, "text/html; charset=utf-8")
+        return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
+
+    # -- one WebSocket ----------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        peer_local, _ = _describe_endpoint(ws.local_address)
+        peer_remote, remote_ip = _describe_endpoint(ws.remote_address)
+        headers: Headers = ws.request.headers if ws.request else Headers()
+        conn = Connection(
+            id=str(uuid.uuid4()),
+            ws=ws,
+            slot=self._pending_slots.pop(ws, None),
+            opened_at=loop.time(),
+            peer=f"{peer_remote}->{peer_local}",
+            remote_ip=remote_ip,
+            origin=headers.get("Origin"),
+            host=headers.get("Host"),
+            user_agent=headers.get("User-Agent"),
+            forwarded_for=headers.get("X-Forwarded-For") or headers.get("X-Real-IP"),
+            nonce=str(uuid.uuid4()),
+        )
+        self._preauth.add(conn)
+        self.metrics.bump("handshakes_started")
+        self.log.record("ws.open", connId=conn.id, peer=conn.peer, remote=remote_ip)
+        timeout_s = self.config.scaled_s(self.config.effective_handshake_timeout_ms)
+        conn.timer = loop.call_later(timeout_s, self._on_handshake_timeout, conn)
+        try:
+            await asyncio.sleep(self.config.scaled_s(self.config.challenge_latency_ms))
+            challenge = proto.challenge_payload(self.profile, conn.nonce, int(time.time() * 1000))
+            await ws.send(proto.event_frame("connect.challenge", challenge))
+            self._colocated_cost(self.config.colocated_challenge_cost)
+            async for message in ws:
+                if conn.accepted is None:
+                    await self._on_preauth_frame(conn, message)
+                else:
+                    self._on_request_frame(conn, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._on_closed(conn)
+
+    def _on_handshake_timeout(self, conn: Connection) -> None:
+        if conn.accepted is not None or conn.closing:
+            return
+        loop = asyncio.get_running_loop()
+        conn.timed_out_after_ms = (loop.time() - conn.opened_at) * 1000.0
+        conn.close_cause = "handshake-timeout"
+        self.metrics.bump("handshakes_timed_out")
+        message = f"handshake timeout conn={conn.id} peer={conn.peer} remote={conn.remote_ip}" + self._phase(conn)
+        self.log.both("ws.handshake_timeout", "warn", WS_SUBSYSTEM, message, connId=conn.id,
+                      cause="handshake-timeout", handshakeMs=round(conn.timed_out_after_ms, 3), phase=conn.phase)
+        # close() with no arguments, as the real gateway does: 1000 and an empty reason.
+        self._spawn(conn.ws.close())
+
+    def _phase(self, conn: Connection) -> str:
+        return f" phase={conn.phase}" if self.profile.log_phase else ""
+
+    async def _close(self, conn: Connection, code: int, reason: str, cause: str, reply: str | None = None) -> None:
+        if conn.closing:
+            return
+        conn.close_cause = cause
+        if reply is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await conn.ws.send(reply)
+        await conn.ws.close(code, reason)
+
+    async def _on_preauth_frame(self, conn: Connection, message: str | bytes) -> None:
+        if conn.closing:
+            return
+        if proto.preauth_frame_size(message) > proto.MAX_PREAUTH_PAYLOAD_BYTES:
+            self.metrics.bump("handshakes_rejected_other")
+            await self._close(conn, proto.CLOSE_TOO_BIG, proto.REASON_PREAUTH_TOO_LARGE, "preauth-payload-too-large")
+            return
+        if conn.connect_task is not None:
+            conn.pending_frames.append(message)
+            if len(conn.pending_frames) > proto.MAX_PENDING_HANDSHAKE_FRAMES:
+                self.metrics.bump("handshakes_rejected_other")
+                await self._close(conn, proto.CLOSE_POLICY_VIOLATION, proto.REASON_TOO_MANY_PENDING,
+                                  "too-many-pending-frames")
+            return
+        parsed = proto.parse_request(message)
+        if isinstance(parsed, proto.Request) and parsed.method != "connect":
+            parsed = proto.first_request_not_connect(parsed)
+        if isinstance(parsed, proto.CloseWith):
+            self.metrics.bump("handshakes_rejected_other")
+            if parsed.log == "invalid handshake":
+                self.log.console(WS_SUBSYSTEM, f"invalid handshake {self._describe(conn)}")
+            elif parsed.log:
+                self.log.console(WS_SUBSYSTEM, f"{parsed.log} conn={conn.id}")
+            await self._close(conn, parsed.code, parsed.reason, "invalid-handshake", reply=parsed.reply)
+            return
+        conn.phase = "auth_credentials_received"
+        conn.connect_task = asyncio.create_task(self._process_connect(conn, parsed))
+        conn.tasks.add(conn.connect_task)
+
+    def _describe(self, conn: Connection) -> str:
+        return (f"conn={conn.id} peer={conn.peer} remote={conn.remote_ip} fwd={na(conn.forwarded_for)} "
+                f"origin={na(conn.origin)} host={na(conn.host)} ua={na(conn.user_agent)}")
+
+    async def _process_connect(self, conn: Connection, request: proto.Request) -> None:
+        loop = asyncio.get_running_loop()
+        received_at = loop.time()
+        await self._burner.burn(self.config.connect_cost_before_timer)
+        if conn.closing:
+            return
+        decision = proto.decide_connect(request.params, self._connect_context(conn))
+        if isinstance(decision, proto.Rejected):
+            await self._reject_connect(conn, request, decision)
+            return
+        conn.phase = "auth_validated"
+        idle_left_s = self.config.scaled_s(self.config.hello_latency_ms) - (loop.time() - received_at)
+        if idle_left_s > 0:
+            await asyncio.sleep(idle_left_s)
+        if conn.closing:
+            return
+        # Registered: from here the handshake timer cannot fire, and the budget slot is free again.
+        conn.end_preauth()
+        conn.accepted = decision
+        self._preauth.discard(conn)
+        self._authenticated.add(conn)
+        await self._burner.burn(self.config.connect_cost_after_timer)
+        device_token = None
+        if decision.device_id is not None:
+            device_token = secrets.token_urlsafe(24)
+            self._device_tokens[device_token] = decision.device_id
+        payload = proto.hello_ok_payload(
+            self.profile, decision, conn_id=conn.id, uptime_ms=self.uptime_ms(), boot_id=self._boot_id,
+            device_token=device_token, now_ms=int(time.time() * 1000),
+        )
+        conn.phase = "hello_payload_prepared"
+        handshake_ms = (loop.time() - conn.opened_at) * 1000.0
+        try:
+            await conn.ws.send(proto.ok_frame(request.id, payload))
+        except ConnectionClosed:
+            return
+        conn.phase = "ready"
+        self.metrics.bump("handshakes_succeeded")
+        self.metrics.handshake_ms.observe(handshake_ms)
+        self.log.record("ws.hello", connId=conn.id, handshakeMs=round(handshake_ms, 3),
+                        client=decision.client.get("displayName") or decision.client["id"], role=decision.role)
+        self._colocated_cost(self.config.colocated_hello_cost)
+        conn.connect_task = None
+        queued, conn.pending_frames = conn.pending_frames, []
+        for frame in queued:
+            self._on_request_frame(conn, frame)
+
+    def _connect_context(self, conn: Connection) -> proto.ConnectContext:
+        return proto.ConnectContext(
+            profile=self.profile,
+            auth_mode=self.config.auth_mode,
+            shared_secret=self.token,
+            peer_is_loopback=_is_loopback(conn.remote_ip),
+            has_origin=conn.origin is not None,
+            has_forwarded_headers=conn.forwarded_for is not None,
+            challenge_nonce=conn.nonce,
+            now_ms=int(time.time() * 1000),
+            issued_device_tokens=self._device_tokens,
+        )
+
+    async def _reject_connect(self, conn: Connection, request: proto.Request, decision: proto.Rejected) -> None:
+        counter = "handshakes_auth_failed" if decision.auth_failure else "handshakes_rejected_other"
+        self.metrics.bump(counter)
+        self.log.record("ws.connect_rejected", "warn", connId=conn.id, code=decision.error.code,
+                        message=decision.error.message, closeCode=decision.close_code)
+        if decision.auth_failure and self.config.auth_failure_delay:
+            await asyncio.sleep(self.config.scaled_s(self._auth_failure_delay_ms(conn.remote_ip)))
+        reply = proto.error_frame(request.id, decision.error)
+        await self._close(conn, decision.close_code, decision.close_reason, "connect-rejected", reply=reply)
+
+    def _auth_failure_delay_ms(self, remote_ip: str) -> int:
+        now = time.monotonic()
+        window_s = self.config.scaled_s(AUTH_FAILURE_WINDOW_MS)
+        failures = self._auth_failures.setdefault(remote_ip, deque())
+        while failures and now - failures[0] > window_s:
+            failures.popleft()
+        failures.append(now)
+        return proto.loopback_auth_failure_delay_ms(len(failures))
+
+    def _colocated_cost(self, spec: CostSpec) -> None:
+        # In the field the approval clients ran inside the gateway process: their side of each
+        # handshake ran on the same loop, later, as its own callback.
+        if not spec.is_zero:
+            self._spawn(self._burner.burn(spec))
+
+    def _on_closed(self, conn: Connection) -> None:
+        conn.end_preauth()
+        for task in conn.tasks:
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        duration_ms = round((loop.time() - conn.opened_at) * 1000.0, 3)
+        code, reason = conn.ws.close_code, conn.ws.close_reason
+        if conn.accepted is None:
+            self._preauth.discard(conn)
+            self.metrics.bump("closed_before_connect")
+            message = (f"closed before connect {self._describe(conn)} code={na(code)} reason={na(reason)}"
+                       + self._phase(conn))
+            fields: dict[str, Any] = {"connId": conn.id, "code": code, "reason": reason or "",
+                                      "handshake": "failed", "durationMs": duration_ms, "phase": conn.phase}
+            if conn.close_cause:
+                fields["cause"] = conn.close_cause
+            if conn.timed_out_after_ms is not None:
+                fields["handshakeMs"] = round(conn.timed_out_after_ms, 3)
+            self.log.both("ws.closed_before_connect", "info", WS_SUBSYSTEM, message, **fields)
+        else:
+            self._authenticated.discard(conn)
+            self.log.record("ws.close", connId=conn.id, code=code, reason=reason or "", durationMs=duration_ms)
+
+    # -- after hello ------------------------------------------------------------------------------
+
+    def _on_request_frame(self, conn: Connection, message: str | bytes) -> None:
+        parsed = proto.parse_request(message)
+        if isinstance(parsed, proto.CloseWith):
+            self.log.console(WS_SUBSYSTEM, f"parse/handle error conn={conn.id}")
+            return
+        task = asyncio.create_task(self._run_method(conn, parsed))
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+
+    async def _run_method(self, conn: Connection, request: proto.Request) -> None:
+        assert conn.accepted is not None
+        self.metrics.bump("requests_total")
+        method = METHODS.get(request.method)
+        try:
+            if method is None:
+                raise MethodError(unknown_method(request.method))
+            missing = proto.missing_scope(conn.accepted.scopes, method.required_scopes)
+            if missing is not None:
+                raise MethodError(proto.forbidden(missing, method.required_scopes))
+            frame = proto.ok_frame(request.id, await method.handler(self, request.params))
+        except MethodError as exc:
+            frame = proto.error_frame(request.id, exc.error)
+        await self._send(conn, frame)
+
+    async def _send(self, conn: Connection, frame: str) -> None:
+        transport = conn.ws.transport
+        if transport is not None and transport.get_write_buffer_size() > proto.MAX_BUFFERED_BYTES:
+            await self._close(conn, proto.CLOSE_POLICY_VIOLATION, proto.REASON_SLOW_CONSUMER, "slow-consumer")
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await conn.ws.send(frame)
+
+    async def _tick_forever(self) -> None:
+        # One global timer, phased by gateway start, not by connect (src/gateway/server-maintenance.ts).
+        interval_s = self.config.scaled_s(self.config.tick_interval_ms)
+        while True:
+            await asyncio.sleep(interval_s)
+            now_ms = int(time.time() * 1000)
+            for conn in list(self._authenticated):
+                await self._send(conn, proto.event_frame("tick", {"ts": now_ms}, conn.next_seq()))
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip in ("::1", "localhost")
+
+
+def _json_response(connection: ServerConnection, body: dict[str, Any]) -> Response:
+    return _text_response(connection, json.dumps(body) + "\n", "application/json; charset=utf-8")
+
+
+def _text_response(connection: ServerConnection, text: str, content_type: str) -> Response:
+    response = connection.respond(http.HTTPStatus.OK, text)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    return response

@@ -1,0 +1,1 @@
+"""The harness: drives fake accounts against a gateway and judges the result."""
