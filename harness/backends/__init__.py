@@ -1,0 +1,1 @@
+"""Where the target gateway runs: embedded child processes today; Docker and real OpenClaw later."""

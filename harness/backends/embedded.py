@@ -1,0 +1,124 @@
+"""The embedded backend: the gateway stub as a child process on a free loopback port.
+
+The child runs in its own session so a terminal's Ctrl-C reaches only the harness, which then
+stops the child itself (SIGTERM, then SIGKILL after a grace period): no stub outlives a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from harness.errors import BackendError
+
+READY_TIMEOUT_S = 15.0
+STOP_GRACE_S = 5.0
+
+
+class EmbeddedStub:
+    """`with EmbeddedStub(["--profile", "april-2026"], log_path=...) as stub:` then `stub.url`."""
+
+    def __init__(self, stub_args: list[str], *, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self._args = ["--host", "127.0.0.1", "--port", "0", *stub_args]
+        self._log_path = log_path
+        self._env = env
+        self._process: subprocess.Popen[str] | None = None
+        self.ready: dict[str, Any] = {}
+
+    def __enter__(self) -> EmbeddedStub:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return str(self.ready["url"])
+
+    @property
+    def http_url(self) -> str:
+        return str(self.ready["http"])
+
+    @property
+    def token(self) -> str:
+        return str(self.ready["token"])
+
+    def start(self) -> None:
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._log_path.open("w", encoding="utf-8") as log_file:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "gateway_stub", *self._args],
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env={**os.environ, **(self._env or {})},
+                start_new_session=True,
+            )
+        try:
+            self.ready = self._read_ready_line()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _read_ready_line(self) -> dict[str, Any]:
+        assert self._process is not None and self._process.stdout is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._process.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if selector.select(timeout=0.1):
+                    line = self._process.stdout.readline()
+                    if line:
+                        ready: dict[str, Any] = json.loads(line)
+                        return ready
+                    break  # EOF: the stub exited
+                if self._process.poll() is not None:
+                    break
+        code = self._process.poll()
+        tail = self._log_tail()
+        if code is None:
+            raise BackendError(f"gateway stub not ready after {READY_TIMEOUT_S:g} s; log: {tail}")
+        raise BackendError(f"gateway stub exited with code {code} before it was ready: {tail}")
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self._log_path.read_text(encoding="utf-8").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return lines[-1] if lines else "(empty log)"
+
+    def stop(self) -> int | None:
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        return process.returncode
+
+    def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        with urllib.request.urlopen(self.http_url + "stats", timeout=timeout_s) as response:
+            stats: dict[str, Any] = json.loads(response.read())
+            return stats
+
+
+def _signal_group(process: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)

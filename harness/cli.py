@@ -1,0 +1,127 @@
+"""`harness`: the command line.
+
+Today it has `demo`: start the embedded gateway stub, show one native-approvals handler handshake
+frame by frame, show a socket that never sends `connect` being cut at the handshake timeout, and
+print the stub's counters. Exit codes: 0 ok, 1 a threshold failed, 2 invalid input, 3 the target or
+environment failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import connect
+
+from harness.accounts.connect_shape import handler_connect_params, request_frame
+from harness.backends.embedded import EmbeddedStub
+from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, BackendError, HarnessError
+
+DEMO_TIME_SCALE = 0.1  # the April 10 s handshake timeout becomes 1 s
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        print(f"harness: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="harness", description="Chaos and load harness for WebSocket gateways.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    demo = commands.add_parser("demo", help="start the embedded gateway stub and show a handshake")
+    demo.add_argument("--profile", choices=("april-2026", "current"), default="april-2026",
+                      help="protocol profile of the stub (default april-2026)")
+    demo.add_argument("--out", type=Path, default=None,
+                      help="keep the stub's log in this folder (default: a temporary folder, removed)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return run_demo(args.profile, args.out)
+    except KeyboardInterrupt:
+        print("harness: interrupted; everything it started has been stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return EXIT_OK
+
+
+def run_demo(profile: str, out: Path | None) -> int:
+    work_dir = out or Path(tempfile.mkdtemp(prefix="harness-demo-"))
+    try:
+        stub_args = ["--profile", profile, "--time-scale", str(DEMO_TIME_SCALE)]
+        with EmbeddedStub(stub_args, log_path=work_dir / "stub.log") as stub:
+            print(f"gateway stub ({profile}) listening on {stub.url}  [time scale {DEMO_TIME_SCALE:g}]")
+            protocol = 3 if profile == "april-2026" else 4
+            _show_handshake(stub, protocol)
+            _show_handshake_timeout(stub)
+            counters = stub.stats()["counters"]
+        print("\nstub counters: " + ", ".join(f"{k}={v}" for k, v in counters.items() if v))
+        if out:
+            print(f"stub log: {work_dir / 'stub.log'}")
+    finally:
+        if out is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return EXIT_OK
+
+
+def _show_handshake(stub: EmbeddedStub, protocol: int) -> None:
+    params = handler_connect_params(channel="matrix", account="acct1", token=stub.token, protocol=protocol)
+    started = time.perf_counter()
+    try:
+        with connect(stub.url, compression=None, open_timeout=10) as ws:
+            challenge = json.loads(ws.recv(timeout=10))
+            print(f"\n<- {_brief(challenge)}")
+            _, frame = request_frame("connect", params)
+            ws.send(frame)
+            print(f"-> connect  client={params['client']['displayName']!r} scopes={params['scopes']}")
+            hello = json.loads(ws.recv(timeout=10))
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if not hello.get("ok"):
+                raise BackendError(f"handshake refused: {hello.get('error')}")
+            payload = hello["payload"]
+            print(f"<- hello-ok protocol={payload['protocol']} connId={payload['server']['connId']} "
+                  f"methods={len(payload['features']['methods'])} auth={payload['auth']}  ({elapsed_ms:.0f} ms)")
+            _, frame = request_frame("health", {})
+            ws.send(frame)
+            print(f"-> health\n<- {_brief(json.loads(ws.recv(timeout=10)))}")
+    except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
+        raise BackendError(f"demo handshake against {stub.url} failed: {exc}") from None
+
+
+def _show_handshake_timeout(stub: EmbeddedStub) -> None:
+    timeout_ms = stub.stats()["handshake_timeout_ms"]
+    print(f"\nA socket that never sends connect (handshake timeout {timeout_ms} ms, scaled x{DEMO_TIME_SCALE:g}):")
+    started = time.perf_counter()
+    try:
+        with connect(stub.url, compression=None, open_timeout=10) as ws:
+            ws.recv(timeout=10)  # the challenge
+            with contextlib.suppress(ConnectionClosed):
+                ws.recv(timeout=30)
+            print(f"<- closed code={ws.close_code} reason={ws.close_reason!r} "
+                  f"after {(time.perf_counter() - started) * 1000:.0f} ms")
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        raise BackendError(f"demo timeout check against {stub.url} failed: {exc}") from None
+
+
+def _brief(frame: dict[str, Any]) -> str:
+    text = json.dumps(frame, separators=(",", ":"))
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

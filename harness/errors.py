@@ -1,0 +1,25 @@
+"""The harness's exit codes and the errors that map to them (one line each, no traceback)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_THRESHOLD_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130
+
+
+class HarnessError(Exception):
+    exit_code = EXIT_ENVIRONMENT
+
+
+class BadInput(HarnessError):
+    """A profile, option or frame the user gave is invalid; the message names the field."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BackendError(HarnessError):
+    """The target or its environment failed (could not start, died, not ready)."""
+
+    exit_code = EXIT_ENVIRONMENT

@@ -1,0 +1,163 @@
+"""Shared fixtures: an in-process stub, a stub in a child process, and a small handshake client.
+
+Every stub binds 127.0.0.1 on port 0 and is stopped by its fixture, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway_stub import GatewayStub, StubConfig
+
+TOKEN = "test-token"
+# Idle latencies off and no auth delay: tests state the timing they depend on.
+FAST = dict(port=0, token=TOKEN, challenge_latency_ms=0, hello_latency_ms=0, auth_failure_delay=False)
+
+
+def connect_params(protocol: int = 3, **overrides: Any) -> dict[str, Any]:
+    """The April native-approvals handler's connect params (reference §8.3), token auth, no device."""
+    params: dict[str, Any] = {
+        "minProtocol": protocol,
+        "maxProtocol": protocol,
+        "client": {"id": "gateway-client", "displayName": "Matrix Native Approvals (acct1)",
+                   "version": "2026.4.24", "platform": "linux", "mode": "backend"},
+        "role": "operator",
+        "scopes": ["operator.approvals"],
+        "auth": {"token": TOKEN},
+    }
+    params.update(overrides)
+    return params
+
+
+def connect_frame(params: dict[str, Any] | None = None, request_id: str = "1:connect") -> str:
+    return json.dumps({"type": "req", "id": request_id, "method": "connect", "params": params or connect_params()})
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return frame
+
+
+async def wait_closed(ws: ClientConnection, timeout: float = 10.0) -> tuple[int | None, str | None]:
+    """Drain until the server closes; return (close code, reason)."""
+    async def drain() -> None:
+        try:
+            while True:
+                await ws.recv()
+        except Exception:
+            pass
+
+    await asyncio.wait_for(drain(), timeout)
+    return ws.close_code, ws.close_reason
+
+
+async def handshake(url: str, params: dict[str, Any] | None = None) -> tuple[ClientConnection, dict[str, Any]]:
+    """Connect, read the challenge, send connect, return the socket and the connect response frame."""
+    ws = await connect(url, compression=None)
+    challenge = await recv_json(ws)
+    assert challenge["event"] == "connect.challenge"
+    await ws.send(connect_frame(params))
+    return ws, await recv_json(ws)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+StubFactory = Callable[..., Awaitable[GatewayStub]]
+
+
+@pytest.fixture
+async def make_stub() -> AsyncIterator[StubFactory]:
+    """`stub = await make_stub(handshake_timeout_ms=..., ...)`: an in-process stub, stopped after the test."""
+    async with AsyncExitStack() as stack:
+        async def factory(**options: Any) -> GatewayStub:
+            return await stack.enter_async_context(GatewayStub(StubConfig(**{**FAST, **options})))
+
+        yield factory
+
+
+@pytest.fixture
+async def stub(make_stub: StubFactory) -> GatewayStub:
+    return await make_stub()
+
+
+@dataclass
+class StubProcess:
+    process: subprocess.Popen[str]
+    ready: dict[str, Any]
+    stderr_path: Path
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return str(self.ready["url"])
+
+    @property
+    def http_url(self) -> str:
+        return str(self.ready["http"])
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_stub_process(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> StubProcess:
+    stderr_path = tmp_path / f"stub-stderr-{len(list(tmp_path.glob('stub-stderr-*')))}.log"
+    stderr_file = stderr_path.open("w", encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway_stub", "--port", "0", "--token", TOKEN, *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr_file,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    stderr_file.close()
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.wait(10)
+        raise AssertionError(f"stub exited {process.returncode}: {stderr_path.read_text()}")
+    return StubProcess(process, json.loads(line), stderr_path)
+
+
+@pytest.fixture
+def stub_process(tmp_path: Path) -> Iterator[Callable[..., StubProcess]]:
+    """`proc = stub_process("--connect-cost-before-timer", "fixed:20")`: the stub as a child process."""
+    started: list[StubProcess] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> StubProcess:
+        proc = start_stub_process(list(args), tmp_path, env)
+        started.append(proc)
+        return proc
+
+    yield factory
+    for proc in started:
+        proc.stop()
