@@ -1,0 +1,1 @@
+"""Start policies and retry schedules as pure objects (no sleeping, no sockets, no global clock)."""
