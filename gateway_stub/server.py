@@ -363,8 +363,12 @@ class GatewayStub:
             return
         conn.phase = "auth_validated"
         idle_left_s = self.config.scaled_s(self.config.hello_latency_ms) - (loop.time() - received_at)
-        if idle_left_s > 0:
-            await asyncio.sleep(idle_left_s)
+        # Always yield at least once: the real connect path awaits I/O before registering the client,
+        # and Node runs overdue timers before such a continuation. asyncio would resume this task first,
+        # so a timer that fell due during the cost is fired here explicitly.
+        await asyncio.sleep(max(0.0, idle_left_s))
+        if conn.timer is not None and loop.time() >= conn.timer.when():
+            self._on_handshake_timeout(conn)
         if conn.closing:
             return
         # Registered: from here the handshake timer cannot fire, and the budget slot is free again.
