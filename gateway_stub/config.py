@@ -124,7 +124,7 @@ def _check_loopback(host: str) -> None:
 
 def _positive_int_strict(text: str) -> int:
     # OpenClaw reads these env vars with ^\+?\d+$ and requires a positive value.
-    if not re.fullmatch(r"\+?\d+", text) or int(text) < 1:
+    if not re.fullmatch(r"\+?[0-9]+", text) or int(text) < 1:  # JS \d is ASCII-only; Python's is not
         raise ValueError(f"expected a positive integer, got {text!r}")
     return int(text)
 

@@ -1,0 +1,538 @@
+"""The handshake over real sockets: exact frames, close codes and reasons, against the in-process stub.
+
+Expected values come from ../shared/reference/openclaw-gateway.md, sections 2-6 and 12.5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from conftest import (
+    TOKEN,
+    StubFactory,
+    connect_frame,
+    connect_params,
+    handshake,
+    recv_json,
+    wait_closed,
+    wait_until,
+)
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
+
+from gateway_stub import GatewayStub
+from gateway_stub.cost import parse_cost
+from gateway_stub.device_auth import DeviceIdentity
+from gateway_stub.profiles import APRIL_2026, CURRENT
+
+CLI_CLIENT = {"id": "cli", "version": "2026.4.24", "platform": "linux", "mode": "cli"}
+TEST_CLIENT = {"id": "test", "version": "2026.9.6", "platform": "linux", "mode": "test"}
+
+
+def cli_params(protocol: int = 3, scopes: list[str] | None = None) -> dict[str, Any]:
+    return connect_params(protocol, client=dict(CLI_CLIENT), scopes=scopes or ["operator.read"])
+
+
+def request(request_id: str, method: str, params: Any = None) -> str:
+    frame: dict[str, Any] = {"type": "req", "id": request_id, "method": method}
+    if params is not None:
+        frame["params"] = params
+    return json.dumps(frame)
+
+
+async def open_socket(url: str) -> tuple[ClientConnection, dict[str, Any]]:
+    """Connect and read the challenge frame."""
+    ws = await connect(url, compression=None)
+    challenge = await recv_json(ws)
+    return ws, challenge
+
+
+async def frames_until_closed(ws: ClientConnection, timeout: float = 5.0) -> list[str | bytes]:
+    """Every frame the server sends until it closes the socket."""
+    frames: list[str | bytes] = []
+
+    async def drain() -> None:
+        try:
+            while True:
+                frames.append(await ws.recv())
+        except ConnectionClosed:
+            pass
+
+    await asyncio.wait_for(drain(), timeout)
+    return frames
+
+
+def send_burst(ws: ClientConnection, messages: list[str]) -> None:
+    """Send text frames in one TCP write, so the server reads them in one go.
+
+    Separate `send` calls can reach the server in several reads; with a blocking connect cost, frames
+    read after the burn would only be seen once hello is done, and the test would depend on timing.
+    """
+    for message in messages:
+        ws.protocol.send_text(message.encode("utf-8"))
+    ws.transport.write(b"".join(ws.protocol.data_to_send()))
+
+
+async def connected(url: str, params: dict[str, Any] | None = None) -> ClientConnection:
+    ws, res = await handshake(url, params)
+    assert res["ok"] is True, res
+    assert res["payload"]["type"] == "hello-ok"
+    return ws
+
+
+def key_tree(value: Any) -> Any:
+    """The nested key structure of a JSON object (dict keys only, values dropped)."""
+    if isinstance(value, dict):
+        return {k: key_tree(v) for k, v in value.items()}
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# connect.challenge
+
+
+async def test_challenge_april(stub: GatewayStub) -> None:
+    ws, frame = await open_socket(stub.url)
+    now_ms = time.time() * 1000
+    assert set(frame) == {"type", "event", "payload"}  # no seq on the challenge
+    assert (frame["type"], frame["event"]) == ("event", "connect.challenge")
+    payload = frame["payload"]
+    assert set(payload) == {"nonce", "ts"}
+    assert str(uuid.UUID(payload["nonce"])) == payload["nonce"]
+    assert isinstance(payload["ts"], int) and abs(payload["ts"] - now_ms) < 5000
+    await ws.close()
+
+
+async def test_challenge_current(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current")
+    ws, frame = await open_socket(stub.url)
+    assert set(frame) == {"type", "event", "payload"}
+    assert (frame["type"], frame["event"]) == ("event", "connect.challenge")
+    payload = frame["payload"]
+    assert set(payload) == {"nonce", "ts", "capabilities"}
+    assert payload["capabilities"] == ["model-catalog-snapshot"]
+    uuid.UUID(payload["nonce"])
+    assert isinstance(payload["ts"], int)
+    await ws.close()
+
+
+async def test_challenge_nonce_is_fresh_per_connection(stub: GatewayStub) -> None:
+    sockets = [await open_socket(stub.url) for _ in range(3)]
+    assert len({challenge["payload"]["nonce"] for _, challenge in sockets}) == 3
+    for ws, _ in sockets:
+        await ws.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# hello-ok
+
+
+async def test_hello_ok_april(stub: GatewayStub) -> None:
+    template = APRIL_2026.hello_template()
+    ws1, res1 = await handshake(stub.url)
+    ws2, res2 = await handshake(stub.url)
+    assert set(res1) == {"type", "id", "ok", "payload"}
+    assert (res1["type"], res1["id"], res1["ok"]) == ("res", "1:connect", True)
+    hello = res1["payload"]
+    assert key_tree(hello) == key_tree(template)
+    assert hello["type"] == "hello-ok"
+    assert hello["protocol"] == 3
+    assert hello["server"]["version"] == "2026.4.24"
+    assert hello["features"] == template["features"]
+    assert hello["policy"] == {"maxPayload": 26214400, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000}
+    assert hello["auth"] == {"role": "operator", "scopes": ["operator.approvals"]}  # no auth.method in April
+    assert "bootId" not in hello["server"] and "capabilities" not in hello["features"]
+    conn_ids = {hello["server"]["connId"], res2["payload"]["server"]["connId"]}
+    assert len(conn_ids) == 2 and "" not in conn_ids
+    await ws1.close()
+    await ws2.close()
+
+
+async def test_hello_ok_current(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current")
+    template = CURRENT.hello_template()
+    ws1, res1 = await handshake(stub.url, connect_params(4, caps=["approvals"]))
+    ws2, res2 = await handshake(stub.url, connect_params(4))
+    assert (res1["type"], res1["id"], res1["ok"]) == ("res", "1:connect", True)
+    hello = res1["payload"]
+    assert key_tree(hello) == key_tree(template)
+    assert hello["type"] == "hello-ok"
+    assert hello["protocol"] == 4
+    assert hello["server"]["version"] == "2026.9.6"
+    assert hello["features"]["capabilities"] == ["model-catalog-snapshot"]
+    policy = hello["policy"]
+    assert (policy["maxPayload"], policy["maxBufferedBytes"], policy["tickIntervalMs"]) == (26214400, 52428800, 30000)
+    assert hello["auth"] == {"method": "token", "role": "operator", "scopes": ["operator.approvals"]}
+    assert hello["server"]["bootId"] != ""
+    assert hello["server"]["bootId"] == res2["payload"]["server"]["bootId"]  # one boot, many connections
+    conn_ids = {hello["server"]["connId"], res2["payload"]["server"]["connId"]}
+    assert len(conn_ids) == 2 and "" not in conn_ids
+    await ws1.close()
+    await ws2.close()
+
+
+async def test_current_accepts_protocol_3_from_a_node_client(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current")
+    node = {"id": "node-host", "version": "2026.9.6", "platform": "linux", "mode": "node"}
+    ws, res = await handshake(stub.url, connect_params(3, client=node, role="node", scopes=[]))
+    assert res["ok"] is True
+    assert res["payload"]["protocol"] == 3
+    await ws.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Handshake errors: the exact res frame, then the close
+
+MISMATCH_ERROR = {
+    "code": "INVALID_REQUEST",
+    "message": "unauthorized: gateway token mismatch (provide gateway auth token)",
+    "details": {"code": "AUTH_TOKEN_MISMATCH", "authReason": "token_mismatch", "canRetryWithDeviceToken": False,
+                "recommendedNextStep": "update_auth_credentials"},
+}
+
+
+def without_auth() -> dict[str, Any]:
+    params = connect_params()
+    del params["auth"]
+    return params
+
+
+@pytest.mark.parametrize(
+    ("profile", "params", "error", "code", "reason"),
+    [
+        pytest.param("april-2026", connect_params(auth={"token": "wrong"}), MISMATCH_ERROR, 1008,
+                     MISMATCH_ERROR["message"], id="wrong-token"),
+        pytest.param("current", connect_params(4, auth={"token": "wrong"}), MISMATCH_ERROR, 1008,
+                     MISMATCH_ERROR["message"], id="wrong-token-current"),
+        pytest.param("april-2026", without_auth(),
+                     {"code": "NOT_PAIRED", "message": "device identity required",
+                      "details": {"code": "DEVICE_IDENTITY_REQUIRED"}},
+                     1008, "device identity required", id="no-auth"),
+        pytest.param("current", connect_params(3),
+                     {"code": "INVALID_REQUEST", "message": "protocol mismatch",
+                      "details": {"code": "PROTOCOL_MISMATCH", "clientMinProtocol": 3, "clientMaxProtocol": 3,
+                                  "expectedProtocol": 4, "minimumProbeProtocol": 3}},
+                     1002, "protocol mismatch", id="protocol-mismatch-current"),
+        pytest.param("april-2026", connect_params(4),
+                     {"code": "INVALID_REQUEST", "message": "protocol mismatch",
+                      "details": {"code": "PROTOCOL_MISMATCH", "clientMinProtocol": 4, "clientMaxProtocol": 4,
+                                  "expectedProtocol": 3, "minimumProbeProtocol": 3}},
+                     1002, "protocol mismatch", id="protocol-mismatch-april"),
+        pytest.param("april-2026",
+                     connect_params(client={"id": "matrix", "version": "1", "platform": "linux", "mode": "backend"}),
+                     {"code": "INVALID_REQUEST",
+                      "message": "invalid connect params: at /client/id: must be equal to one of the allowed values"},
+                     1008, "invalid connect params: at /client/id: must be equal to one of the allowed values",
+                     id="schema-client-id"),
+        pytest.param("april-2026", connect_params(modelCatalog={}),
+                     {"code": "INVALID_REQUEST",
+                      "message": "invalid connect params: at root: must NOT have additional properties"},
+                     1008, "invalid connect params: at root: must NOT have additional properties",
+                     id="schema-april-model-catalog"),
+        pytest.param("april-2026", connect_params(role="superuser"),
+                     {"code": "INVALID_REQUEST", "message": "invalid role"}, 1008, "invalid role",
+                     id="invalid-role"),
+        pytest.param("april-2026",
+                     connect_params(client={"id": "openclaw-control-ui", "version": "1", "platform": "web",
+                                            "mode": "ui"}),
+                     {"code": "INVALID_REQUEST",
+                      "message": "control ui requires device identity (use HTTPS or localhost secure context)",
+                      "details": {"code": "CONTROL_UI_DEVICE_IDENTITY_REQUIRED"}},
+                     1008, "control ui requires device identity (use HTTPS or localhost secure context)",
+                     id="ui-without-device"),
+    ],
+)
+async def test_connect_rejected(
+    make_stub: StubFactory, profile: str, params: dict[str, Any], error: dict[str, Any], code: int, reason: str
+) -> None:
+    stub = await make_stub(profile=profile)
+    ws, res = await handshake(stub.url, params)
+    assert res == {"type": "res", "id": "1:connect", "ok": False, "error": error}
+    assert await wait_closed(ws) == (code, reason)
+
+
+async def test_first_request_not_connect(stub: GatewayStub) -> None:
+    ws, _ = await open_socket(stub.url)
+    await ws.send(request("h1", "health"))
+    message = "invalid handshake: first request must be connect"
+    assert await recv_json(ws) == {"type": "res", "id": "h1", "ok": False,
+                                   "error": {"code": "INVALID_REQUEST", "message": message}}
+    assert await wait_closed(ws) == (1008, message)
+
+
+@pytest.mark.parametrize("message", ["hello", "{", b"\xff\xfe\x00binary", b"hello"], ids=["text", "partial-json",
+                                                                                          "binary-bytes",
+                                                                                          "binary-ascii"])
+async def test_non_json_first_frame_closes_1000_without_res(stub: GatewayStub, message: str | bytes) -> None:
+    ws, _ = await open_socket(stub.url)
+    await ws.send(message)
+    assert await frames_until_closed(ws) == []
+    assert (ws.close_code, ws.close_reason) == (1000, "")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "event", "event": "tick", "payload": {}},
+        {"type": "res", "id": "1", "ok": True},
+        {"type": "req", "method": "connect", "params": {}},
+        {"type": "req", "id": "", "method": "connect"},
+        {"type": "req", "id": "1", "method": 7},
+        [1, 2, 3],
+        "just a string",
+    ],
+    ids=["event", "res", "req-without-id", "req-empty-id", "req-bad-method", "array", "json-string"],
+)
+async def test_json_that_is_not_a_request_closes_1008(stub: GatewayStub, frame: Any) -> None:
+    ws, _ = await open_socket(stub.url)
+    await ws.send(json.dumps(frame))
+    assert await frames_until_closed(ws) == []
+    assert (ws.close_code, ws.close_reason) == (1008, "invalid request frame")
+
+
+async def test_binary_frame_carrying_a_connect_is_read_as_text(stub: GatewayStub) -> None:
+    ws, _ = await open_socket(stub.url)
+    await ws.send(connect_frame().encode("utf-8"))
+    res = await recv_json(ws)
+    assert res["ok"] is True and res["payload"]["type"] == "hello-ok"
+    await ws.close()
+
+
+async def test_oversized_first_frame_closes_1009(stub: GatewayStub) -> None:
+    ws, _ = await open_socket(stub.url)
+    await ws.send("x" * 70_000)  # not JSON either: the size check comes first
+    assert await frames_until_closed(ws) == []
+    assert (ws.close_code, ws.close_reason) == (1009, "preauth payload too large")
+
+
+async def test_oversized_binary_frame_closes_1009(stub: GatewayStub) -> None:
+    ws, _ = await open_socket(stub.url)
+    await ws.send(b"\x00" * 65_537)
+    assert await wait_closed(ws) == (1009, "preauth payload too large")
+
+
+async def test_first_frame_of_exactly_64_kib_is_not_too_large(stub: GatewayStub) -> None:
+    ws, _ = await open_socket(stub.url)
+    await ws.send("x" * 65_536)
+    assert await wait_closed(ws) == (1000, "")  # parsed (and refused as non-JSON), not 1009
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames queued while connect is processed
+
+SLOW_CONNECT = {"connect_cost_before_timer": parse_cost("fixed:300")}
+
+
+async def test_sixteenth_pending_frame_closes_1008(make_stub: StubFactory) -> None:
+    stub = await make_stub(**SLOW_CONNECT)
+    ws, _ = await open_socket(stub.url)
+    send_burst(ws, [connect_frame(cli_params()), *(request(f"h{index}", "health") for index in range(16))])
+    frames = await frames_until_closed(ws)
+    assert frames == []  # no hello-ok: the connect was abandoned with the socket
+    assert (ws.close_code, ws.close_reason) == (1008, "too many pending handshake frames")
+    assert stub.stats()["counters"].get("handshakes_succeeded", 0) == 0
+
+
+@pytest.mark.parametrize("queued", [3, 15])
+async def test_frames_queued_during_connect_are_answered_after_hello(make_stub: StubFactory, queued: int) -> None:
+    stub = await make_stub(**SLOW_CONNECT)
+    ws, _ = await open_socket(stub.url)
+    started = time.monotonic()
+    send_burst(ws, [connect_frame(cli_params()), *(request(f"h{index}", "health") for index in range(queued))])
+    hello = await recv_json(ws)
+    assert time.monotonic() - started >= 0.25  # the connect really was slow
+    assert hello["id"] == "1:connect" and hello["ok"] is True
+    answers = [await recv_json(ws) for _ in range(queued)]
+    assert {a["id"] for a in answers} == {f"h{i}" for i in range(queued)}
+    assert all(a["type"] == "res" and a["ok"] is True and a["payload"]["ok"] is True for a in answers)
+    assert ws.close_code is None
+    await ws.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Device identity
+
+
+async def signed_connect(
+    url: str, identity: DeviceIdentity, auth: dict[str, str], token: str, *, tamper: bool = False
+) -> tuple[ClientConnection, dict[str, Any]]:
+    ws, challenge = await open_socket(url)
+    nonce, ts = challenge["payload"]["nonce"], challenge["payload"]["ts"]
+    scopes = ["operator.admin"]
+    device = identity.sign_connect(client=TEST_CLIENT, role="operator", scopes=scopes, token=token, nonce=nonce,
+                                   signed_at_ms=ts)
+    if tamper:
+        other = DeviceIdentity.generate().sign_connect(client=TEST_CLIENT, role="operator", scopes=scopes,
+                                                       token=token, nonce=nonce, signed_at_ms=ts)
+        device["signature"] = other["signature"]
+    params = connect_params(4, client=dict(TEST_CLIENT), scopes=scopes, auth=auth, device=device)
+    await ws.send(connect_frame(params))
+    return ws, await recv_json(ws)
+
+
+async def test_device_signed_connect_gets_a_device_token(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current")
+    identity = DeviceIdentity.generate()
+    ws, res = await signed_connect(stub.url, identity, {"token": TOKEN}, TOKEN)
+    assert res["ok"] is True, res
+    auth = res["payload"]["auth"]
+    assert set(auth) == {"method", "role", "scopes", "deviceToken", "issuedAtMs"}
+    assert (auth["method"], auth["role"]) == ("token", "operator")
+    assert auth["scopes"] == ["operator.admin"]  # a device keeps its scopes, even as test/test
+    assert isinstance(auth["deviceToken"], str) and auth["deviceToken"]
+    assert isinstance(auth["issuedAtMs"], int) and abs(auth["issuedAtMs"] - time.time() * 1000) < 5000
+    await ws.close()
+
+    # The issued token then authenticates the same device on its own.
+    device_token = auth["deviceToken"]
+    ws2, res2 = await signed_connect(stub.url, identity, {"deviceToken": device_token}, device_token)
+    assert res2["ok"] is True, res2
+    assert res2["payload"]["auth"]["method"] == "device-token"
+    await ws2.close()
+
+
+async def test_device_token_of_another_device_is_refused(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current")
+    ws, res = await signed_connect(stub.url, DeviceIdentity.generate(), {"token": TOKEN}, TOKEN)
+    device_token = res["payload"]["auth"]["deviceToken"]
+    await ws.close()
+    ws2, res2 = await signed_connect(stub.url, DeviceIdentity.generate(), {"deviceToken": device_token}, device_token)
+    assert res2["ok"] is False
+    assert res2["error"]["details"]["code"] == "AUTH_DEVICE_TOKEN_MISMATCH"
+    assert (await wait_closed(ws2))[0] == 1008
+
+
+async def test_tampered_device_signature_is_refused(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current")
+    ws, res = await signed_connect(stub.url, DeviceIdentity.generate(), {"token": TOKEN}, TOKEN, tamper=True)
+    assert res == {"type": "res", "id": "1:connect", "ok": False,
+                   "error": {"code": "INVALID_REQUEST", "message": "device signature invalid",
+                             "details": {"code": "DEVICE_AUTH_SIGNATURE_INVALID"}}}
+    assert await wait_closed(ws) == (1008, "device signature invalid")
+
+
+# ---------------------------------------------------------------------------------------------
+# After hello
+
+
+async def test_health_and_status_for_cli_reader(stub: GatewayStub) -> None:
+    ws = await connected(stub.url, cli_params())
+    await ws.send(request("2:health", "health"))
+    health = await recv_json(ws)
+    assert (health["type"], health["id"], health["ok"]) == ("res", "2:health", True)
+    assert health["payload"]["ok"] is True
+    assert health["payload"]["gateway"]["connections"] == 1
+    await ws.send(request("3:status", "status", {}))
+    status = await recv_json(ws)
+    assert (status["type"], status["id"], status["ok"]) == ("res", "3:status", True)
+    assert status["payload"]["version"] == "2026.4.24"
+    assert status["payload"]["connections"] == {"authenticated": 1, "preauth": 0}
+    await ws.close()
+
+
+async def test_approvals_only_client_is_forbidden_health(stub: GatewayStub) -> None:
+    ws = await connected(stub.url)  # gateway-client/backend, ["operator.approvals"]
+    await ws.send(request("2:health", "health"))
+    assert await recv_json(ws) == {
+        "type": "res", "id": "2:health", "ok": False,
+        "error": {"code": "FORBIDDEN", "message": "missing scope: operator.read",
+                  "details": {"code": "MISSING_SCOPE", "missingScope": "operator.read",
+                              "requiredScopes": ["operator.read"]}},
+    }
+    await ws.close()
+
+
+async def test_shape_without_kept_scopes_is_forbidden(stub: GatewayStub) -> None:
+    params = connect_params(client={**TEST_CLIENT, "version": "2026.4.24"}, scopes=["operator.read"])
+    ws, res = await handshake(stub.url, params)
+    assert res["payload"]["auth"]["scopes"] == []  # test/test: scopes cleared (reference §3.4)
+    await ws.send(request("2:status", "status"))
+    answer = await recv_json(ws)
+    assert answer["ok"] is False and answer["error"]["code"] == "FORBIDDEN"
+    await ws.close()
+
+
+async def test_backend_with_origin_header_loses_scopes(stub: GatewayStub) -> None:
+    ws = await connect(stub.url, compression=None, origin=Origin("http://127.0.0.1"))
+    await recv_json(ws)
+    await ws.send(connect_frame())
+    res = await recv_json(ws)
+    assert res["ok"] is True and res["payload"]["auth"]["scopes"] == []
+    await ws.close()
+
+
+async def test_unknown_method_keeps_the_socket_open(stub: GatewayStub) -> None:
+    ws = await connected(stub.url, cli_params())
+    await ws.send(request("2:nope", "no.such.method", {}))
+    assert await recv_json(ws) == {"type": "res", "id": "2:nope", "ok": False,
+                                   "error": {"code": "INVALID_REQUEST", "message": "unknown method: no.such.method"}}
+    await ws.send(request("3:health", "health"))
+    answer = await recv_json(ws)
+    assert answer["id"] == "3:health" and answer["ok"] is True
+    assert ws.close_code is None
+    await ws.close()
+
+
+async def test_ticks_carry_a_per_connection_seq(make_stub: StubFactory) -> None:
+    stub = await make_stub(tick_interval_ms=2000, time_scale=0.05)  # a tick every 100 ms
+    first = await connected(stub.url, cli_params())
+    ticks = [await recv_json(first) for _ in range(2)]
+    assert [(t["type"], t["event"], t["seq"]) for t in ticks] == [("event", "tick", 1), ("event", "tick", 2)]
+    assert all(set(t) == {"type", "event", "payload", "seq"} and isinstance(t["payload"]["ts"], int) for t in ticks)
+    assert ticks[1]["payload"]["ts"] > ticks[0]["payload"]["ts"]
+
+    second = await connected(stub.url, cli_params())
+    second_ticks = [await recv_json(second) for _ in range(3)]
+    assert [t["seq"] for t in second_ticks] == [1, 2, 3]
+    more = [await recv_json(first) for _ in range(3)]
+    assert [t["seq"] for t in more] == [3, 4, 5]
+    await first.close()
+    await second.close()
+
+
+async def test_no_ticks_before_hello(make_stub: StubFactory) -> None:
+    stub = await make_stub(tick_interval_ms=2000, time_scale=0.05, handshake_timeout_ms=60_000)
+    ws, _ = await open_socket(stub.url)
+    authed = await connected(stub.url, cli_params())
+    await recv_json(authed)  # one tick has gone out since
+    await ws.send(connect_frame(cli_params()))
+    hello = await recv_json(ws)
+    assert hello["type"] == "res" and hello["ok"] is True  # no tick reached the socket while it was pre-auth
+    assert (await recv_json(ws))["seq"] == 1
+    await ws.close()
+    await authed.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loopback auth-failure delay
+
+
+async def timed_wrong_token(url: str) -> float:
+    ws, _ = await open_socket(url)
+    started = time.monotonic()
+    await ws.send(connect_frame(connect_params(auth={"token": "wrong"})))
+    res = await recv_json(ws)
+    elapsed = time.monotonic() - started
+    assert res["error"] == MISMATCH_ERROR
+    assert await wait_closed(ws) == (1008, MISMATCH_ERROR["message"])
+    return elapsed
+
+
+async def test_auth_failure_delay_grows(make_stub: StubFactory) -> None:
+    stub = await make_stub(auth_failure_delay=True, time_scale=1.0)
+    first = await timed_wrong_token(stub.url)
+    second = await timed_wrong_token(stub.url)
+    assert first >= 0.2  # 250 ms
+    assert second >= 0.45  # 500 ms
+    assert second > first
+    await wait_until(lambda: stub.stats()["counters"].get("handshakes_auth_failed") == 2)
+
+
+async def test_auth_failure_delay_off(stub: GatewayStub) -> None:
+    assert await timed_wrong_token(stub.url) < 0.2
