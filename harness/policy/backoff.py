@@ -34,7 +34,7 @@ class DoublingBackoff:
 
     def next_delay_ms(self, floor_ms: int = 0) -> int:
         self.failures += 1
-        delay = min(self.initial_ms * 2 ** (self.failures - 1), self.maximum_ms)
+        delay: int = min(self.initial_ms << (self.failures - 1), self.maximum_ms)
         return max(delay, floor_ms)
 
     def reset(self) -> None:
