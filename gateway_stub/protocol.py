@@ -160,8 +160,9 @@ def first_request_not_connect(request: Request) -> CloseWith:
 
 
 # ---------------------------------------------------------------------------------------------
-# The closed ConnectParamsSchema (packages/gateway-protocol/src/schema/frames.ts), with AJV's
-# error messages. A checker returns None when the value is fine, else (path, message).
+# The closed ConnectParamsSchema (packages/gateway-protocol/src/schema/frames.ts), with the real
+# gateway's error messages (AJV's, except unknown keys: "unexpected property '<name>'").
+# A checker returns None when the value is fine, else (path, message).
 
 Problem = tuple[str, str]
 Checker = Callable[[Any, str], Problem | None]
@@ -228,7 +229,8 @@ def _object(properties: Mapping[str, Checker], required: tuple[str, ...] = ()) -
                 return path, f"must have required property '{name}'"
         for name in value:
             if name not in properties:
-                return path, "must NOT have additional properties"
+                # The real gateway's wording (observed on 2026.9.6), not AJV's "must NOT have additional properties".
+                return path, f"unexpected property '{name}'"
         for name, checker in properties.items():
             if name in value:
                 problem = checker(value[name], f"{path}/{name}")

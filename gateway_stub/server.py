@@ -478,12 +478,15 @@ class GatewayStub:
         assert conn.accepted is not None
         self.metrics.bump("requests_total")
         method = METHODS.get(request.method)
+        # An unknown method is gated like an admin one first (observed on 2026.9.6): a non-admin client
+        # learns only that it lacks operator.admin.
+        required = method.required_scopes if method else (proto.SCOPE_ADMIN,)
         try:
+            missing = proto.missing_scope(conn.accepted.scopes, required)
+            if missing is not None:
+                raise MethodError(proto.forbidden(missing, required))
             if method is None:
                 raise MethodError(unknown_method(request.method))
-            missing = proto.missing_scope(conn.accepted.scopes, method.required_scopes)
-            if missing is not None:
-                raise MethodError(proto.forbidden(missing, method.required_scopes))
             frame = proto.ok_frame(request.id, await method.handler(self, request.params))
         except MethodError as exc:
             frame = proto.error_frame(request.id, exc.error)

@@ -232,8 +232,8 @@ def without_auth() -> dict[str, Any]:
                      id="schema-client-id"),
         pytest.param("april-2026", connect_params(modelCatalog={}),
                      {"code": "INVALID_REQUEST",
-                      "message": "invalid connect params: at root: must NOT have additional properties"},
-                     1008, "invalid connect params: at root: must NOT have additional properties",
+                      "message": "invalid connect params: at root: unexpected property 'modelCatalog'"},
+                     1008, "invalid connect params: at root: unexpected property 'modelCatalog'",
                      id="schema-april-model-catalog"),
         pytest.param("april-2026", connect_params(role="superuser"),
                      {"code": "INVALID_REQUEST", "message": "invalid role"}, 1008, "invalid role",
@@ -467,8 +467,18 @@ async def test_backend_with_origin_header_loses_scopes(stub: GatewayStub) -> Non
     await ws.close()
 
 
+async def test_unknown_method_needs_admin_before_it_is_called_unknown(stub: GatewayStub) -> None:
+    ws = await connected(stub.url, cli_params())  # operator.read only
+    await ws.send(request("2:nope", "no.such.method", {}))
+    assert await recv_json(ws) == {"type": "res", "id": "2:nope", "ok": False, "error": {
+        "code": "FORBIDDEN", "message": "missing scope: operator.admin",
+        "details": {"code": "MISSING_SCOPE", "missingScope": "operator.admin", "requiredScopes": ["operator.admin"]}}}
+    assert ws.close_code is None
+    await ws.close()
+
+
 async def test_unknown_method_keeps_the_socket_open(stub: GatewayStub) -> None:
-    ws = await connected(stub.url, cli_params())
+    ws = await connected(stub.url, cli_params(scopes=["operator.admin"]))
     await ws.send(request("2:nope", "no.such.method", {}))
     assert await recv_json(ws) == {"type": "res", "id": "2:nope", "ok": False,
                                    "error": {"code": "INVALID_REQUEST", "message": "unknown method: no.such.method"}}

@@ -85,7 +85,7 @@ def test_valid_params_have_no_problem_on_both_profiles() -> None:
 def test_unknown_root_key_is_rejected() -> None:
     params = connect_params(3, surprise=True)
     assert connect_params_problem(params, APRIL_2026) == (
-        "invalid connect params: at root: must NOT have additional properties"
+        "invalid connect params: at root: unexpected property 'surprise'"
     )
 
 
@@ -178,14 +178,14 @@ def test_time_zone_is_at_most_64_characters() -> None:
 def test_april_rejects_runtime_auth_tokens_current_accepts(key: str) -> None:
     params = connect_params(3, auth={"token": TOKEN, key: "secret"})
     assert connect_params_problem(params, APRIL_2026) == (
-        "invalid connect params: at /auth: must NOT have additional properties"
+        f"invalid connect params: at /auth: unexpected property '{key}'"
     )
     assert connect_params_problem({**params, "minProtocol": 4, "maxProtocol": 4}, CURRENT) is None
 
 
 def test_april_rejects_model_catalog_current_accepts() -> None:
     assert connect_params_problem(connect_params(3, modelCatalog={"snapshot": True}), APRIL_2026) == (
-        "invalid connect params: at root: must NOT have additional properties"
+        "invalid connect params: at root: unexpected property 'modelCatalog'"
     )
     assert connect_params_problem(connect_params(4, modelCatalog={"snapshot": True}), CURRENT) is None
 
@@ -193,7 +193,7 @@ def test_april_rejects_model_catalog_current_accepts() -> None:
 def test_auth_is_closed_on_both_profiles() -> None:
     params = connect_params(4, auth={"token": TOKEN, "apiKey": "x"})
     assert connect_params_problem(params, CURRENT) == (
-        "invalid connect params: at /auth: must NOT have additional properties"
+        "invalid connect params: at /auth: unexpected property 'apiKey'"
     )
 
 
