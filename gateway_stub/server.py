@@ -50,8 +50,8 @@ class Connection:
     ws: ServerConnection
     slot: PreauthSlot | None
     opened_at: float
-    peer: str
-    remote_ip: str
+    remote: Endpoint
+    local: Endpoint
     origin: str | None
     host: str | None
     user_agent: str | None
@@ -66,6 +66,15 @@ class Connection:
     accepted: proto.Accepted | None = None
     seq: int = 0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def remote_ip(self) -> str:
+        return self.remote.ip
+
+    @property
+    def peer(self) -> str:
+        """OpenClaw's `peer=`: remoteIp:remotePort->localIp:localPort."""
+        return f"{self.remote}->{self.local}"
 
     @property
     def closing(self) -> bool:
@@ -83,12 +92,18 @@ class Connection:
             self.slot.release()
 
 
-def _describe_endpoint(address: Any) -> tuple[str, str]:
-    """(ip:port, ip) from a socket address tuple; `n/a` when unknown."""
-    if not address:
-        return "n/a", "n/a"
-    host, port = address[0], address[1]
-    return f"{host}:{port}", str(host)
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    port: int | None
+
+    @classmethod
+    def of(cls, address: Any) -> Endpoint:
+        """From a socket address tuple; `n/a` when unknown."""
+        return cls(str(address[0]), int(address[1])) if address else cls("n/a", None)
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}" if self.port is not None else "n/a"
 
 
 class GatewayStub:
@@ -219,11 +234,12 @@ class GatewayStub:
         if "websocket" not in request.headers.get("Upgrade", "").lower():
             return self._serve_http(connection, request)
         self._burner.burn_blocking(self.config.upgrade_cost)
-        _, remote_ip = _describe_endpoint(connection.remote_address)
+        remote_ip = Endpoint.of(connection.remote_address).ip
         slot = self._budget.try_acquire(remote_ip)
         if slot is None:
             self.metrics.bump("handshakes_rejected_503")
-            self.log.record("http.preauth_rejected", "warn", remote=remote_ip, status=503)
+            self.log.record("http.preauth_rejected", "warn", WS_SUBSYSTEM,
+                            f"preauth budget exceeded remote={remote_ip} status=503", remote=remote_ip, status=503)
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, BUDGET_EXCEEDED_BODY)
         self._pending_slots[connection] = slot
         # Whatever happens next (upgrade refused, socket dropped, hello, close), the slot comes back.
@@ -257,16 +273,14 @@ class GatewayStub:
 
     async def _handle(self, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
-        peer_local, _ = _describe_endpoint(ws.local_address)
-        peer_remote, remote_ip = _describe_endpoint(ws.remote_address)
         headers: Headers = ws.request.headers if ws.request else Headers()
         conn = Connection(
             id=str(uuid.uuid4()),
             ws=ws,
             slot=self._pending_slots.pop(ws, None),
             opened_at=loop.time(),
-            peer=f"{peer_remote}->{peer_local}",
-            remote_ip=remote_ip,
+            remote=Endpoint.of(ws.remote_address),
+            local=Endpoint.of(ws.local_address),
             origin=headers.get("Origin"),
             host=headers.get("Host"),
             user_agent=headers.get("User-Agent"),
@@ -275,7 +289,7 @@ class GatewayStub:
         )
         self._preauth.add(conn)
         self.metrics.bump("handshakes_started")
-        self.log.record("ws.open", connId=conn.id, peer=conn.peer, remote=remote_ip)
+        self.log.record("ws.open", "debug", WS_SUBSYSTEM, f"open conn={conn.id} peer={conn.peer}", connId=conn.id)
         timeout_s = self.config.scaled_s(self.config.effective_handshake_timeout_ms)
         conn.timer = loop.call_later(timeout_s, self._on_handshake_timeout, conn)
         try:
@@ -301,8 +315,7 @@ class GatewayStub:
         conn.close_cause = "handshake-timeout"
         self.metrics.bump("handshakes_timed_out")
         message = f"handshake timeout conn={conn.id} peer={conn.peer} remote={conn.remote_ip}" + self._phase(conn)
-        self.log.both("ws.handshake_timeout", "warn", WS_SUBSYSTEM, message, connId=conn.id,
-                      cause="handshake-timeout", handshakeMs=round(conn.timed_out_after_ms, 3), phase=conn.phase)
+        self.log.both("ws.handshake_timeout", "warn", WS_SUBSYSTEM, message, connId=conn.id)
         # close() with no arguments, as the real gateway does: 1000 and an empty reason.
         self._spawn(conn.ws.close())
 
@@ -394,8 +407,9 @@ class GatewayStub:
         conn.phase = "ready"
         self.metrics.bump("handshakes_succeeded")
         self.metrics.handshake_ms.observe(handshake_ms)
-        self.log.record("ws.hello", connId=conn.id, handshakeMs=round(handshake_ms, 3),
-                        client=decision.client.get("displayName") or decision.client["id"], role=decision.role)
+        client_name = decision.client.get("displayName") or decision.client["id"]
+        self.log.record("ws.hello", "info", WS_SUBSYSTEM, f"hello conn={conn.id} client={client_name!r}",
+                        {"handshakeMs": round(handshake_ms), "role": decision.role}, connId=conn.id)
         self._colocated_cost(self.config.colocated_hello_cost)
         conn.connect_task = None
         queued, conn.pending_frames = conn.pending_frames, []
@@ -418,8 +432,9 @@ class GatewayStub:
     async def _reject_connect(self, conn: Connection, request: proto.Request, decision: proto.Rejected) -> None:
         counter = "handshakes_auth_failed" if decision.auth_failure else "handshakes_rejected_other"
         self.metrics.bump(counter)
-        self.log.record("ws.connect_rejected", "warn", connId=conn.id, code=decision.error.code,
-                        message=decision.error.message, closeCode=decision.close_code)
+        self.log.record("ws.connect_rejected", "warn", WS_SUBSYSTEM,
+                        f"connect rejected conn={conn.id} code={decision.error.code}",
+                        {"error": decision.error.message, "closeCode": decision.close_code}, connId=conn.id)
         if decision.auth_failure and self.config.auth_failure_delay:
             await asyncio.sleep(self.config.scaled_s(self._auth_failure_delay_ms(conn.remote_ip)))
         reply = proto.error_frame(request.id, decision.error)
@@ -452,16 +467,28 @@ class GatewayStub:
             self.metrics.bump("closed_before_connect")
             message = (f"closed before connect {self._describe(conn)} code={na(code)} reason={na(reason)}"
                        + self._phase(conn))
-            fields: dict[str, Any] = {"connId": conn.id, "code": code, "reason": reason or "",
-                                      "handshake": "failed", "durationMs": duration_ms, "phase": conn.phase}
-            if conn.close_cause:
-                fields["cause"] = conn.close_cause
-            if conn.timed_out_after_ms is not None:
-                fields["handshakeMs"] = round(conn.timed_out_after_ms, 3)
-            self.log.both("ws.closed_before_connect", "info", WS_SUBSYSTEM, message, **fields)
+            self.log.both("ws.closed_before_connect", "warn", WS_SUBSYSTEM, message,
+                          self._closed_before_connect_fields(conn, duration_ms), connId=conn.id)
         else:
             self._authenticated.discard(conn)
-            self.log.record("ws.close", connId=conn.id, code=code, reason=reason or "", durationMs=duration_ms)
+            message = f"closed conn={conn.id} code={na(code)} reason={na(reason)}"
+            self.log.record("ws.close", "info", WS_SUBSYSTEM, message, {"durationMs": round(duration_ms)},
+                            connId=conn.id)
+
+    def _closed_before_connect_fields(self, conn: Connection, duration_ms: float) -> dict[str, Any]:
+        """The structured fields of the real gateway's record, in its order (recorded on 2026.9.6)."""
+        out: dict[str, Any] = {}
+        if conn.close_cause:
+            out["cause"] = conn.close_cause
+        out.update(durationMs=round(duration_ms), handshake="failed")
+        if self.profile.log_phase:
+            out["phase"] = conn.phase
+        out.update(host=na(conn.host), userAgent=na(conn.user_agent), remoteAddr=conn.remote.ip,
+                   remotePort=conn.remote.port, localAddr=conn.local.ip, localPort=conn.local.port,
+                   endpoint=conn.peer)
+        if conn.timed_out_after_ms is not None:
+            out["handshakeMs"] = round(conn.timed_out_after_ms)
+        return out
 
     # -- after hello ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import USER_AGENT
 
 from gateway_stub import GatewayStub, StubConfig
-from gateway_stub.gateway_log import GatewayLog
+from gateway_stub.gateway_log import GatewayLog, fields
 
 BUDGET_BODY = b"Too many unauthenticated sockets"
 # 10 000 ms scaled by 0.05: the handshake timer fires after 0.5 s of real time.
@@ -139,7 +139,7 @@ async def test_raw_upgrade_over_budget_gets_exact_503_response(make_logged_stub:
     assert "upgrade" not in headers
     # A 503 budget rejection writes no console line (reference §5).
     assert logged.console.getvalue() == console_before
-    assert [r["status"] for r in logged.records("http.preauth_rejected")] == [503]
+    assert [r["status"] for r in logged.records("http.preauth_rejected")] == [503]  # a stub-only record
     # The holder is unaffected.
     assert logged.stub.gauges()["preauth_budget_held"] == 1
     await holder.close()
@@ -209,25 +209,31 @@ async def test_never_connect_is_closed_1000_at_timeout_with_log_lines(
     expected_timeout = f"handshake timeout conn={conn_id} peer={peer} remote=127.0.0.1{phase}"
     expected_closed = (f"closed before connect conn={conn_id} peer={peer} remote=127.0.0.1 fwd=n/a origin=n/a "
                        f"host=127.0.0.1:{stub.port} ua={USER_AGENT} code=1000 reason=n/a{phase}")
+    closed_fields = fields(closed_record)
     lines = logged.console_lines()
     assert len(lines) == 2, lines
-    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[ws\] "
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 \[ws\] "
     assert re.fullmatch(stamp + re.escape(expected_timeout), lines[0]), lines[0]
-    assert re.fullmatch(stamp + re.escape(expected_closed), lines[1]), lines[1]
+    # As on 2026.9.6, the console appends the record's fields as key=value after the message.
+    appended = " ".join(f"{k}={json.dumps(v) if ' ' in str(v) else v}" for k, v in closed_fields.items())
+    assert re.fullmatch(stamp + re.escape(f"{expected_closed} {appended}"), lines[1]), lines[1]
     if profile == "april-2026":
         assert "phase=" not in logged.console.getvalue()
 
-    assert timeout_record["cause"] == "handshake-timeout"
-    assert SCALED_TIMEOUT_S * 1000 - 10 <= timeout_record["handshakeMs"] < (SCALED_TIMEOUT_S + 2.0) * 1000
+    # The real gateway's tslog shape: "0" logger name, "1" message (timeout) or fields + "2" message.
+    assert timeout_record["0"] == '{"subsystem":"gateway/ws"}'
+    assert timeout_record["1"] == timeout_record["message"] == expected_timeout
+    assert timeout_record["_meta"]["logLevelName"] == "WARN"
     assert closed_record["connId"] == conn_id
-    assert closed_record["cause"] == "handshake-timeout"
-    assert closed_record["handshake"] == "failed"
-    assert closed_record["code"] == 1000
-    assert closed_record["handshakeMs"] == timeout_record["handshakeMs"]
-    assert closed_record["durationMs"] >= closed_record["handshakeMs"]
-    assert closed_record["durationMs"] < (SCALED_TIMEOUT_S + 2.0) * 1000
-    if profile == "current":
-        assert closed_record["phase"] == "ws_upgrade_started"
+    assert closed_record["2"] == closed_record["message"] == expected_closed
+    assert closed_fields["cause"] == "handshake-timeout"
+    assert closed_fields["handshake"] == "failed"
+    assert SCALED_TIMEOUT_S * 1000 - 10 <= closed_fields["handshakeMs"] < (SCALED_TIMEOUT_S + 2.0) * 1000
+    assert closed_fields["durationMs"] >= closed_fields["handshakeMs"]
+    assert closed_fields["durationMs"] < (SCALED_TIMEOUT_S + 2.0) * 1000
+    assert (closed_fields["remoteAddr"], closed_fields["remotePort"]) == ("127.0.0.1", client_port)
+    assert closed_fields["endpoint"] == peer
+    assert ("phase" in closed_fields) == (profile == "current")
     assert stub.metrics.counters["handshakes_timed_out"] == 1
     assert stub.metrics.counters["closed_before_connect"] == 1
 

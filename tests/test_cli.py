@@ -162,6 +162,6 @@ async def test_log_file_gets_json_lines(stub_process: StartStub, tmp_path: Path)
     records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
     assert records
     for record in records:
-        assert {"event", "time", "tMs", "level"} <= set(record)
+        assert {"0", "1", "_meta", "event", "time", "tMs", "message"} <= set(record)
     mine = [r["event"] for r in records if r.get("connId") == conn_id]
     assert mine == ["ws.open", "ws.hello", "ws.close"]
