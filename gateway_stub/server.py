@@ -240,7 +240,7 @@ class GatewayStub:
             self.metrics.bump("handshakes_rejected_503")
             self.log.record("http.preauth_rejected", "warn", WS_SUBSYSTEM,
                             f"preauth budget exceeded remote={remote_ip} status=503", remote=remote_ip, status=503)
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, BUDGET_EXCEEDED_BODY)
+            return _budget_exceeded_response()
         self._pending_slots[connection] = slot
         # Whatever happens next (upgrade refused, socket dropped, hello, close), the slot comes back.
         connection.connection_lost_waiter.add_done_callback(lambda _: slot.release())
@@ -539,6 +539,14 @@ class GatewayStub:
 
 def _is_loopback(ip: str) -> bool:
     return ip.startswith("127.") or ip in ("::1", "localhost")
+
+
+def _budget_exceeded_response() -> Response:
+    """Byte for byte the real 503 (recorded on 2026.9.6): exactly these three headers, no Date."""
+    body = BUDGET_EXCEEDED_BODY.encode()
+    headers = Headers([("Connection", "close"), ("Content-Type", "text/plain; charset=utf-8"),
+                       ("Content-Length", str(len(body)))])
+    return Response(http.HTTPStatus.SERVICE_UNAVAILABLE.value, "Service Unavailable", headers, body)
 
 
 def _json_response(connection: ServerConnection, body: dict[str, Any]) -> Response:

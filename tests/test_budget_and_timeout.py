@@ -127,6 +127,9 @@ async def test_raw_upgrade_over_budget_gets_exact_503_response(make_logged_stub:
     holder = await open_idle(logged.stub.url)
     console_before = logged.console.getvalue()
     raw = await _raw_upgrade(logged.stub.port)
+    # Byte for byte what 2026.9.6 sends (recorded): three headers, no Date, no Server.
+    assert raw == (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                   b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\n\r\n" + BUDGET_BODY)
     head, sep, body = raw.partition(b"\r\n\r\n")
     assert sep, raw
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
