@@ -26,9 +26,13 @@ class GatewayView(Protocol):
 
     def uptime_ms(self) -> int: ...
     def stats(self) -> dict[str, Any]: ...
+    def health_template(self) -> dict[str, Any]: ...
     @property
     def server_version(self) -> str: ...
 
+
+# The stub's own threshold for calling its loop degraded in `health` (the real gateway's is not recorded).
+EVENT_LOOP_DEGRADED_P99_MS = 100.0
 
 Handler = Callable[[GatewayView, Any], Awaitable[Any]]
 
@@ -44,19 +48,19 @@ def unknown_method(name: str) -> GatewayError:
 
 
 async def _health(gateway: GatewayView, params: Any) -> dict[str, Any]:
+    """The profile's recorded health payload, with this stub's time, connections and event-loop delay."""
     started = time.perf_counter()
     stats = gateway.stats()
-    return {
-        "ok": True,
-        "ts": int(time.time() * 1000),
-        "durationMs": round((time.perf_counter() - started) * 1000.0, 3),
-        "channels": {},
-        "channelOrder": [],
-        "channelLabels": {},
-        "heartbeatSeconds": 0,
-        "sessions": {"count": 0, "recent": []},
-        "gateway": {"connections": stats["gauges"]["authenticated_sockets"]},
-    }
+    payload = gateway.health_template()
+    payload.update(ok=True, ts=int(time.time() * 1000))
+    payload.setdefault("channels", {})
+    lag = stats["event_loop_lag_ms"]
+    degraded = (lag["p99"] or 0) > EVENT_LOOP_DEGRADED_P99_MS
+    payload["eventLoop"] = {**payload.get("eventLoop", {}), "degraded": degraded,
+                            "reasons": ["cpu"] if degraded else [],
+                            "delayP99Ms": lag["p99"], "delayMaxMs": lag["max"]}
+    payload["durationMs"] = round((time.perf_counter() - started) * 1000.0)
+    return payload
 
 
 async def _status(gateway: GatewayView, params: Any) -> dict[str, Any]:

@@ -472,8 +472,10 @@ def hello_ok_payload(
     boot_id: str,
     device_token: str | None,
     now_ms: int,
+    http_base: str = "",
+    recovery_scope: str = "",
 ) -> dict[str, Any]:
-    """Fill the profile's recorded hello-ok template with this connection's values."""
+    """Fill the profile's recorded hello-ok template with this connection's and this boot's values."""
     template = profile.hello_template()
     payload: dict[str, Any] = json.loads(json.dumps(template))  # a deep copy of plain JSON
     payload["protocol"] = accepted.protocol
@@ -487,10 +489,14 @@ def hello_ok_payload(
         auth["method"] = accepted.auth_method
     auth["role"] = accepted.role
     auth["scopes"] = list(accepted.scopes)
+    if "recoveryScope" in template.get("auth", {}):
+        auth["recoveryScope"] = recovery_scope
     if device_token is not None:
         auth["deviceToken"] = device_token
         auth["issuedAtMs"] = now_ms
     payload["auth"] = auth
+    if "canvas" in payload.get("pluginSurfaceUrls", {}):
+        payload["pluginSurfaceUrls"]["canvas"] = f"{http_base}__openclaw__/cap/{recovery_scope[:24]}"
     return payload
 
 

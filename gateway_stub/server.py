@@ -126,6 +126,7 @@ class GatewayStub:
         self._server: Server | None = None
         self._started_at = time.monotonic()
         self._boot_id = str(uuid.uuid4())
+        self._recovery_scope = secrets.token_urlsafe(32)
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -194,6 +195,11 @@ class GatewayStub:
     @property
     def server_version(self) -> str:
         return self.profile.server_version
+
+    def health_template(self) -> dict[str, Any]:
+        recorded = self.profile.hello_template()["snapshot"].get("health") or {}
+        copied: dict[str, Any] = json.loads(json.dumps(recorded))
+        return copied
 
     def uptime_ms(self) -> int:
         return int((time.monotonic() - self._started_at) * 1000)
@@ -396,7 +402,8 @@ class GatewayStub:
             self._device_tokens[device_token] = decision.device_id
         payload = proto.hello_ok_payload(
             self.profile, decision, conn_id=conn.id, uptime_ms=self.uptime_ms(), boot_id=self._boot_id,
-            device_token=device_token, now_ms=int(time.time() * 1000),
+            device_token=device_token, now_ms=int(time.time() * 1000), http_base=self.http_url,
+            recovery_scope=self._recovery_scope,
         )
         conn.phase = "hello_payload_prepared"
         handshake_ms = (loop.time() - conn.opened_at) * 1000.0

@@ -165,10 +165,15 @@ async def test_hello_ok_current(make_stub: StubFactory) -> None:
     assert hello["type"] == "hello-ok"
     assert hello["protocol"] == 4
     assert hello["server"]["version"] == "2026.9.6"
-    assert hello["features"]["capabilities"] == ["model-catalog-snapshot"]
+    # The recorded 2026.9.6 lists: 466 methods, 64 events, 21 capabilities.
+    assert (len(hello["features"]["methods"]), len(hello["features"]["events"])) == (466, 64)
+    assert "model-catalog-snapshot" in hello["features"]["capabilities"]
     policy = hello["policy"]
     assert (policy["maxPayload"], policy["maxBufferedBytes"], policy["tickIntervalMs"]) == (26214400, 52428800, 30000)
+    recovery = hello["auth"].pop("recoveryScope")
+    assert recovery and recovery == res2["payload"]["auth"]["recoveryScope"]  # one per boot, as recorded
     assert hello["auth"] == {"method": "token", "role": "operator", "scopes": ["operator.approvals"]}
+    assert hello["pluginSurfaceUrls"]["canvas"].startswith(stub.http_url + "__openclaw__/cap/")
     assert hello["server"]["bootId"] != ""
     assert hello["server"]["bootId"] == res2["payload"]["server"]["bootId"]  # one boot, many connections
     conn_ids = {hello["server"]["connId"], res2["payload"]["server"]["connId"]}
@@ -382,7 +387,7 @@ async def test_device_signed_connect_gets_a_device_token(make_stub: StubFactory)
     ws, res = await signed_connect(stub.url, identity, {"token": TOKEN}, TOKEN)
     assert res["ok"] is True, res
     auth = res["payload"]["auth"]
-    assert set(auth) == {"method", "role", "scopes", "deviceToken", "issuedAtMs"}
+    assert set(auth) == {"method", "role", "scopes", "recoveryScope", "deviceToken", "issuedAtMs"}
     assert (auth["method"], auth["role"]) == ("token", "operator")
     assert auth["scopes"] == ["operator.admin"]  # a device keeps its scopes, even as test/test
     assert isinstance(auth["deviceToken"], str) and auth["deviceToken"]
@@ -427,7 +432,8 @@ async def test_health_and_status_for_cli_reader(stub: GatewayStub) -> None:
     health = await recv_json(ws)
     assert (health["type"], health["id"], health["ok"]) == ("res", "2:health", True)
     assert health["payload"]["ok"] is True
-    assert health["payload"]["gateway"]["connections"] == 1
+    assert health["payload"]["channels"] == {}
+    assert set(health["payload"]["eventLoop"]) >= {"degraded", "delayP99Ms", "delayMaxMs"}
     await ws.send(request("3:status", "status", {}))
     status = await recv_json(ws)
     assert (status["type"], status["id"], status["ok"]) == ("res", "3:status", True)
@@ -546,3 +552,14 @@ async def test_auth_failure_delay_grows(make_stub: StubFactory) -> None:
 
 async def test_auth_failure_delay_off(stub: GatewayStub) -> None:
     assert await timed_wrong_token(stub.url) < 0.2
+
+
+async def test_current_health_has_the_recorded_shape(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current")
+    ws = await connected(stub.url, cli_params(4))
+    await ws.send(request("2:health", "health"))
+    health = (await recv_json(ws))["payload"]
+    recorded = CURRENT.hello_template()["snapshot"]["health"]
+    assert set(health) == set(recorded)
+    assert health["defaultAgentId"] == "main" and health["eventLoop"]["degraded"] in (True, False)
+    await ws.close()
