@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway_stub.protocol import SCOPE_READ, GatewayError
+from gateway_stub.protocol import SCOPE_APPROVALS, SCOPE_READ, GatewayError
 
 
 class MethodError(Exception):
@@ -76,7 +76,16 @@ async def _status(gateway: GatewayView, params: Any) -> dict[str, Any]:
     }
 
 
+async def _exec_approval_list(gateway: GatewayView, params: Any) -> list[dict[str, Any]]:
+    # Pending records only; none exist until the approval broker serves exec.approval.request.
+    return []
+
+
+APPROVAL_SCOPES = (SCOPE_APPROVALS,)  # operator.admin covers it, as it covers every scope
+
 METHODS: dict[str, Method] = {
     "health": Method((SCOPE_READ,), _health),
     "status": Method((SCOPE_READ,), _status),
+    # What the April native-approvals handler calls after every hello (reference §8.4).
+    "exec.approval.list": Method(APPROVAL_SCOPES, _exec_approval_list),
 }

@@ -563,3 +563,16 @@ async def test_current_health_has_the_recorded_shape(make_stub: StubFactory) -> 
     assert set(health) == set(recorded)
     assert health["defaultAgentId"] == "main" and health["eventLoop"]["degraded"] in (True, False)
     await ws.close()
+
+
+async def test_exec_approval_list_answers_the_handler_with_no_pending_records(stub: GatewayStub) -> None:
+    ws = await connected(stub.url)  # the April handler: gateway-client/backend, ["operator.approvals"]
+    await ws.send(request("2:list", "exec.approval.list", {}))
+    assert await recv_json(ws) == {"type": "res", "id": "2:list", "ok": True, "payload": []}
+    await ws.close()
+    reader = await connected(stub.url, cli_params())  # operator.read cannot list approvals
+    await reader.send(request("2:list", "exec.approval.list", {}))
+    assert (await recv_json(reader))["error"] == {  # the frame recorded on 2026.9.6 (reference §6)
+        "code": "FORBIDDEN", "message": "missing scope: operator.approvals",
+        "details": {"code": "MISSING_SCOPE", "missingScope": "operator.approvals", "requiredScopes": ["operator.approvals"]}}
+    await reader.close()
