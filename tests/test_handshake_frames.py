@@ -574,5 +574,6 @@ async def test_exec_approval_list_answers_the_handler_with_no_pending_records(st
     await reader.send(request("2:list", "exec.approval.list", {}))
     assert (await recv_json(reader))["error"] == {  # the frame recorded on 2026.9.6 (reference §6)
         "code": "FORBIDDEN", "message": "missing scope: operator.approvals",
-        "details": {"code": "MISSING_SCOPE", "missingScope": "operator.approvals", "requiredScopes": ["operator.approvals"]}}
+        "details": {"code": "MISSING_SCOPE", "missingScope": "operator.approvals",
+                    "requiredScopes": ["operator.approvals"]}}
     await reader.close()
