@@ -1,0 +1,150 @@
+"""Locust entry point: each Locust User is one fake native-approvals account.
+
+`harness run` drives this file as a library (headless, with a `RunContext` it builds from a profile).
+It also works on its own for the web UI:
+
+    locust -f harness/locustfile.py --gateway-url ws://127.0.0.1:18789/ --gateway-token TOKEN \\
+        --arm shipped --users 11 --spawn-rate 11
+
+Every handshake attempt is a Locust request `WS connect` (response time in profile milliseconds),
+failed with the cause's name (`handshake_timeout`, `preauth_rejected`, `network_error`, …), so
+Locust's own stats, CSV and charts show the storm.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from locust import User, constant, events, task
+from locust.env import Environment
+
+from harness.accounts.account import CoordinatorRuntime, FakeAccount
+from harness.accounts.handler_client import ClientSettings
+from harness.accounts.ledger import Attempt, Ledger, Outcome
+from harness.clock import ScaledClock
+from harness.policy.arms import ARMS, Arm
+from harness.policy.backoff import BootstrapRetry
+from harness.policy.bootstrap import AccountBootstrap
+from harness.policy.coordinator import CoordinatorSettings, StartCoordinator
+from harness.target import require_loopback_url
+
+REQUEST_TYPE = "WS"
+REQUEST_NAME = "connect"
+
+
+class HandshakeFailed(Exception):
+    """A failed `WS connect`; its text is the cause, so Locust groups failures by cause."""
+
+
+@dataclass
+class RunContext:
+    url: str
+    token: str
+    arm: Arm
+    channels: list[str]  # one per account, in spawn order
+    clock: ScaledClock
+    coordinator_settings: CoordinatorSettings = field(default_factory=CoordinatorSettings)
+    protocol: int = 3
+    handshake_timeout_ms: int = 10_000
+    keep_reconnecting_after_failed_start: bool = False
+    seed: int | None = None
+    ledger: Ledger = field(default_factory=Ledger)
+    accounts: list[FakeAccount] = field(default_factory=list)
+    all_arrived: Event = field(default_factory=Event)
+    runtime: CoordinatorRuntime | None = None
+
+    def __post_init__(self) -> None:
+        require_loopback_url(self.url)
+        if self.arm.coordinated:
+            rng = random.Random(self.seed)
+            self.runtime = CoordinatorRuntime(StartCoordinator(self.coordinator_settings, rng.random), self.clock)
+
+    @property
+    def account_names(self) -> list[str]:
+        return [f"{channel}-{index + 1}" for index, channel in enumerate(self.channels)]
+
+    def new_account(self, report: Any) -> FakeAccount:
+        index = len(self.accounts)
+        channel = self.channels[index % len(self.channels)]
+        name = f"{channel}-{index + 1}"
+        settings = ClientSettings(url=self.url, token=self.token, channel=channel, account=name,
+                                  protocol=self.protocol, handshake_timeout_ms=self.handshake_timeout_ms,
+                                  keep_reconnecting_after_failed_start=self.keep_reconnecting_after_failed_start)
+        bootstrap = AccountBootstrap(name, BootstrapRetry(self.arm.bootstrap_retry),
+                                     self.runtime.coordinator if self.runtime else None)
+        account = FakeAccount(name, bootstrap, settings, self.clock, self.ledger, self.runtime, report)
+        self.accounts.append(account)
+        if len(self.accounts) >= len(self.channels):
+            self.all_arrived.set()
+        return account
+
+    def close(self) -> None:
+        for account in self.accounts:
+            account.stop()
+        if self.runtime is not None:
+            self.runtime.close()
+
+
+def context_of(environment: Environment) -> RunContext:
+    context: RunContext | None = getattr(environment, "harness_context", None)
+    if context is None:
+        raise RuntimeError("no harness run context: start through `harness run` or pass --gateway-url")
+    return context
+
+
+class NativeApprovalsAccount(User):
+    """One channel account's native-approvals handler. Its work runs in its own greenlets."""
+
+    wait_time = constant(1)
+
+    def on_start(self) -> None:
+        context = context_of(self.environment)
+        self.account = context.new_account(self._report)
+        # All accounts start on the same tick, as OpenClaw's channel accounts did (openclaw#70641).
+        context.all_arrived.wait()
+        self.account.start()
+
+    @task
+    def stay_connected(self) -> None:
+        gevent.sleep(1)
+
+    def on_stop(self) -> None:
+        self.account.stop()
+
+    def _report(self, attempt: Attempt) -> None:
+        failed = None if attempt.outcome is Outcome.HELLO else HandshakeFailed(attempt.outcome.value)
+        self.environment.events.request.fire(
+            request_type=REQUEST_TYPE, name=REQUEST_NAME, response_time=attempt.latency_ms, response_length=0,
+            exception=failed, context={"account": attempt.account, "handler": attempt.handler_id},
+        )
+
+
+def _add_options(parser: Any) -> None:
+    group = parser.add_argument_group("gateway storm harness")
+    group.add_argument("--gateway-url", default="", help="loopback ws:// URL of the gateway")
+    group.add_argument("--gateway-token", default="", help="the gateway's shared token")
+    group.add_argument("--arm", default="shipped", choices=sorted(ARMS), help="start policy")
+    group.add_argument("--channel", default="matrix", choices=["matrix", "telegram"], help="channel of every account")
+    group.add_argument("--gateway-protocol", type=int, default=3, help="3 (April) or 4 (current)")
+
+
+def _standalone_context(environment: Environment, **_: Any) -> None:
+    options = environment.parsed_options
+    if getattr(environment, "harness_context", None) is not None or options is None or not options.gateway_url:
+        return
+    count = int(getattr(options, "num_users", 1) or 1)
+    environment.harness_context = RunContext(  # type: ignore[attr-defined]
+        url=options.gateway_url, token=options.gateway_token, arm=ARMS[options.arm],
+        channels=[options.channel] * count, clock=ScaledClock(1.0),
+        coordinator_settings=CoordinatorSettings.from_env(os.environ),
+        protocol=options.gateway_protocol,
+    )
+
+
+events.init_command_line_parser.add_listener(_add_options)  # type: ignore[no-untyped-call]
+events.init.add_listener(_standalone_context)  # type: ignore[no-untyped-call]
