@@ -9,7 +9,6 @@ process-wide `CoordinatorRuntime`. Nothing here decides policy.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import gevent
@@ -113,7 +112,7 @@ class FakeAccount:
     def _execute(self, commands: list[Command]) -> None:
         for command in commands:
             if isinstance(command, StartHandler):
-                client = HandlerClient(replace(self._settings), command.handler_id, self._clock,
+                client = HandlerClient(self._settings, command.handler_id, self._clock,
                                        on_start=self._on_start, on_attempt=self._on_attempt,
                                        on_disconnect=self._ledger.record_disconnect)
                 self._clients[command.handler_id] = client

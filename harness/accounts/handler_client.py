@@ -14,6 +14,7 @@ bootstrap stops the failed client before its retry is unconfirmed, reference §1
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,7 +181,5 @@ class HandlerClient:
 def _close_quietly(ws: ClientConnection, wait_s: float, code: int = 1000, reason: str = "") -> None:
     if wait_s:
         gevent.sleep(wait_s)
-    try:
+    with contextlib.suppress(Exception):  # a socket already gone is what we wanted
         ws.close(code, reason)
-    except Exception:  # noqa: BLE001 - a socket already gone is what we wanted
-        pass
