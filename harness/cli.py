@@ -1,9 +1,11 @@
 """`harness`: the command line.
 
-Today it has `demo`: start the embedded gateway stub, show one native-approvals handler handshake
-frame by frame, show a socket that never sends `connect` being cut at the handshake timeout, and
-print the stub's counters. Exit codes: 0 ok, 1 a threshold failed, 2 invalid input, 3 the target or
-environment failed, 130 interrupted.
+  harness run PROFILE [--arm NAME] [--seed N] [--time-scale X] [--out DIR]   one arm
+  harness compare PROFILE [--seed N] [--time-scale X] [--out DIR]            every arm, one table
+  harness demo                                                               one handshake, one timeout
+
+Exit codes: 0 every threshold met, 1 a threshold failed, 2 invalid input (one line naming the field),
+3 the target or environment failed, 130 interrupted (everything started is stopped first).
 """
 
 from __future__ import annotations
@@ -19,12 +21,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import locust  # noqa: F401,I001  (gevent's monkey-patching must come before sockets and threads are imported)
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 from harness.accounts.connect_shape import handler_connect_params, request_frame
 from harness.backends.embedded import EmbeddedStub
-from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, BackendError, HarnessError
+from harness.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_THRESHOLD_FAILED,
+    BackendError,
+    BadInput,
+    HarnessError,
+)
 
 DEMO_TIME_SCALE = 0.1  # the April 10 s handshake timeout becomes 1 s
 
@@ -38,6 +49,15 @@ class _OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="harness", description="Chaos and load harness for WebSocket gateways.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    for name, text in (("run", "run one arm of a profile (default: its first arm)"),
+                       ("compare", "run every arm of a profile and print them side by side")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("profile", type=Path, help="a profile YAML file (see profiles/)")
+        if name == "run":
+            sub.add_argument("--arm", help="the arm to run (default: the profile's first)")
+        sub.add_argument("--seed", type=int, help="override the profile's seed")
+        sub.add_argument("--time-scale", type=float, help="override the profile's time scale (> 0)")
+        sub.add_argument("--out", type=Path, help="results folder (default: results/<profile>-<time>)")
     demo = commands.add_parser("demo", help="start the embedded gateway stub and show a handshake")
     demo.add_argument("--profile", choices=("april-2026", "current"), default="april-2026",
                       help="protocol profile of the stub (default april-2026)")
@@ -51,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run_demo(args.profile, args.out)
+        return run_or_compare(args)
     except KeyboardInterrupt:
         print("harness: interrupted; everything it started has been stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -58,6 +79,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
     return EXIT_OK
+
+
+def run_or_compare(args: argparse.Namespace) -> int:
+    from harness.profile import load_profile
+    from harness.report.table import render
+    from harness.run import run_profile
+
+    profile = load_profile(args.profile).with_overrides(seed=args.seed, time_scale=args.time_scale)
+    if args.command == "run":
+        arm = args.arm or profile.arms[0]
+        if arm not in profile.arms:
+            raise BadInput(f"--arm: expected one of this profile's arms ({', '.join(profile.arms)}), got {arm!r}")
+        arms = [arm]
+    else:
+        arms = list(profile.arms)
+    out = args.out or Path("results") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"{profile.name}: {profile.account_count} accounts, arms {', '.join(arms)}, "
+          f"{profile.duration_s:g} s at time scale {profile.time_scale:g} -> {out}", file=sys.stderr)
+    results = run_profile(profile, arms, out)
+    summaries = [r.summary for r in results]
+    print(render(summaries, f"{profile.name} ({profile.account_count} accounts, seed {profile.seed})"))
+    if args.command == "compare":
+        (out / "compare.json").write_text(json.dumps({"profile": profile.name, "arms": summaries}, indent=2) + "\n",
+                                          encoding="utf-8")
+    print(f"results: {out}", file=sys.stderr)
+    return EXIT_OK if all(r.passed for r in results) else EXIT_THRESHOLD_FAILED
 
 
 def run_demo(profile: str, out: Path | None) -> int:

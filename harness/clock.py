@@ -21,6 +21,9 @@ class ScaledClock:
         if not self.time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {self.time_scale}")
 
+    def restart(self) -> None:
+        self.started = time.monotonic()
+
     def real_s(self, profile_ms: float) -> float:
         return max(0.0, profile_ms) * self.time_scale / 1000.0
 

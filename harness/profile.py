@@ -1,0 +1,313 @@
+"""Profiles: one YAML file per scenario, validated in full before anything starts.
+
+Every problem is one line that names the field and says what was expected (`BadInput`, exit 2):
+unknown keys, wrong types, out-of-range values, unknown arms, and thresholds on unknown metrics.
+The shape, with defaults:
+
+    name: matrix-11-accounts          # required
+    description: ""
+    target:
+      kind: stub                      # stub (the embedded gateway stub) or url (a ws:// URL on loopback)
+      profile: april-2026             # stub: protocol profile
+      handshake_timeout_ms: null      # stub: null = the profile's (10000 april-2026, 15000 current)
+      max_preauth_per_ip: 32          # stub
+      connect_cost_before_timer: "0"  # stub: cost specs, see gateway_stub/cost.py
+      connect_cost_after_timer: "0"
+      upgrade_cost: "0"
+      colocated_challenge_cost: "0"
+      colocated_hello_cost: "0"
+      cost_clock: wall
+      challenge_latency_ms: 20
+      hello_latency_ms: 40
+      url: null                       # url: ws://127.0.0.1:PORT/
+      token: null                     # url: the gateway's token
+      protocol: 3                     # the accounts' protocol (3 April, 4 current)
+    accounts:
+      count: 11                       # required, 1..2000
+      channels: {matrix: 11}          # counts per channel (matrix, telegram), summing to count
+      keep_reconnecting_after_failed_start: false
+    arms: [shipped, coordinator]      # from harness.policy.arms.ARMS
+    coordinator: {}                   # start_jitter_ms, max_concurrent_starts, start_slot_max_hold_ms;
+                                      # unset ones come from OPENCLAW_APPROVAL_HANDLER_* (PR parsing) or the PR defaults
+    time_scale: 1.0                   # > 0
+    duration_s: 120                   # profile time, > 0, at most 86400
+    windows: {startup_s: 30, final_s: 30}
+    probe: {interval_ms: 1000}        # health RPC latency probe; 0 turns it off
+    seed: null
+    assert: {}                        # per arm (or `all`): metric: threshold,
+                                      # e.g. verdict: storm, storm_entries: "== 0"
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway_stub.config import ConfigError, StubConfig
+from gateway_stub.cost import parse_cost
+from harness.errors import BadInput
+from harness.policy.arms import ARMS
+from harness.policy.coordinator import CoordinatorSettings
+from harness.target import require_loopback_url
+from harness.verdict.thresholds import Threshold, parse_threshold
+
+CHANNELS = ("matrix", "telegram")
+MAX_ACCOUNTS = 2000
+MAX_DURATION_S = 86_400
+STUB_OPTIONS = ("profile", "handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
+                "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
+                "cost_clock", "challenge_latency_ms", "hello_latency_ms")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    stub: StubConfig | None
+    stub_args: tuple[str, ...]  # the same options, for `python -m gateway_stub`
+    url: str | None
+    token: str | None
+    protocol: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    path: Path | None
+    target: Target
+    account_count: int
+    channels: tuple[str, ...]  # one per account
+    keep_reconnecting_after_failed_start: bool
+    arms: tuple[str, ...]
+    coordinator: CoordinatorSettings
+    time_scale: float
+    duration_s: float
+    startup_window_s: float
+    final_window_s: float
+    probe_interval_ms: float
+    seed: int | None
+    thresholds: Mapping[str, tuple[Threshold, ...]] = field(default_factory=dict)  # arm or "all"
+
+    def thresholds_for(self, arm: str) -> tuple[Threshold, ...]:
+        return (*self.thresholds.get("all", ()), *self.thresholds.get(arm, ()))
+
+    def with_overrides(self, *, seed: int | None = None, time_scale: float | None = None) -> Profile:
+        from dataclasses import replace
+
+        changes: dict[str, Any] = {}
+        if seed is not None:
+            changes["seed"] = seed
+        if time_scale is not None:
+            if not time_scale > 0:
+                raise BadInput(f"--time-scale: expected a number > 0, got {time_scale}")
+            changes["time_scale"] = time_scale
+        return replace(self, **changes)
+
+
+def load_profile(path: Path, environ: Mapping[str, str] | None = None) -> Profile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read the profile: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise BadInput(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_profile(data, path=path, environ=os.environ if environ is None else environ)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class _Fields:
+    """Reads one mapping of the profile, remembering which keys were used, to refuse unknown ones."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise BadInput(f"{path or 'profile'}: expected a mapping, got {_kind(data)}")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self._used: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
+        self._used.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise BadInput(f"{self.where(key)}: required")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise BadInput(f"{self.where(key)}: expected {_names(kinds)}, got a boolean")
+        if not isinstance(value, kinds):
+            raise BadInput(f"{self.where(key)}: expected {_names(kinds)}, got {_kind(value)}")
+        return value
+
+    def number(self, key: str, default: float | None, *, minimum: float | None = None, maximum: float | None = None,
+               exclusive_minimum: bool = False, integer: bool = False, required: bool = False) -> Any:
+        value = self.get(key, int if integer else (int, float), default, required=required)
+        if value is None:
+            return None
+        if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+            raise BadInput(f"{self.where(key)}: expected a number {'>' if exclusive_minimum else '>='} {minimum:g}, "
+                           f"got {value}")
+        if maximum is not None and value > maximum:
+            raise BadInput(f"{self.where(key)}: expected a number <= {maximum:g}, got {value}")
+        return value
+
+    def section(self, key: str) -> _Fields:
+        self._used.add(key)
+        return _Fields(self.data.get(key) or {}, self.where(key))
+
+    def done(self) -> None:
+        unknown = [k for k in self.data if k not in self._used]
+        if unknown:
+            known = ", ".join(sorted(self._used))
+            raise BadInput(f"{self.where(str(unknown[0]))}: unknown key (expected one of {known})")
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+             dict: "a mapping"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, str] | None = None) -> Profile:
+    root = _Fields(data, "")
+    name = root.get("name", str, required=True)
+    description = root.get("description", str, "")
+    target = _parse_target(root.section("target"))
+    accounts = root.section("accounts")
+    count = accounts.number("count", None, minimum=1, maximum=MAX_ACCOUNTS, integer=True, required=True)
+    channels = _parse_channels(accounts, count)
+    keep_reconnecting = accounts.get("keep_reconnecting_after_failed_start", bool, False)
+    accounts.done()
+    arms = tuple(root.get("arms", list, ["shipped", "coordinator"]))
+    for index, arm in enumerate(arms):
+        if arm not in ARMS:
+            raise BadInput(f"arms[{index}]: unknown arm {arm!r} (expected one of {', '.join(ARMS)})")
+    if not arms:
+        raise BadInput("arms: expected at least one arm")
+    coordinator = _parse_coordinator(root.section("coordinator"), environ or {})
+    time_scale = root.number("time_scale", 1.0, minimum=0, exclusive_minimum=True)
+    duration_s = root.number("duration_s", 120, minimum=0, exclusive_minimum=True, maximum=MAX_DURATION_S)
+    windows = root.section("windows")
+    startup_s = windows.number("startup_s", 30, minimum=0)
+    final_s = windows.number("final_s", 30, minimum=0, exclusive_minimum=True)
+    windows.done()
+    if final_s > duration_s:
+        raise BadInput(f"windows.final_s: expected at most duration_s ({duration_s:g}), got {final_s:g}")
+    if startup_s >= duration_s:
+        raise BadInput(f"windows.startup_s: expected less than duration_s ({duration_s:g}), got {startup_s:g}")
+    probe = root.section("probe")
+    probe_interval_ms = probe.number("interval_ms", 1000, minimum=0)
+    probe.done()
+    seed = root.get("seed", int)
+    thresholds = _parse_thresholds(root.section("assert"), arms)
+    root.done()
+    return Profile(name=name, description=description, path=path, target=target, account_count=count,
+                   channels=channels, keep_reconnecting_after_failed_start=keep_reconnecting, arms=arms,
+                   coordinator=coordinator, time_scale=float(time_scale), duration_s=float(duration_s),
+                   startup_window_s=float(startup_s), final_window_s=float(final_s),
+                   probe_interval_ms=float(probe_interval_ms), seed=seed, thresholds=thresholds)
+
+
+def _parse_target(target: _Fields) -> Target:
+    kind = target.get("kind", str, "stub")
+    protocol = target.number("protocol", None, minimum=3, maximum=4, integer=True)
+    if kind == "url":
+        url = require_loopback_url(target.get("url", str, required=True), target.where("url"))
+        token = target.get("token", str, required=True)
+        target.done()
+        return Target("url", None, (), url, token, protocol or 3)
+    if kind != "stub":
+        raise BadInput(f"{target.where('kind')}: expected stub or url, got {kind!r}")
+    options: dict[str, Any] = {}
+    args: list[str] = []
+    parsers: dict[str, tuple[type | tuple[type, ...], Callable[[Any], Any]]] = {
+        "profile": (str, str), "handshake_timeout_ms": (int, int), "max_preauth_per_ip": (int, int),
+        "cost_clock": (str, str), "challenge_latency_ms": ((int, float), float),
+        "hello_latency_ms": ((int, float), float),
+    }
+    for key in STUB_OPTIONS:
+        is_cost = key.endswith("_cost") or "_cost_" in key
+        kind_of, convert = ((str, int, float), lambda v: parse_cost(str(v))) if is_cost else parsers[key]
+        value = target.get(key, kind_of)
+        if value is None:
+            continue
+        try:
+            options[key] = convert(value)
+        except ValueError as exc:
+            raise BadInput(f"{target.where(key)}: {exc}") from None
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    for key in ("url", "token"):
+        if target.get(key, str) is not None:
+            raise BadInput(f"{target.where(key)}: only with kind: url (this target is the embedded stub)")
+    target.done()
+    try:
+        stub = StubConfig(port=0, **options)
+    except ConfigError as exc:
+        message = str(exc).split(": ", 1)[-1]
+        raise BadInput(f"target: {message}") from None
+    return Target("stub", stub, tuple(args), None, None, protocol or stub.protocol_profile.protocol)
+
+
+def _parse_channels(accounts: _Fields, count: int) -> tuple[str, ...]:
+    raw = accounts.get("channels", (dict, str), {"matrix": count})
+    if isinstance(raw, str):
+        raw = {raw: count}
+    channels: list[str] = []
+    for channel, n in raw.items():
+        where = accounts.where(f"channels.{channel}")
+        if channel not in CHANNELS:
+            raise BadInput(f"{where}: unknown channel (expected one of {', '.join(CHANNELS)})")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise BadInput(f"{where}: expected an integer >= 0, got {n!r}")
+        channels += [channel] * n
+    if len(channels) != count:
+        raise BadInput(f"{accounts.where('channels')}: the counts add up to {len(channels)}, expected count ({count})")
+    return tuple(channels)
+
+
+def _parse_coordinator(section: _Fields, environ: Mapping[str, str]) -> CoordinatorSettings:
+    from_env = CoordinatorSettings.from_env(environ)
+    jitter = section.number("start_jitter_ms", from_env.start_jitter_ms, minimum=0, integer=True)
+    k = section.number("max_concurrent_starts", from_env.max_concurrent_starts, minimum=1, integer=True)
+    hold = section.number("start_slot_max_hold_ms", from_env.start_slot_max_hold_ms, minimum=1, integer=True)
+    section.done()
+    return CoordinatorSettings(jitter, k, hold)
+
+
+def _parse_thresholds(section: _Fields, arms: tuple[str, ...]) -> dict[str, tuple[Threshold, ...]]:
+    out: dict[str, tuple[Threshold, ...]] = {}
+    for arm in list(section.data):
+        if arm != "all" and arm not in arms:
+            raise BadInput(f"{section.where(str(arm))}: not an arm of this profile (expected all or one of "
+                           f"{', '.join(arms)})")
+        block = section.section(str(arm))
+        parsed = []
+        for metric in list(block.data):
+            try:
+                parsed.append(parse_threshold(str(metric), block.get(str(metric), (str, int, float, list))))
+            except ValueError as exc:
+                raise BadInput(f"{block.where(str(metric))}: {exc}") from None
+        block.done()
+        out[str(arm)] = tuple(parsed)
+    return out

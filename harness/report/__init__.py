@@ -1,0 +1,1 @@
+"""Results a person can read: the compare table."""

@@ -1,0 +1,278 @@
+"""One arm of a profile, end to end: boot the target, spawn the accounts under Locust, watch, judge, write.
+
+The run is bounded: it lasts the profile's `duration_s` (profile time), then every account is stopped,
+the stub is stopped, and the results are written to the arm's folder:
+  summary.json        the figures and the verdict (schema_version 1; see README)
+  accounts.csv        one row per account: attempts, successes, failures by cause, close codes, …
+  stub.log, stub.jsonl the stub's console and JSON log (embedded target)
+  locust_stats.csv, locust_failures.csv, …  Locust's own CSV stats
+Everything started here is stopped here, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import gevent
+import locust  # noqa: F401  (patches with gevent on import; harness.cli imports it before anything else)
+from gevent.event import Event
+from locust.env import Environment
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import connect
+
+from harness.accounts.connect_shape import request_frame
+from harness.accounts.ledger import Ledger
+from harness.backends.embedded import EmbeddedStub
+from harness.clock import ScaledClock
+from harness.errors import BackendError
+from harness.locustfile import NativeApprovalsAccount, RunContext
+from harness.policy.arms import ARMS
+from harness.profile import Profile
+from harness.verdict.figures import RunRecord, check_thresholds, summarize
+
+SCHEMA_VERSION = 1
+PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
+LOCUST_CSV_INTERVAL_S = 1.0
+PROBE_READY_TIMEOUT_S = 30.0
+CLIENT_VERSION = "2026.4.24"
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    summary: dict[str, Any]
+    out_dir: Path
+
+    @property
+    def passed(self) -> bool:
+        return all(a["passed"] for a in self.summary["assertions"])
+
+
+@dataclass
+class _Target:
+    url: str
+    token: str
+    stub: EmbeddedStub | None = None
+    log_records: list[dict[str, Any]] | None = None
+
+
+@contextlib.contextmanager
+def _target(profile: Profile, out_dir: Path) -> Iterator[_Target]:
+    if profile.target.kind == "url":
+        assert profile.target.url is not None and profile.target.token is not None
+        yield _Target(profile.target.url, profile.target.token)
+        return
+    args = [*profile.target.stub_args, "--time-scale", str(profile.time_scale),
+            "--log-file", str(out_dir / "stub.jsonl")]
+    if profile.seed is not None:
+        args += ["--seed", str(profile.seed)]
+    with EmbeddedStub(args, log_path=out_dir / "stub.log") as stub:
+        yield _Target(stub.url, stub.token, stub)
+
+
+@dataclass
+class HealthProbe:
+    """An operator client, connected before the accounts start, that calls `health` at a fixed interval.
+
+    It measures the latency tax a storm puts on normal traffic over a connection that already exists.
+    If its connection drops it reconnects like any client, and its failed handshakes are counted, so
+    the gateway's log can be reconciled with accounts plus probe.
+    """
+
+    url: str
+    token: str
+    clock: ScaledClock
+    interval_ms: float
+    protocol: int
+    samples_ms: list[float] = field(default_factory=list)
+    handshake_timeouts: int = 0
+    failures: int = 0
+    connected: Event = field(default_factory=Event)
+
+    def run(self) -> None:
+        params = {"minProtocol": self.protocol, "maxProtocol": self.protocol,
+                  "client": {"id": "gateway-client", "displayName": "harness health probe", "version": CLIENT_VERSION,
+                             "platform": "linux", "mode": "backend"},
+                  "role": "operator", "scopes": ["operator.read"], "auth": {"token": self.token}}
+        while True:
+            try:
+                with connect(self.url, compression=None, open_timeout=self.clock.real_s(15_000)) as ws:
+                    try:
+                        ws.recv(timeout=self.clock.real_s(15_000))
+                        ws.send(request_frame("connect", params)[1])
+                        if not json.loads(ws.recv(timeout=self.clock.real_s(30_000))).get("ok"):
+                            raise BackendError("the health probe's connect was refused")
+                    except ConnectionClosed:
+                        if ws.close_code == 1000 and not ws.close_reason:
+                            self.handshake_timeouts += 1
+                        raise
+                    self.connected.set()
+                    while True:
+                        self._call_health(ws)
+                        gevent.sleep(self.clock.real_s(self.interval_ms))
+            except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, BackendError, ValueError):
+                self.failures += 1
+                gevent.sleep(self.clock.real_s(self.interval_ms))
+
+    def _call_health(self, ws: Any) -> None:
+        request_id, frame = request_frame("health", {})
+        started = time.perf_counter()
+        ws.send(frame)
+        while True:
+            reply = json.loads(ws.recv(timeout=self.clock.real_s(30_000)))
+            if reply.get("id") == request_id:
+                break
+        self.samples_ms.append(self.clock.profile_ms(time.perf_counter() - started))
+
+
+class Progress:
+    """One line updated in place on a terminal; plain periodic lines otherwise."""
+
+    def __init__(self, stream: IO[str], every_s: float = 10.0) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._every_s = every_s
+        self._last_plain = 0.0
+
+    def update(self, text: str) -> None:
+        if self._tty:
+            self._stream.write("\r\x1b[2K" + text)
+            self._stream.flush()
+        elif time.monotonic() - self._last_plain >= self._every_s:
+            self._last_plain = time.monotonic()
+            self._stream.write(text + "\n")
+            self._stream.flush()
+
+    def done(self, text: str) -> None:
+        self._stream.write(("\r\x1b[2K" if self._tty else "") + text + "\n")
+        self._stream.flush()
+
+
+def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: IO[str] = sys.stderr) -> ArmResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(progress_stream)
+    arm = ARMS[arm_name]
+    wall_started = time.monotonic()
+    with _target(profile, out_dir) as target:
+        clock = ScaledClock(profile.time_scale)
+        environment = Environment(user_classes=[NativeApprovalsAccount])
+        context = RunContext(
+            url=target.url, token=target.token, arm=arm, channels=list(profile.channels), clock=clock,
+            coordinator_settings=profile.coordinator, protocol=profile.target.protocol,
+            handshake_timeout_ms=_client_handshake_timeout_ms(profile),
+            keep_reconnecting_after_failed_start=profile.keep_reconnecting_after_failed_start, seed=profile.seed,
+        )
+        environment.harness_context = context  # type: ignore[attr-defined]
+        csv_writer = StatsCSVFileWriter(environment, PERCENTILES_TO_REPORT, str(out_dir / "locust"), False)
+        probe = HealthProbe(target.url, target.token, clock, profile.probe_interval_ms, profile.target.protocol)
+        greenlets = [gevent.spawn(csv_writer)]
+        if profile.probe_interval_ms > 0:
+            greenlets.append(gevent.spawn(probe.run))
+            if not probe.connected.wait(timeout=PROBE_READY_TIMEOUT_S):
+                raise BackendError(f"the health probe could not connect to {target.url} "
+                                   f"within {PROBE_READY_TIMEOUT_S:g} s")
+        runner = environment.create_local_runner()
+        clock.restart()  # profile time 0 is when the accounts start
+        try:
+            runner.start(profile.account_count, spawn_rate=min(profile.account_count, 100))
+            _watch(profile, arm_name, clock, context.ledger, progress)
+            # The run ends here for every source: what happens during teardown is not the run's.
+            gateway_records = _read_jsonl(out_dir / "stub.jsonl")
+            attempts, disconnects = list(context.ledger.attempts), list(context.ledger.disconnects)
+            connected_at_end = frozenset(context.ledger.connected)
+            health_samples, probe_timeouts = list(probe.samples_ms), probe.handshake_timeouts
+        finally:
+            runner.quit()
+            context.close()
+            gevent.sleep(LOCUST_CSV_INTERVAL_S + 0.1)  # one more CSV pass with the final stats
+            gevent.killall(greenlets, block=True, timeout=5)
+            csv_writer.close_files()
+        lag = _loop_lag(target, profile.time_scale)
+    record = RunRecord(
+        accounts=context.account_names, attempts=attempts, disconnects=disconnects,
+        connected_at_end=connected_at_end, duration_ms=profile.duration_s * 1000.0,
+        startup_window_ms=profile.startup_window_s * 1000.0, final_window_ms=profile.final_window_s * 1000.0,
+        gateway_records=gateway_records, health_rpc_ms=health_samples, event_loop_lag_ms=lag,
+        other_client_handshake_timeouts=probe_timeouts,
+    )
+    figures = summarize(record)
+    summary = {
+        "schema_version": SCHEMA_VERSION, "profile": profile.name, "arm": arm_name, "seed": profile.seed,
+        "time_scale": profile.time_scale, "target": _describe_target(profile),
+        "accounts": profile.account_count, "wall_clock_s": round(time.monotonic() - wall_started, 3),
+        "duration_s": profile.duration_s, "windows": {"startup_s": profile.startup_window_s,
+                                                      "final_s": profile.final_window_s},
+        "coordinator": vars(profile.coordinator) if arm.coordinated else None,
+        **figures,
+        "health_probe": {"handshake_timeouts": probe_timeouts, "reconnects": probe.failures},
+    }
+    summary["assertions"] = check_thresholds(summary, profile.thresholds_for(arm_name))
+    context.ledger.write_accounts_csv(out_dir / "accounts.csv", context.account_names)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    progress.done(f"[{arm_name}] {summary['verdict']}: {summary['storm_entries']} storm entries, "
+                  f"{summary['connected_accounts_at_end']}/{profile.account_count} connected at the end "
+                  f"({summary['wall_clock_s']:.1f} s)")
+    return ArmResult(arm_name, summary, out_dir)
+
+
+def _watch(profile: Profile, arm: str, clock: ScaledClock, ledger: Ledger, progress: Progress) -> None:
+    while (now_ms := clock.now_ms()) < profile.duration_s * 1000.0:
+        storms = sum(1 for a in ledger.attempts if a.storm_kind is not None)
+        progress.update(f"[{arm}] {now_ms / 1000:6.0f}/{profile.duration_s:g} s  connected "
+                        f"{len(ledger.connected)}/{profile.account_count}  storm entries {storms}")
+        gevent.sleep(min(PROGRESS_INTERVAL_S, clock.real_s(profile.duration_s * 1000.0 - now_ms)))
+
+
+def _client_handshake_timeout_ms(profile: Profile) -> int:
+    stub = profile.target.stub
+    return stub.effective_handshake_timeout_ms if stub is not None else 10_000
+
+
+def _loop_lag(target: _Target, time_scale: float) -> dict[str, float | None] | None:
+    if target.stub is None:
+        return None
+    try:
+        lag = target.stub.stats()["event_loop_lag_ms"]
+    except OSError:
+        return None
+    return {k: None if lag.get(k) is None else round(lag[k] / time_scale, 3) for k in ("p99", "max")}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]] | None:
+    if not path.exists():
+        return None
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            records.append(json.loads(line))
+    return records
+
+
+def _describe_target(profile: Profile) -> dict[str, Any]:
+    target = profile.target
+    if target.stub is None:
+        return {"kind": "url", "url": target.url, "protocol": target.protocol}
+    described = target.stub.describe()
+    keep = ("profile", "effective_handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
+            "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
+            "cost_clock")
+    return {"kind": "stub", "backend": "embedded", **{k: described[k] for k in keep}}
+
+
+def run_profile(profile: Profile, arms: list[str], out_root: Path,
+                on_result: Callable[[ArmResult], None] | None = None) -> list[ArmResult]:
+    results = []
+    for arm in arms:
+        result = run_arm(profile, arm, out_root / arm.replace("+", "_"))
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results

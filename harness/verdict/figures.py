@@ -1,0 +1,134 @@
+"""From what a run recorded to the figures of summary.json and the verdict (pure: no I/O, no clock).
+
+All durations are in profile (unscaled) time. Storm entries are failed handshake attempts of three
+kinds (`harness.accounts.ledger.STORM_KINDS`), counted from the clients' ledger and, where the
+gateway's log can show them, from that log too:
+  handshake_timeout  `closed before connect` records with cause `handshake-timeout` (the stub's log and
+                     the real gateway's JSON log have the same shape);
+  preauth_rejected   the stub's `http.preauth_rejected` records (the real gateway logs no line for a 503);
+  connect_error      clients only.
+The two sources agree when, for each kind both can count, they differ by no more than the attempts
+that can be in flight when the run stops (one per account); the gateway's count also holds the
+harness's own health probe's timeouts, which are added to the clients' side.
+
+Verdict: `storm` when storm entries continue into the final window; `converged` when every account
+holds an authenticated connection at the end and the final window is clean; `degraded` otherwise.
+Witnesses (Jepsen-style) name the accounts and times that prove a storm.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway_stub.gateway_log import fields
+from gateway_stub.metrics import percentile as nearest_rank
+from harness.accounts.ledger import STORM_KINDS, Attempt, Disconnect, Outcome
+from harness.verdict.thresholds import Threshold
+
+WITNESSES = 10
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    accounts: Sequence[str]
+    attempts: Sequence[Attempt]
+    disconnects: Sequence[Disconnect]
+    connected_at_end: frozenset[str]
+    duration_ms: float
+    startup_window_ms: float
+    final_window_ms: float
+    gateway_records: Sequence[Mapping[str, Any]] | None = None  # the gateway's JSON log, if readable
+    health_rpc_ms: Sequence[float] = ()
+    event_loop_lag_ms: Mapping[str, float | None] | None = None  # p99, max, already in profile ms
+    other_client_handshake_timeouts: int = 0  # the harness's own probe, which the gateway also logs
+
+
+def percentile(samples: Iterable[float], fraction: float) -> float | None:
+    value = nearest_rank(samples, fraction)
+    return None if value is None else round(value, 3)
+
+
+def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
+    timeouts = sum(1 for r in records if str(r.get("message", "")).startswith("closed before connect")
+                   and fields(dict(r)).get("cause") == "handshake-timeout")
+    rejected = sum(1 for r in records if r.get("event") == "http.preauth_rejected")
+    is_stub = any("event" in r for r in records)
+    return {"handshake_timeout": timeouts, "preauth_rejected": rejected if is_stub else None, "connect_error": None}
+
+
+def time_to_all_connected_ms(record: RunRecord) -> float | None:
+    events: list[tuple[float, int, str, int]] = []
+    for a in record.attempts:
+        if a.outcome is Outcome.HELLO:
+            events.append((a.ended_ms, 0, a.account, a.handler_id))
+    for d in record.disconnects:
+        events.append((d.at_ms, 1, d.account, d.handler_id))
+    holding: dict[str, int] = {}
+    for at_ms, kind, account, handler in sorted(events):
+        if kind == 0:
+            holding[account] = handler
+            if len(holding) == len(record.accounts):
+                return at_ms
+        elif holding.get(account) == handler:
+            del holding[account]
+    return None
+
+
+def summarize(record: RunRecord) -> dict[str, Any]:
+    storms = [a for a in record.attempts if a.storm_kind is not None]
+    by_kind = Counter(a.storm_kind for a in storms)
+    client_counts = {kind: by_kind.get(kind, 0) for kind in STORM_KINDS}
+    final_from = record.duration_ms - record.final_window_ms
+    final_window = [a for a in storms if a.ended_ms >= final_from]
+    after_startup = [a for a in storms if a.ended_ms >= record.startup_window_ms]
+    connected = len(record.connected_at_end)
+    if final_window:
+        verdict = "storm"
+    elif connected == len(record.accounts):
+        verdict = "converged"
+    else:
+        verdict = "degraded"
+    gateway_counts = gateway_storm_counts(record.gateway_records) if record.gateway_records is not None else None
+    agree = None
+    if gateway_counts is not None:
+        tolerance = len(record.accounts)
+        seen_by_clients = dict(client_counts)
+        seen_by_clients["handshake_timeout"] += record.other_client_handshake_timeouts
+        agree = all(abs(seen_by_clients[k] - v) <= tolerance for k, v in gateway_counts.items() if v is not None)
+    all_connected_ms = time_to_all_connected_ms(record)
+    hellos = [a.latency_ms for a in record.attempts if a.outcome is Outcome.HELLO]
+    lag = record.event_loop_lag_ms or {}
+    return {
+        "storm_entries": len(storms),
+        "storm_entries_by_kind": client_counts,
+        "storm_entries_by_source": {"clients": client_counts, "gateway_log": gateway_counts},
+        "sources_agree": agree,
+        "final_window_storm_entries": len(final_window),
+        "storm_entries_after_startup": len(after_startup),
+        "verdict": verdict,
+        "time_to_all_connected_s": None if all_connected_ms is None else round(all_connected_ms / 1000.0, 3),
+        "connected_accounts_at_end": connected,
+        "handshake_attempts_total": len(record.attempts),
+        "handshake_ms": {"p50": percentile(hellos, 0.5), "p99": percentile(hellos, 0.99),
+                         "max": round(max(hellos), 3) if hellos else None},
+        "health_rpc_ms": {"p50": percentile(record.health_rpc_ms, 0.5),
+                          "p99": percentile(record.health_rpc_ms, 0.99), "samples": len(record.health_rpc_ms)},
+        "event_loop_lag_ms": {"p99": lag.get("p99"), "max": lag.get("max")},
+        "witnesses": [
+            {"account": a.account, "handler": a.handler_id, "at_s": round(a.ended_ms / 1000.0, 3),
+             "kind": a.storm_kind, "close_code": a.close_code}
+            for a in final_window[-WITNESSES:]
+        ],
+    }
+
+
+def check_thresholds(summary: Mapping[str, Any], thresholds: Sequence[Threshold]) -> list[dict[str, Any]]:
+    results = []
+    for threshold in thresholds:
+        actual, passed = threshold.check(summary)
+        results.append({"metric": threshold.metric, "threshold": threshold.describe(), "value": actual,
+                        "passed": passed})
+    return results
