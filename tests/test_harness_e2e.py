@@ -1,0 +1,130 @@
+"""The harness end to end: the real CLI in a child process against the embedded stub, time-scaled.
+
+These are the project's main promises: the matrix-11 case storms as shipped and converges behind the
+start coordinator, a single account never storms, bad input exits 2 naming the field, a failed
+threshold exits 1, and Ctrl-C leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ROOT / "profiles"
+
+
+def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def summary(out: Path, arm: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((out / arm / "summary.json").read_text(encoding="utf-8"))
+    return loaded
+
+
+def stub_processes(marker: str) -> list[str]:
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if "gateway_stub" in line and marker in line]
+
+
+def test_matrix_11_storms_as_shipped(tmp_path: Path) -> None:
+    result = harness("run", str(PROFILES / "matrix-11-accounts.yaml"), "--arm", "shipped", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    s = summary(tmp_path, "shipped")
+    assert s["verdict"] == "storm"
+    assert s["final_window_storm_entries"] >= 11  # every account, again and again, to the end
+    assert s["connected_accounts_at_end"] < 11
+    assert s["storm_entries_by_kind"]["handshake_timeout"] == s["storm_entries"]
+    assert s["sources_agree"] is True
+    assert all(a["passed"] for a in s["assertions"])
+    with (tmp_path / "shipped" / "accounts.csv").open(encoding="utf-8") as ledger:
+        rows = list(csv.DictReader(ledger))
+    assert len(rows) == 11 and all(int(r["failed_handshake_timeout"]) >= 2 for r in rows)
+    stats = (tmp_path / "shipped" / "locust_stats.csv").read_text(encoding="utf-8")
+    assert "WS,connect" in stats
+    assert "handshake timeout conn=" in (tmp_path / "shipped" / "stub.log").read_text(encoding="utf-8")
+    assert "storm" in result.stdout  # the table
+
+
+def test_matrix_11_converges_behind_the_coordinator(tmp_path: Path) -> None:
+    result = harness("run", str(PROFILES / "matrix-11-accounts.yaml"), "--arm", "coordinator",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    s = summary(tmp_path, "coordinator")
+    assert s["verdict"] == "converged"
+    assert s["storm_entries_after_startup"] == 0
+    assert s["connected_accounts_at_end"] == 11
+    assert s["time_to_all_connected_s"] is not None and s["time_to_all_connected_s"] < s["duration_s"]
+    assert s["coordinator"] == {"start_jitter_ms": 2000, "max_concurrent_starts": 3, "start_slot_max_hold_ms": 30000}
+
+
+def test_single_account_converges_in_every_arm(tmp_path: Path) -> None:
+    result = harness("compare", str(PROFILES / "single-account.yaml"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    compared = json.loads((tmp_path / "compare.json").read_text(encoding="utf-8"))
+    arms = {s["arm"]: s for s in compared["arms"]}
+    assert set(arms) == {"shipped", "coordinator", "backoff", "coordinator+backoff"}
+    for arm, s in arms.items():
+        assert (s["verdict"], s["storm_entries"], s["connected_accounts_at_end"]) == ("converged", 0, 1), arm
+
+
+def test_a_failed_threshold_exits_1(tmp_path: Path) -> None:
+    profile = tmp_path / "wrong-expectation.yaml"
+    text = (PROFILES / "single-account.yaml").read_text(encoding="utf-8")
+    profile.write_text(text.replace("verdict: converged", "verdict: storm"), encoding="utf-8")
+    result = harness("run", str(profile), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "FAIL: verdict" in result.stdout
+
+
+def test_a_bad_profile_exits_2_with_one_line_naming_the_field(tmp_path: Path) -> None:
+    profile = tmp_path / "bad.yaml"
+    profile.write_text("name: bad\naccounts: {count: 11}\narms: [shipped, jittery]\n", encoding="utf-8")
+    result = harness("compare", str(profile), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    expected = ("harness: error: arms[1]: unknown arm 'jittery' "
+                "(expected one of shipped, coordinator, backoff, coordinator+backoff)")
+    assert result.stderr.strip().splitlines() == [expected]
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+@pytest.mark.parametrize("args", [["run", "missing.yaml"], ["run", "PROFILE", "--time-scale", "-1"],
+                                  ["run", "PROFILE", "--arm", "backoff"], ["explode"]])
+def test_bad_options_exit_2(args: list[str], tmp_path: Path) -> None:
+    args = [str(PROFILES / "matrix-11-accounts.yaml") if a == "PROFILE" else a for a in args]
+    result = harness(*args, "--out", str(tmp_path)) if args[0] != "explode" else harness(*args)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(PROFILES / "matrix-11-accounts.yaml"), "--arm", "shipped",
+         "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not stub_processes(str(tmp_path)):  # wait until the run has started its stub
+            assert time.monotonic() < deadline and process.poll() is None, "the run never started its stub"
+            time.sleep(0.1)
+        time.sleep(2)  # mid-storm
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr
+    assert stub_processes(str(tmp_path)) == []
+    assert "Traceback" not in stderr
+
