@@ -53,6 +53,14 @@ def _console_value(value: object) -> str:
     return json.dumps(text) if (" " in text or text == "") else text
 
 
+def message_of(record: dict[str, Any]) -> str:
+    """The message of a tslog record: top-level `message` (4.29, 9.6, the stub), else `"2"` or `"1"` (4.24)."""
+    for key in ("message", "2", "1"):
+        if isinstance(record.get(key), str):
+            return str(record[key])
+    return ""
+
+
 def fields(record: dict[str, Any]) -> dict[str, Any]:
     """The structured fields of a tslog record (the real gateway's or the stub's); {} when it has none."""
     candidate = record.get("1")
@@ -105,6 +113,6 @@ class GatewayLog:
         self._json.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def both(self, event: str, level: str, subsystem: str, message: str,
-             extra: dict[str, Any] | None = None, **stub_keys: Any) -> None:
-        self.console(subsystem, message, extra)
+             extra: dict[str, Any] | None = None, *, console_fields: bool = True, **stub_keys: Any) -> None:
+        self.console(subsystem, message, extra if console_fields else None)
         self.record(event, level, subsystem, message, extra, **stub_keys)

@@ -84,7 +84,8 @@ async def _exec_approval_list(gateway: GatewayView, params: Any) -> list[dict[st
 APPROVAL_SCOPES = (SCOPE_APPROVALS,)  # operator.admin covers it, as it covers every scope
 
 METHODS: dict[str, Method] = {
-    "health": Method((SCOPE_READ,), _health),
+    # Any authenticated client may call health: the approvals-only handler could on 4.24, 4.29 and 9.6.
+    "health": Method((), _health),
     "status": Method((SCOPE_READ,), _status),
     # What the April native-approvals handler calls after every hello (reference §8.4).
     "exec.approval.list": Method(APPROVAL_SCOPES, _exec_approval_list),

@@ -28,6 +28,24 @@ class ProtocolProfile:
     challenge_capabilities: tuple[str, ...] | None
     # `current` writes `phase=` on its handshake log lines; April does not.
     log_phase: bool
+    # `current` (--verbose) appends the record's fields as key=value to `closed before connect`.
+    console_appends_fields: bool
+    # Frames sent while `connect` is processed: `current` queues up to 15; April answers the first one
+    # "invalid handshake: first request must be connect" and closes 1008 (recorded on 4.24 and 4.29).
+    queues_handshake_frames: bool
+    # April's protocol-mismatch details carry only `expectedProtocol`.
+    full_protocol_mismatch_details: bool
+    # April reports a missing scope as a bare INVALID_REQUEST "missing scope: X"; `current` as FORBIDDEN
+    # with MISSING_SCOPE details.
+    scope_errors_forbidden: bool
+    # `cli`/`cli` on loopback keeps its scopes in `current` (shouldPreserveLocalCliSharedAuthScopes); April
+    # clears them.
+    preserves_local_cli_scopes: bool
+    # The n-th loopback auth failure is answered after min(250*2^(n-1), 5000) ms in `current`; April
+    # answered a wrong token in about 3 ms.
+    loopback_auth_failure_delay: bool
+    # A `health` event follows hello after this long (recorded: 4 ms on 4.24, 378 ms on 9.6).
+    health_event_after_hello_ms: int
     approval_visibility: ApprovalVisibility
     system_event_dedupe: SystemEventDedupe
     # `connect` params keys this generation's closed schema does not know.
@@ -55,6 +73,13 @@ APRIL_2026 = ProtocolProfile(
     server_version="2026.4.24",
     challenge_capabilities=None,
     log_phase=False,
+    console_appends_fields=False,
+    queues_handshake_frames=False,
+    full_protocol_mismatch_details=False,
+    scope_errors_forbidden=False,
+    preserves_local_cli_scopes=False,
+    loopback_auth_failure_delay=False,
+    health_event_after_hello_ms=4,
     approval_visibility="approvals-scoped",
     system_event_dedupe="consecutive",
     unknown_connect_keys=frozenset({"modelCatalog"}),
@@ -71,6 +96,13 @@ CURRENT = ProtocolProfile(
     server_version="2026.9.6",
     challenge_capabilities=("model-catalog-snapshot",),
     log_phase=True,
+    console_appends_fields=True,
+    queues_handshake_frames=True,
+    full_protocol_mismatch_details=True,
+    scope_errors_forbidden=True,
+    preserves_local_cli_scopes=True,
+    loopback_auth_failure_delay=True,
+    health_event_after_hello_ms=378,
     approval_visibility="deliverable-and-visible",
     system_event_dedupe="keyed",
     unknown_connect_keys=frozenset(),

@@ -57,7 +57,8 @@ MSG_DEVICE_REQUIRED = "device identity required"
 MSG_CONTROL_UI_DEVICE = "control ui requires device identity (use HTTPS or localhost secure context)"
 MSG_FIRST_REQUEST = "invalid handshake: first request must be connect"
 REASON_INVALID_FRAME = "invalid request frame"
-REASON_PREAUTH_TOO_LARGE = "preauth payload too large"
+# Recorded on 4.24, 4.29 and 9.6: the ws library's own 64 KiB limit fires first, with an empty reason.
+REASON_PREAUTH_TOO_LARGE = ""
 REASON_TOO_MANY_PENDING = "too many pending handshake frames"
 REASON_SLOW_CONSUMER = "slow consumer"
 REASON_SERVICE_RESTART = "service restart"
@@ -366,13 +367,15 @@ def decide_connect(params: Any, ctx: ConnectContext) -> Accepted | Rejected:
     role: str = params.get("role", "operator")
     protocol = negotiate_protocol(params["minProtocol"], params["maxProtocol"], role, client["mode"], profile)
     if protocol is None:
-        details = {
-            "code": "PROTOCOL_MISMATCH",
-            "clientMinProtocol": params["minProtocol"],
-            "clientMaxProtocol": params["maxProtocol"],
-            "expectedProtocol": profile.protocol,
-            "minimumProbeProtocol": profile.min_node_or_probe_protocol,
-        }
+        details: dict[str, Any] = {"expectedProtocol": profile.protocol}
+        if profile.full_protocol_mismatch_details:
+            details = {
+                "code": "PROTOCOL_MISMATCH",
+                "clientMinProtocol": params["minProtocol"],
+                "clientMaxProtocol": params["maxProtocol"],
+                "expectedProtocol": profile.protocol,
+                "minimumProbeProtocol": profile.min_node_or_probe_protocol,
+            }
         return _reject(GatewayError("INVALID_REQUEST", "protocol mismatch", details), CLOSE_PROTOCOL_ERROR)
     if role not in ROLES:
         return _reject(GatewayError("INVALID_REQUEST", "invalid role"))
@@ -424,7 +427,8 @@ def decide_connect(params: Any, ctx: ConnectContext) -> Accepted | Rejected:
     shape = (client["id"], client["mode"])
     keeps_scopes = device_id is not None or (
         direct_local
-        and (shape == ("cli", "cli") or (shape == ("gateway-client", "backend") and not ctx.has_origin))
+        and ((shape == ("cli", "cli") and profile.preserves_local_cli_scopes)
+             or (shape == ("gateway-client", "backend") and not ctx.has_origin))
     )
     return Accepted(
         protocol=protocol,
@@ -495,8 +499,11 @@ def hello_ok_payload(
         auth["deviceToken"] = device_token
         auth["issuedAtMs"] = now_ms
     payload["auth"] = auth
+    capability_url = f"{http_base}__openclaw__/cap/{recovery_scope[:24]}"
     if "canvas" in payload.get("pluginSurfaceUrls", {}):
-        payload["pluginSurfaceUrls"]["canvas"] = f"{http_base}__openclaw__/cap/{recovery_scope[:24]}"
+        payload["pluginSurfaceUrls"]["canvas"] = capability_url
+    if "canvasHostUrl" in payload:
+        payload["canvasHostUrl"] = capability_url
     return payload
 
 
@@ -514,6 +521,8 @@ def missing_scope(granted: tuple[str, ...], required: tuple[str, ...]) -> str | 
     return required[0]
 
 
-def forbidden(scope: str, required: tuple[str, ...]) -> GatewayError:
+def forbidden(scope: str, required: tuple[str, ...], profile: ProtocolProfile) -> GatewayError:
+    if not profile.scope_errors_forbidden:
+        return GatewayError("INVALID_REQUEST", f"missing scope: {scope}")
     details = {"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": list(required)}
     return GatewayError("FORBIDDEN", f"missing scope: {scope}", details)

@@ -338,13 +338,16 @@ class GatewayStub:
         await conn.ws.close(code, reason)
 
     async def _on_preauth_frame(self, conn: Connection, message: str | bytes) -> None:
-        if conn.closing:
+        # April answers every request already read with the one sent during connect, then closes.
+        answering_early = (conn.close_cause == "invalid-handshake" and conn.connect_task is not None
+                           and conn.ws.state.name == "OPEN")
+        if conn.closing and not answering_early:
             return
         if proto.preauth_frame_size(message) > proto.MAX_PREAUTH_PAYLOAD_BYTES:
             self.metrics.bump("handshakes_rejected_other")
             await self._close(conn, proto.CLOSE_TOO_BIG, proto.REASON_PREAUTH_TOO_LARGE, "preauth-payload-too-large")
             return
-        if conn.connect_task is not None:
+        if conn.connect_task is not None and self.profile.queues_handshake_frames:
             conn.pending_frames.append(message)
             if len(conn.pending_frames) > proto.MAX_PENDING_HANDSHAKE_FRAMES:
                 self.metrics.bump("handshakes_rejected_other")
@@ -352,6 +355,21 @@ class GatewayStub:
                                   "too-many-pending-frames")
             return
         parsed = proto.parse_request(message)
+        if isinstance(parsed, proto.Request) and conn.connect_task is not None:
+            # April: any request while a connect is in flight counts as a first request that is not connect.
+            # Each one gets its own res and the 1008 close follows the frames already read (recorded on 4.24
+            # and 4.29: 20 requests in one TCP write got 20 res, then the close; the connect got none).
+            refused = proto.first_request_not_connect(parsed)
+            assert refused.reply is not None
+            with contextlib.suppress(ConnectionClosed):
+                await conn.ws.send(refused.reply)
+            if conn.close_cause is None:
+                self.metrics.bump("handshakes_rejected_other")
+                conn.close_cause = "invalid-handshake"
+                self._spawn(conn.ws.close(refused.code, refused.reason))
+            return
+        if conn.closing:
+            return
         if isinstance(parsed, proto.Request) and parsed.method != "connect":
             parsed = proto.first_request_not_connect(parsed)
         if isinstance(parsed, proto.CloseWith):
@@ -418,6 +436,8 @@ class GatewayStub:
         self.log.record("ws.hello", "info", WS_SUBSYSTEM, f"hello conn={conn.id} client={client_name!r}",
                         {"handshakeMs": round(handshake_ms), "role": decision.role}, connId=conn.id)
         self._colocated_cost(self.config.colocated_hello_cost)
+        loop.call_later(self.config.scaled_s(self.profile.health_event_after_hello_ms),
+                        lambda: self._spawn(self._send_health_event(conn)))
         conn.connect_task = None
         queued, conn.pending_frames = conn.pending_frames, []
         for frame in queued:
@@ -442,7 +462,7 @@ class GatewayStub:
         self.log.record("ws.connect_rejected", "warn", WS_SUBSYSTEM,
                         f"connect rejected conn={conn.id} code={decision.error.code}",
                         {"error": decision.error.message, "closeCode": decision.close_code}, connId=conn.id)
-        if decision.auth_failure and self.config.auth_failure_delay:
+        if decision.auth_failure and self.config.auth_failure_delay and self.profile.loopback_auth_failure_delay:
             await asyncio.sleep(self.config.scaled_s(self._auth_failure_delay_ms(conn.remote_ip)))
         reply = proto.error_frame(request.id, decision.error)
         await self._close(conn, decision.close_code, decision.close_reason, "connect-rejected", reply=reply)
@@ -475,7 +495,8 @@ class GatewayStub:
             message = (f"closed before connect {self._describe(conn)} code={na(code)} reason={na(reason)}"
                        + self._phase(conn))
             self.log.both("ws.closed_before_connect", "warn", WS_SUBSYSTEM, message,
-                          self._closed_before_connect_fields(conn, duration_ms), connId=conn.id)
+                          self._closed_before_connect_fields(conn, duration_ms),
+                          console_fields=self.profile.console_appends_fields, connId=conn.id)
         else:
             self._authenticated.discard(conn)
             message = f"closed conn={conn.id} code={na(code)} reason={na(reason)}"
@@ -518,13 +539,19 @@ class GatewayStub:
         try:
             missing = proto.missing_scope(conn.accepted.scopes, required)
             if missing is not None:
-                raise MethodError(proto.forbidden(missing, required))
+                raise MethodError(proto.forbidden(missing, required, self.profile))
             if method is None:
                 raise MethodError(unknown_method(request.method))
             frame = proto.ok_frame(request.id, await method.handler(self, request.params))
         except MethodError as exc:
             frame = proto.error_frame(request.id, exc.error)
         await self._send(conn, frame)
+
+    async def _send_health_event(self, conn: Connection) -> None:
+        """The `health` event the real gateway sends each new client shortly after hello."""
+        if conn in self._authenticated:
+            payload = await METHODS["health"].handler(self, {})
+            await self._send(conn, proto.event_frame("health", payload, conn.next_seq()))
 
     async def _send(self, conn: Connection, frame: str) -> None:
         transport = conn.ws.transport

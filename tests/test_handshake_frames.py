@@ -86,6 +86,16 @@ async def connected(url: str, params: dict[str, Any] | None = None) -> ClientCon
     return ws
 
 
+async def recv_res(ws: ClientConnection, request_id: str) -> dict[str, Any]:
+    """The res frame for `request_id`, past the `health` event the gateway sends shortly after hello."""
+    while True:
+        frame = await recv_json(ws)
+        if (frame["type"], frame.get("event")) == ("event", "health"):
+            continue
+        assert (frame["type"], frame["id"]) == ("res", request_id), frame
+        return frame
+
+
 def key_tree(value: Any) -> Any:
     """The nested key structure of a JSON object (dict keys only, values dropped)."""
     if isinstance(value, dict):
@@ -147,6 +157,10 @@ async def test_hello_ok_april(stub: GatewayStub) -> None:
     assert hello["features"] == template["features"]
     assert hello["policy"] == {"maxPayload": 26214400, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000}
     assert hello["auth"] == {"role": "operator", "scopes": ["operator.approvals"]}  # no auth.method in April
+    # The recorded 2026.4.24 lists: 132 methods, 24 events; canvasHostUrl points at this gateway.
+    assert (len(hello["features"]["methods"]), len(hello["features"]["events"])) == (132, 24)
+    assert hello["canvasHostUrl"].startswith(stub.http_url + "__openclaw__/cap/")
+    assert len(hello["canvasHostUrl"]) > len(stub.http_url + "__openclaw__/cap/")
     assert "bootId" not in hello["server"] and "capabilities" not in hello["features"]
     conn_ids = {hello["server"]["connId"], res2["payload"]["server"]["connId"]}
     assert len(conn_ids) == 2 and "" not in conn_ids
@@ -224,10 +238,8 @@ def without_auth() -> dict[str, Any]:
                       "details": {"code": "PROTOCOL_MISMATCH", "clientMinProtocol": 3, "clientMaxProtocol": 3,
                                   "expectedProtocol": 4, "minimumProbeProtocol": 3}},
                      1002, "protocol mismatch", id="protocol-mismatch-current"),
-        pytest.param("april-2026", connect_params(4),
-                     {"code": "INVALID_REQUEST", "message": "protocol mismatch",
-                      "details": {"code": "PROTOCOL_MISMATCH", "clientMinProtocol": 4, "clientMaxProtocol": 4,
-                                  "expectedProtocol": 3, "minimumProbeProtocol": 3}},
+        pytest.param("april-2026", connect_params(4),  # details recorded on 2026.4.24 and 4.29
+                     {"code": "INVALID_REQUEST", "message": "protocol mismatch", "details": {"expectedProtocol": 3}},
                      1002, "protocol mismatch", id="protocol-mismatch-april"),
         pytest.param("april-2026",
                      connect_params(client={"id": "matrix", "version": "1", "platform": "linux", "mode": "backend"}),
@@ -309,20 +321,28 @@ async def test_binary_frame_carrying_a_connect_is_read_as_text(stub: GatewayStub
     await ws.close()
 
 
-async def test_oversized_first_frame_closes_1009(stub: GatewayStub) -> None:
+# Recorded on 2026.4.24, 4.29 and 9.6: 1009 with an empty reason (the ws library's 64 KiB limit fires first).
+@pytest.mark.parametrize("profile", ["april-2026", "current"])
+async def test_oversized_first_frame_closes_1009(make_stub: StubFactory, profile: str) -> None:
+    stub = await make_stub(profile=profile)
     ws, _ = await open_socket(stub.url)
     await ws.send("x" * 70_000)  # not JSON either: the size check comes first
     assert await frames_until_closed(ws) == []
-    assert (ws.close_code, ws.close_reason) == (1009, "preauth payload too large")
+    assert (ws.close_code, ws.close_reason) == (1009, "")
+    assert stub.stats()["counters"]["handshakes_rejected_other"] == 1
 
 
-async def test_oversized_binary_frame_closes_1009(stub: GatewayStub) -> None:
+@pytest.mark.parametrize("profile", ["april-2026", "current"])
+async def test_oversized_binary_frame_closes_1009(make_stub: StubFactory, profile: str) -> None:
+    stub = await make_stub(profile=profile)
     ws, _ = await open_socket(stub.url)
     await ws.send(b"\x00" * 65_537)
-    assert await wait_closed(ws) == (1009, "preauth payload too large")
+    assert await wait_closed(ws) == (1009, "")
 
 
-async def test_first_frame_of_exactly_64_kib_is_not_too_large(stub: GatewayStub) -> None:
+@pytest.mark.parametrize("profile", ["april-2026", "current"])
+async def test_first_frame_of_exactly_64_kib_is_not_too_large(make_stub: StubFactory, profile: str) -> None:
+    stub = await make_stub(profile=profile)
     ws, _ = await open_socket(stub.url)
     await ws.send("x" * 65_536)
     assert await wait_closed(ws) == (1000, "")  # parsed (and refused as non-JSON), not 1009
@@ -332,12 +352,18 @@ async def test_first_frame_of_exactly_64_kib_is_not_too_large(stub: GatewayStub)
 # Frames queued while connect is processed
 
 SLOW_CONNECT = {"connect_cost_before_timer": parse_cost("fixed:300")}
+MSG_FIRST_REQUEST = "invalid handshake: first request must be connect"
 
 
-async def test_sixteenth_pending_frame_closes_1008(make_stub: StubFactory) -> None:
-    stub = await make_stub(**SLOW_CONNECT)
+def first_request_error(request_id: str) -> dict[str, Any]:
+    return {"type": "res", "id": request_id, "ok": False,
+            "error": {"code": "INVALID_REQUEST", "message": MSG_FIRST_REQUEST}}
+
+
+async def test_sixteenth_pending_frame_closes_1008_on_current(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current", **SLOW_CONNECT)
     ws, _ = await open_socket(stub.url)
-    send_burst(ws, [connect_frame(cli_params()), *(request(f"h{index}", "health") for index in range(16))])
+    send_burst(ws, [connect_frame(cli_params(4)), *(request(f"h{index}", "health") for index in range(16))])
     frames = await frames_until_closed(ws)
     assert frames == []  # no hello-ok: the connect was abandoned with the socket
     assert (ws.close_code, ws.close_reason) == (1008, "too many pending handshake frames")
@@ -345,11 +371,13 @@ async def test_sixteenth_pending_frame_closes_1008(make_stub: StubFactory) -> No
 
 
 @pytest.mark.parametrize("queued", [3, 15])
-async def test_frames_queued_during_connect_are_answered_after_hello(make_stub: StubFactory, queued: int) -> None:
-    stub = await make_stub(**SLOW_CONNECT)
+async def test_frames_queued_during_connect_are_answered_after_hello_on_current(
+    make_stub: StubFactory, queued: int
+) -> None:
+    stub = await make_stub(profile="current", **SLOW_CONNECT)
     ws, _ = await open_socket(stub.url)
     started = time.monotonic()
-    send_burst(ws, [connect_frame(cli_params()), *(request(f"h{index}", "health") for index in range(queued))])
+    send_burst(ws, [connect_frame(cli_params(4)), *(request(f"h{index}", "health") for index in range(queued))])
     hello = await recv_json(ws)
     assert time.monotonic() - started >= 0.25  # the connect really was slow
     assert hello["id"] == "1:connect" and hello["ok"] is True
@@ -358,6 +386,42 @@ async def test_frames_queued_during_connect_are_answered_after_hello(make_stub: 
     assert all(a["type"] == "res" and a["ok"] is True and a["payload"]["ok"] is True for a in answers)
     assert ws.close_code is None
     await ws.close()
+
+
+@pytest.mark.parametrize("sent", [1, 3, 16])
+@pytest.mark.parametrize("token", [TOKEN, "wrong"], ids=["valid-token", "wrong-token"])
+async def test_april_answers_each_frame_sent_during_connect_then_closes_1008(
+    make_stub: StubFactory, sent: int, token: str
+) -> None:
+    # April has no pending-frame queue (recorded on 2026.4.24 and 4.29, one TCP write of connect + 20 health):
+    # every request read while the connect is processed gets its own "first request must be connect" res,
+    # then the socket closes 1008; the connect gets no reply, valid token or not.
+    stub = await make_stub(**SLOW_CONNECT)
+    ws, _ = await open_socket(stub.url)
+    params = connect_params(auth={"token": token})
+    send_burst(ws, [connect_frame(params), *(request(f"h{index}", "health") for index in range(sent))])
+    frames = [json.loads(frame) for frame in await frames_until_closed(ws)]
+    assert frames == [first_request_error(f"h{index}") for index in range(sent)]
+    assert (ws.close_code, ws.close_reason) == (1008, MSG_FIRST_REQUEST)
+    counters = stub.stats()["counters"]
+    assert counters.get("handshakes_succeeded", 0) == 0
+    assert counters.get("handshakes_auth_failed", 0) == 0
+    assert counters["handshakes_rejected_other"] == 1
+
+
+async def test_april_request_while_connect_waits_closes_1008_without_hello(make_stub: StubFactory) -> None:
+    # Sent in its own TCP write while the connect is pending (recorded: only that frame is answered).
+    stub = await make_stub(hello_latency_ms=300)
+    ws, _ = await open_socket(stub.url)
+    await ws.send(connect_frame())
+    await asyncio.sleep(0.05)
+    await ws.send(request("h0", "health"))
+    frames = [json.loads(frame) for frame in await frames_until_closed(ws)]
+    assert frames == [first_request_error("h0")]
+    assert (ws.close_code, ws.close_reason) == (1008, MSG_FIRST_REQUEST)
+    await asyncio.sleep(0.4)  # past the hello latency: the abandoned connect sends nothing and registers nothing
+    assert stub.stats()["counters"].get("handshakes_succeeded", 0) == 0
+    assert stub.gauges()["authenticated_sockets"] == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,41 +490,91 @@ async def test_tampered_device_signature_is_refused(make_stub: StubFactory) -> N
 # After hello
 
 
-async def test_health_and_status_for_cli_reader(stub: GatewayStub) -> None:
-    ws = await connected(stub.url, cli_params())
+async def test_health_and_status_for_an_april_reader(stub: GatewayStub) -> None:
+    # April keeps the scopes of gateway-client/backend only (recorded: health-status-gwclient-read.json).
+    ws, res = await handshake(stub.url, connect_params(scopes=["operator.read"]))
+    assert res["payload"]["auth"] == {"role": "operator", "scopes": ["operator.read"]}
     await ws.send(request("2:health", "health"))
-    health = await recv_json(ws)
+    health = await recv_res(ws, "2:health")
     assert (health["type"], health["id"], health["ok"]) == ("res", "2:health", True)
     assert health["payload"]["ok"] is True
     assert health["payload"]["channels"] == {}
     assert set(health["payload"]["eventLoop"]) >= {"degraded", "delayP99Ms", "delayMaxMs"}
     await ws.send(request("3:status", "status", {}))
-    status = await recv_json(ws)
+    status = await recv_res(ws, "3:status")
     assert (status["type"], status["id"], status["ok"]) == ("res", "3:status", True)
     assert status["payload"]["version"] == "2026.4.24"
     assert status["payload"]["connections"] == {"authenticated": 1, "preauth": 0}
     await ws.close()
 
 
-async def test_approvals_only_client_is_forbidden_health(stub: GatewayStub) -> None:
-    ws = await connected(stub.url)  # gateway-client/backend, ["operator.approvals"]
+async def test_health_and_status_for_a_current_cli_reader(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current")
+    ws, res = await handshake(stub.url, cli_params(4))
+    assert res["payload"]["auth"]["scopes"] == ["operator.read"]  # current keeps cli/cli scopes
     await ws.send(request("2:health", "health"))
-    assert await recv_json(ws) == {
-        "type": "res", "id": "2:health", "ok": False,
-        "error": {"code": "FORBIDDEN", "message": "missing scope: operator.read",
-                  "details": {"code": "MISSING_SCOPE", "missingScope": "operator.read",
-                              "requiredScopes": ["operator.read"]}},
-    }
+    health = await recv_res(ws, "2:health")
+    assert (health["ok"], health["payload"]["ok"]) == (True, True)
+    await ws.send(request("3:status", "status", {}))
+    status = await recv_res(ws, "3:status")
+    assert (status["type"], status["id"], status["ok"]) == ("res", "3:status", True)
+    assert status["payload"]["version"] == "2026.9.6"
+    assert status["payload"]["connections"] == {"authenticated": 1, "preauth": 0}
     await ws.close()
 
 
-async def test_shape_without_kept_scopes_is_forbidden(stub: GatewayStub) -> None:
-    params = connect_params(client={**TEST_CLIENT, "version": "2026.4.24"}, scopes=["operator.read"])
+async def test_april_cli_client_has_no_scopes_so_status_is_refused(stub: GatewayStub) -> None:
+    ws, res = await handshake(stub.url, cli_params(scopes=["operator.read", "operator.write"]))
+    assert res["ok"] is True
+    assert res["payload"]["auth"] == {"role": "operator", "scopes": []}  # recorded on 2026.4.24 and 4.29
+    await ws.send(request("2:health", "health"))
+    health = await recv_res(ws, "2:health")  # health needs no scope
+    assert (health["ok"], health["payload"]["ok"]) == (True, True)
+    await ws.send(request("3:status", "status", {}))
+    assert await recv_res(ws, "3:status") == {  # status.json, recorded on 2026.4.24
+        "type": "res", "id": "3:status", "ok": False,
+        "error": {"code": "INVALID_REQUEST", "message": "missing scope: operator.read"}}
+    assert ws.close_code is None
+    await ws.close()
+
+
+def missing_scope_error(profile: str, scope: str) -> dict[str, Any]:
+    """April's bare INVALID_REQUEST (4.24, 4.29) or current's FORBIDDEN with details (9.6), as recorded."""
+    if profile == "april-2026":
+        return {"code": "INVALID_REQUEST", "message": f"missing scope: {scope}"}
+    return {"code": "FORBIDDEN", "message": f"missing scope: {scope}",
+            "details": {"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]}}
+
+
+@pytest.mark.parametrize(("profile", "protocol"), [("april-2026", 3), ("current", 4)])
+async def test_approvals_only_client_may_call_health_but_not_status(
+    make_stub: StubFactory, profile: str, protocol: int
+) -> None:
+    # health-forbidden.json on 2026.4.24, 4.29 and 9.6: health answers any client, status needs operator.read.
+    stub = await make_stub(profile=profile)
+    ws = await connected(stub.url, connect_params(protocol))  # gateway-client/backend, ["operator.approvals"]
+    await ws.send(request("2:health", "health"))
+    health = await recv_res(ws, "2:health")
+    assert (health["ok"], health["payload"]["ok"]) == (True, True)
+    await ws.send(request("3:status", "status", {}))
+    assert await recv_res(ws, "3:status") == {"type": "res", "id": "3:status", "ok": False,
+                                              "error": missing_scope_error(profile, "operator.read")}
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("profile", "protocol", "version"), [("april-2026", 3, "2026.4.24"), ("current", 4, "2026.9.6")]
+)
+async def test_shape_without_kept_scopes_is_refused_status(
+    make_stub: StubFactory, profile: str, protocol: int, version: str
+) -> None:
+    stub = await make_stub(profile=profile)
+    params = connect_params(protocol, client={**TEST_CLIENT, "version": version}, scopes=["operator.read"])
     ws, res = await handshake(stub.url, params)
     assert res["payload"]["auth"]["scopes"] == []  # test/test: scopes cleared (reference §3.4)
     await ws.send(request("2:status", "status"))
-    answer = await recv_json(ws)
-    assert answer["ok"] is False and answer["error"]["code"] == "FORBIDDEN"
+    assert await recv_res(ws, "2:status") == {"type": "res", "id": "2:status", "ok": False,
+                                              "error": missing_scope_error(profile, "operator.read")}
     await ws.close()
 
 
@@ -473,41 +587,71 @@ async def test_backend_with_origin_header_loses_scopes(stub: GatewayStub) -> Non
     await ws.close()
 
 
-async def test_unknown_method_needs_admin_before_it_is_called_unknown(stub: GatewayStub) -> None:
-    ws = await connected(stub.url, cli_params())  # operator.read only
+@pytest.mark.parametrize(
+    ("profile", "params"),
+    [
+        pytest.param("april-2026", connect_params(), id="april-approvals"),  # recorded on 2026.4.24 and 4.29
+        pytest.param("current", connect_params(4), id="current-approvals"),  # recorded on 2026.9.6
+        pytest.param("current", cli_params(4), id="current-cli-read"),
+    ],
+)
+async def test_unknown_method_needs_admin_before_it_is_called_unknown(
+    make_stub: StubFactory, profile: str, params: dict[str, Any]
+) -> None:
+    stub = await make_stub(profile=profile)
+    ws = await connected(stub.url, params)  # no operator.admin
     await ws.send(request("2:nope", "no.such.method", {}))
-    assert await recv_json(ws) == {"type": "res", "id": "2:nope", "ok": False, "error": {
-        "code": "FORBIDDEN", "message": "missing scope: operator.admin",
-        "details": {"code": "MISSING_SCOPE", "missingScope": "operator.admin", "requiredScopes": ["operator.admin"]}}}
+    assert await recv_res(ws, "2:nope") == {"type": "res", "id": "2:nope", "ok": False,
+                                            "error": missing_scope_error(profile, "operator.admin")}
     assert ws.close_code is None
     await ws.close()
 
 
-async def test_unknown_method_keeps_the_socket_open(stub: GatewayStub) -> None:
-    ws = await connected(stub.url, cli_params(scopes=["operator.admin"]))
+@pytest.mark.parametrize(
+    ("profile", "params"),
+    [
+        pytest.param("april-2026", connect_params(scopes=["operator.admin"]), id="april"),
+        pytest.param("current", cli_params(4, scopes=["operator.admin"]), id="current"),
+    ],
+)
+async def test_unknown_method_keeps_the_socket_open(
+    make_stub: StubFactory, profile: str, params: dict[str, Any]
+) -> None:
+    stub = await make_stub(profile=profile)
+    ws, res = await handshake(stub.url, params)
+    assert res["payload"]["auth"]["scopes"] == ["operator.admin"]
     await ws.send(request("2:nope", "no.such.method", {}))
-    assert await recv_json(ws) == {"type": "res", "id": "2:nope", "ok": False,
-                                   "error": {"code": "INVALID_REQUEST", "message": "unknown method: no.such.method"}}
+    assert await recv_res(ws, "2:nope") == {
+        "type": "res", "id": "2:nope", "ok": False,
+        "error": {"code": "INVALID_REQUEST", "message": "unknown method: no.such.method"}}
     await ws.send(request("3:health", "health"))
-    answer = await recv_json(ws)
+    answer = await recv_res(ws, "3:health")
     assert answer["id"] == "3:health" and answer["ok"] is True
     assert ws.close_code is None
     await ws.close()
 
 
+def kinds(frames: list[dict[str, Any]]) -> list[str]:
+    return sorted(frame["event"] for frame in frames)
+
+
 async def test_ticks_carry_a_per_connection_seq(make_stub: StubFactory) -> None:
     stub = await make_stub(tick_interval_ms=2000, time_scale=0.05)  # a tick every 100 ms
     first = await connected(stub.url, cli_params())
-    ticks = [await recv_json(first) for _ in range(2)]
-    assert [(t["type"], t["event"], t["seq"]) for t in ticks] == [("event", "tick", 1), ("event", "tick", 2)]
+    # The health event (4 ms after hello, scaled) takes a seq of its own: the ticks follow it.
+    frames = [await recv_json(first) for _ in range(3)]
+    assert [(f["type"], f["seq"]) for f in frames] == [("event", 1), ("event", 2), ("event", 3)]
+    assert kinds(frames) == ["health", "tick", "tick"]
+    ticks = [f for f in frames if f["event"] == "tick"]
     assert all(set(t) == {"type", "event", "payload", "seq"} and isinstance(t["payload"]["ts"], int) for t in ticks)
     assert ticks[1]["payload"]["ts"] > ticks[0]["payload"]["ts"]
 
     second = await connected(stub.url, cli_params())
-    second_ticks = [await recv_json(second) for _ in range(3)]
-    assert [t["seq"] for t in second_ticks] == [1, 2, 3]
+    second_frames = [await recv_json(second) for _ in range(4)]
+    assert [f["seq"] for f in second_frames] == [1, 2, 3, 4]
+    assert kinds(second_frames) == ["health", "tick", "tick", "tick"]
     more = [await recv_json(first) for _ in range(3)]
-    assert [t["seq"] for t in more] == [3, 4, 5]
+    assert [(t["event"], t["seq"]) for t in more] == [("tick", 4), ("tick", 5), ("tick", 6)]
     await first.close()
     await second.close()
 
@@ -516,23 +660,47 @@ async def test_no_ticks_before_hello(make_stub: StubFactory) -> None:
     stub = await make_stub(tick_interval_ms=2000, time_scale=0.05, handshake_timeout_ms=60_000)
     ws, _ = await open_socket(stub.url)
     authed = await connected(stub.url, cli_params())
-    await recv_json(authed)  # one tick has gone out since
+    while (await recv_json(authed))["event"] != "tick":  # one tick has gone out since
+        pass
     await ws.send(connect_frame(cli_params()))
     hello = await recv_json(ws)
-    assert hello["type"] == "res" and hello["ok"] is True  # no tick reached the socket while it was pre-auth
-    assert (await recv_json(ws))["seq"] == 1
+    assert hello["type"] == "res" and hello["ok"] is True
+    # No tick reached the socket while it was pre-auth: its seq starts after hello, at the health event.
+    frames = [await recv_json(ws) for _ in range(2)]
+    assert [f["seq"] for f in frames] == [1, 2]
+    assert kinds(frames) == ["health", "tick"]
     await ws.close()
     await authed.close()
+
+
+@pytest.mark.parametrize(
+    ("profile", "protocol", "earliest_s", "latest_s"),
+    [("april-2026", 3, 0.0, 0.2), ("current", 4, 0.35, 2.0)],  # recorded: 4 ms on 2026.4.24, 378 ms on 9.6
+)
+async def test_health_event_follows_hello(
+    make_stub: StubFactory, profile: str, protocol: int, earliest_s: float, latest_s: float
+) -> None:
+    stub = await make_stub(profile=profile)
+    ws = await connected(stub.url, connect_params(protocol))  # the approvals-only handler gets it too
+    started = time.monotonic()
+    event = await recv_json(ws)
+    elapsed = time.monotonic() - started
+    assert (event["type"], event["event"], event["seq"]) == ("event", "health", 1)
+    assert event["payload"]["ok"] is True
+    recorded = (APRIL_2026 if profile == "april-2026" else CURRENT).hello_template()["snapshot"]["health"]
+    assert set(event["payload"]) >= set(recorded)
+    assert earliest_s <= elapsed < latest_s
+    await ws.close()
 
 
 # ---------------------------------------------------------------------------------------------
 # Loopback auth-failure delay
 
 
-async def timed_wrong_token(url: str) -> float:
+async def timed_wrong_token(url: str, protocol: int = 3) -> float:
     ws, _ = await open_socket(url)
     started = time.monotonic()
-    await ws.send(connect_frame(connect_params(auth={"token": "wrong"})))
+    await ws.send(connect_frame(connect_params(protocol, auth={"token": "wrong"})))
     res = await recv_json(ws)
     elapsed = time.monotonic() - started
     assert res["error"] == MISMATCH_ERROR
@@ -540,40 +708,60 @@ async def timed_wrong_token(url: str) -> float:
     return elapsed
 
 
-async def test_auth_failure_delay_grows(make_stub: StubFactory) -> None:
-    stub = await make_stub(auth_failure_delay=True, time_scale=1.0)
-    first = await timed_wrong_token(stub.url)
-    second = await timed_wrong_token(stub.url)
+async def test_auth_failure_delay_grows_on_current(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current", auth_failure_delay=True, time_scale=1.0)
+    first = await timed_wrong_token(stub.url, 4)
+    second = await timed_wrong_token(stub.url, 4)
     assert first >= 0.2  # 250 ms
     assert second >= 0.45  # 500 ms
     assert second > first
     await wait_until(lambda: stub.stats()["counters"].get("handshakes_auth_failed") == 2)
 
 
-async def test_auth_failure_delay_off(stub: GatewayStub) -> None:
-    assert await timed_wrong_token(stub.url) < 0.2
+async def test_april_answers_a_wrong_token_at_once(make_stub: StubFactory) -> None:
+    # Recorded on 2026.4.24 and 4.29: the mismatch res ~3 ms after connect, no loopback back-off.
+    stub = await make_stub(auth_failure_delay=True, time_scale=1.0)
+    elapsed = [await timed_wrong_token(stub.url) for _ in range(3)]
+    assert max(elapsed) < 0.2
+    await wait_until(lambda: stub.stats()["counters"].get("handshakes_auth_failed") == 3)
+
+
+async def test_auth_failure_delay_off(make_stub: StubFactory) -> None:
+    stub = await make_stub(profile="current")  # FAST turns the delay off
+    assert stub.config.auth_failure_delay is False
+    assert await timed_wrong_token(stub.url, 4) < 0.2
 
 
 async def test_current_health_has_the_recorded_shape(make_stub: StubFactory) -> None:
     stub = await make_stub(profile="current")
     ws = await connected(stub.url, cli_params(4))
     await ws.send(request("2:health", "health"))
-    health = (await recv_json(ws))["payload"]
+    health = (await recv_res(ws, "2:health"))["payload"]
     recorded = CURRENT.hello_template()["snapshot"]["health"]
     assert set(health) == set(recorded)
     assert health["defaultAgentId"] == "main" and health["eventLoop"]["degraded"] in (True, False)
     await ws.close()
 
 
-async def test_exec_approval_list_answers_the_handler_with_no_pending_records(stub: GatewayStub) -> None:
-    ws = await connected(stub.url)  # the April handler: gateway-client/backend, ["operator.approvals"]
+@pytest.mark.parametrize(
+    ("profile", "handler_params", "reader_params"),
+    [
+        # On April only gateway-client/backend keeps operator.read; on current cli/cli does too.
+        pytest.param("april-2026", connect_params(), connect_params(scopes=["operator.read"]), id="april"),
+        pytest.param("current", connect_params(4), cli_params(4), id="current"),
+    ],
+)
+async def test_exec_approval_list_answers_the_handler_with_no_pending_records(
+    make_stub: StubFactory, profile: str, handler_params: dict[str, Any], reader_params: dict[str, Any]
+) -> None:
+    stub = await make_stub(profile=profile)
+    ws = await connected(stub.url, handler_params)  # the approvals handler: gateway-client/backend, approvals
     await ws.send(request("2:list", "exec.approval.list", {}))
-    assert await recv_json(ws) == {"type": "res", "id": "2:list", "ok": True, "payload": []}
+    assert await recv_res(ws, "2:list") == {"type": "res", "id": "2:list", "ok": True, "payload": []}
     await ws.close()
-    reader = await connected(stub.url, cli_params())  # operator.read cannot list approvals
+    reader, res = await handshake(stub.url, reader_params)
+    assert res["payload"]["auth"]["scopes"] == ["operator.read"]  # operator.read cannot list approvals
     await reader.send(request("2:list", "exec.approval.list", {}))
-    assert (await recv_json(reader))["error"] == {  # the frame recorded on 2026.9.6 (reference §6)
-        "code": "FORBIDDEN", "message": "missing scope: operator.approvals",
-        "details": {"code": "MISSING_SCOPE", "missingScope": "operator.approvals",
-                    "requiredScopes": ["operator.approvals"]}}
+    # current: the frame recorded on 2026.9.6 (reference §6); April: the bare INVALID_REQUEST of 4.24 and 4.29.
+    assert (await recv_res(reader, "2:list"))["error"] == missing_scope_error(profile, "operator.approvals")
     await reader.close()

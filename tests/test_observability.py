@@ -173,7 +173,7 @@ async def test_gauges_return_to_zero_after_misbehaving_clients(make_stub: StubFa
         never_connect(),
         send_then_expect_close("{not json", (1000, "")),
         send_then_expect_close(b"\xff\xfe\x00garbage\x80", (1000, "")),
-        send_then_expect_close("x" * 70_000, (1009, "preauth payload too large")),
+        send_then_expect_close("x" * 70_000, (1009, "")),  # empty reason, as recorded on 4.24, 4.29 and 9.6
         abort_before_connect(),
         abort_during_connect(),
         half_upgrade_then_vanish(),

@@ -26,6 +26,7 @@ from gateway_stub.protocol import (
     close_reason,
     connect_params_problem,
     decide_connect,
+    forbidden,
     loopback_auth_failure_delay_ms,
     missing_scope,
     negotiate_protocol,
@@ -320,9 +321,14 @@ def test_protocol_mismatch_current() -> None:
 
 def test_protocol_mismatch_april_expects_3() -> None:
     decision = rejected(decide_connect(connect_params(4), ctx()))
-    assert decision.error.details == {"code": "PROTOCOL_MISMATCH", "clientMinProtocol": 4, "clientMaxProtocol": 4,
-                                      "expectedProtocol": 3, "minimumProbeProtocol": 3}
-    assert decision.close_code == 1002
+    # Recorded on 2026.4.24 and 4.29: the details carry only expectedProtocol.
+    assert decision.error.to_json() == {
+        "code": "INVALID_REQUEST",
+        "message": "protocol mismatch",
+        "details": {"expectedProtocol": 3},
+    }
+    assert (decision.close_code, decision.close_reason) == (1002, "protocol mismatch")
+    assert decision.auth_failure is False
 
 
 def test_protocol_checked_before_token() -> None:
@@ -367,9 +373,17 @@ def test_backend_with_origin_loses_scopes() -> None:
     assert accepted(decide_connect(connect_params(3), ctx(origin=True))).scopes == ()
 
 
-def test_cli_keeps_scopes() -> None:
+def test_current_cli_keeps_scopes() -> None:
+    params = connect_params(4, client=client("cli", "cli"), scopes=["operator.read", "operator.write"])
+    assert accepted(decide_connect(params, ctx(CURRENT))).scopes == ("operator.read", "operator.write")
+
+
+def test_april_clears_cli_scopes() -> None:
+    # Recorded on 2026.4.24 and 4.29: a device-less cli/cli token client is accepted with scopes [].
     params = connect_params(3, client=client("cli", "cli"), scopes=["operator.read", "operator.write"])
-    assert accepted(decide_connect(params, ctx())).scopes == ("operator.read", "operator.write")
+    decision = accepted(decide_connect(params, ctx()))
+    assert decision.scopes == ()
+    assert (decision.protocol, decision.role, decision.client["id"]) == (3, "operator", "cli")
 
 
 def test_other_shapes_get_no_scopes() -> None:
@@ -383,8 +397,11 @@ def test_other_shapes_get_no_scopes() -> None:
 
 @pytest.mark.parametrize(("loopback", "forwarded"), [(False, False), (True, True)])
 def test_not_direct_local_loses_scopes(loopback: bool, forwarded: bool) -> None:
-    for params in (connect_params(3), connect_params(3, client=client("cli", "cli"))):
-        assert accepted(decide_connect(params, ctx(loopback=loopback, forwarded=forwarded))).scopes == ()
+    # cli/cli keeps its scopes only on `current`, so that shape is checked there.
+    cases = [(APRIL_2026, connect_params(3)), (CURRENT, connect_params(4)),
+             (CURRENT, connect_params(4, client=client("cli", "cli")))]
+    for profile, params in cases:
+        assert accepted(decide_connect(params, ctx(profile, loopback=loopback, forwarded=forwarded))).scopes == ()
 
 
 def signed_params(
@@ -493,6 +510,22 @@ def test_loopback_auth_failure_delay(failures: int, delay: int) -> None:
 )
 def test_missing_scope(granted: tuple[str, ...], required: tuple[str, ...], missing: str | None) -> None:
     assert missing_scope(granted, required) == missing
+
+
+def test_missing_scope_error_april_is_a_bare_invalid_request() -> None:
+    # Recorded on 2026.4.24 and 4.29: {"code":"INVALID_REQUEST","message":"missing scope: operator.read"}.
+    error = forbidden("operator.read", ("operator.read",), APRIL_2026)
+    assert error.to_json() == {"code": "INVALID_REQUEST", "message": "missing scope: operator.read"}
+
+
+def test_missing_scope_error_current_is_forbidden_with_details() -> None:
+    error = forbidden("operator.approvals", ("operator.approvals",), CURRENT)
+    assert error.to_json() == {
+        "code": "FORBIDDEN",
+        "message": "missing scope: operator.approvals",
+        "details": {"code": "MISSING_SCOPE", "missingScope": "operator.approvals",
+                    "requiredScopes": ["operator.approvals"]},
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway_stub.gateway_log import fields
+from gateway_stub.gateway_log import fields, message_of
 from gateway_stub.metrics import percentile as nearest_rank
 from harness.accounts.ledger import STORM_KINDS, Attempt, Disconnect, Outcome
 from harness.verdict.thresholds import Threshold
@@ -52,7 +52,7 @@ def percentile(samples: Iterable[float], fraction: float) -> float | None:
 
 
 def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
-    timeouts = sum(1 for r in records if str(r.get("message", "")).startswith("closed before connect")
+    timeouts = sum(1 for r in records if message_of(dict(r)).startswith("closed before connect")
                    and fields(dict(r)).get("cause") == "handshake-timeout")
     rejected = sum(1 for r in records if r.get("event") == "http.preauth_rejected")
     is_stub = any("event" in r for r in records)
