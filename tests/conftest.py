@@ -7,14 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +17,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway_stub import GatewayStub, StubConfig
+from harness.backends.embedded import EmbeddedStub
 
 TOKEN = "test-token"
 # Idle latencies off and no auth delay: tests state the timing they depend on.
@@ -100,52 +96,15 @@ async def stub(make_stub: StubFactory) -> GatewayStub:
     return await make_stub()
 
 
-@dataclass
-class StubProcess:
-    process: subprocess.Popen[str]
-    ready: dict[str, Any]
-    stderr_path: Path
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return str(self.ready["url"])
-
-    @property
-    def http_url(self) -> str:
-        return str(self.ready["http"])
-
-    def stderr_text(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+# The stub as a child process is the harness's own embedded backend.
+StubProcess = EmbeddedStub
 
 
 def start_stub_process(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> StubProcess:
-    stderr_path = tmp_path / f"stub-stderr-{len(list(tmp_path.glob('stub-stderr-*')))}.log"
-    stderr_file = stderr_path.open("w", encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway_stub", "--port", "0", "--token", TOKEN, *args],
-        stdout=subprocess.PIPE,
-        stderr=stderr_file,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    stderr_file.close()
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.wait(10)
-        raise AssertionError(f"stub exited {process.returncode}: {stderr_path.read_text()}")
-    return StubProcess(process, json.loads(line), stderr_path)
+    log_path = tmp_path / f"stub-stderr-{len(list(tmp_path.glob('stub-stderr-*')))}.log"
+    stub = EmbeddedStub(["--token", TOKEN, *args], log_path=log_path, env=env)
+    stub.start()
+    return stub
 
 
 @pytest.fixture

@@ -299,7 +299,7 @@ async def test_env_vars_set_timeout_and_budget_in_child_process(stub_process: Ca
     # 0.4 s from the env var, not the profile's 10 s.
     assert 0.39 <= elapsed < 3.0
     # The stub logs "closed before connect" after giving the slot back: then a new socket gets in.
-    await wait_until(lambda: proc.stderr_text().count("closed before connect") == 2)
-    assert proc.stderr_text().count("handshake timeout conn=") == 2
+    await wait_until(lambda: proc.log_text().count("closed before connect") == 2)
+    assert proc.log_text().count("handshake timeout conn=") == 2
     ws = await open_idle(proc.url)
     await ws.close()

@@ -111,7 +111,7 @@ async def test_signal_stops_cleanly_after_shutdown_event_and_1012(stub_process: 
 
     returncode = await asyncio.to_thread(proc.process.wait, 10)
     assert returncode == 0
-    stderr = proc.stderr_text()
+    stderr = proc.log_text()
     assert re.search(r"\[shutdown\] completed cleanly in \d+ms", stderr), stderr
     assert "Traceback" not in stderr
 
@@ -126,7 +126,7 @@ async def test_ready_line_is_json_with_url_port_token(stub_process: StartStub) -
     assert ready["token"] == TOKEN
     assert ready["pid"] == proc.process.pid
     # The console's `[gateway] ready` follows the JSON line on stdout.
-    await wait_until(lambda: "[gateway] ready" in proc.stderr_text())
+    await wait_until(lambda: "[gateway] ready" in proc.log_text())
     ws, hello = await handshake(ready["url"])
     assert hello["ok"] is True
     await ws.close()

@@ -128,3 +128,24 @@ def test_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
     assert stub_processes(str(tmp_path)) == []
     assert "Traceback" not in stderr
 
+
+
+def test_locust_runs_the_locustfile_on_its_own(tmp_path: Path) -> None:
+    # The path for users who want Locust's web UI: `locust -f harness/locustfile.py` against a stub they
+    # started. Run headless here, bounded by --run-time.
+    from harness.backends.embedded import EmbeddedStub
+
+    with EmbeddedStub(["--challenge-latency-ms", "0", "--hello-latency-ms", "0"],
+                      log_path=tmp_path / "stub.log") as stub:
+        result = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(ROOT / "harness" / "locustfile.py"), "--headless",
+             "--users", "3", "--spawn-rate", "3", "--run-time", "4s", "--csv", str(tmp_path / "locust"),
+             "--gateway-url", stub.url, "--gateway-token", stub.token, "--arm", "coordinator"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        counters = stub.stats()["counters"]
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "locust_stats.csv").open(encoding="utf-8")))
+    connect = next(r for r in rows if r["Type"] == "WS" and r["Name"] == "connect")
+    assert (connect["Request Count"], connect["Failure Count"]) == ("3", "0")
+    assert counters["handshakes_succeeded"] == 3

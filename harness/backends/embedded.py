@@ -53,6 +53,16 @@ class EmbeddedStub:
     def token(self) -> str:
         return str(self.ready["token"])
 
+    @property
+    def process(self) -> subprocess.Popen[str]:
+        if self._process is None:
+            raise BackendError("the gateway stub is not running")
+        return self._process
+
+    def log_text(self) -> str:
+        """What the stub wrote to stderr so far: its console log."""
+        return self._log_path.read_text(encoding="utf-8")
+
     def start(self) -> None:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with self._log_path.open("w", encoding="utf-8") as log_file:
@@ -98,12 +108,13 @@ class EmbeddedStub:
             return "(no log)"
         return lines[-1] if lines else "(empty log)"
 
-    def stop(self) -> int | None:
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the stub with `sig` (SIGKILL after a grace period); its exit code, None if never started."""
         process, self._process = self._process, None
         if process is None:
             return None
         if process.poll() is None:
-            _signal_group(process, signal.SIGTERM)
+            _signal_group(process, sig)
             try:
                 process.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
