@@ -26,6 +26,9 @@ from locust.env import Environment
 from harness.accounts.account import CoordinatorRuntime, FakeAccount
 from harness.accounts.handler_client import ClientSettings
 from harness.accounts.ledger import Attempt, Ledger, Outcome
+from harness.agents.chat import ApprovalChat
+from harness.agents.ledger import ApprovalLedger
+from harness.agents.operator import Operator
 from harness.clock import ScaledClock
 from harness.policy.arms import ARMS, Arm
 from harness.policy.backoff import BootstrapRetry
@@ -57,6 +60,9 @@ class RunContext:
     accounts: list[FakeAccount] = field(default_factory=list)
     all_arrived: Event = field(default_factory=Event)
     runtime: CoordinatorRuntime | None = None
+    # The duplicate-prompt scenario: every account's handler posts prompts to its chat; the operator watches.
+    approvals: ApprovalLedger | None = None
+    operator: Operator | None = None
 
     def __post_init__(self) -> None:
         require_loopback_url(self.url)
@@ -77,7 +83,13 @@ class RunContext:
                                   keep_reconnecting_after_failed_start=self.keep_reconnecting_after_failed_start)
         bootstrap = AccountBootstrap(name, BootstrapRetry(self.arm.bootstrap_retry),
                                      self.runtime.coordinator if self.runtime else None)
-        account = FakeAccount(name, bootstrap, settings, self.clock, self.ledger, self.runtime, report)
+        on_frame = None
+        if self.approvals is not None:
+            chat = ApprovalChat(name, self.approvals, self.clock, self.operator.on_prompt if self.operator else None)
+            if self.operator is not None:
+                self.operator.watch(chat)
+            on_frame = chat.on_frame
+        account = FakeAccount(name, bootstrap, settings, self.clock, self.ledger, self.runtime, report, on_frame)
         self.accounts.append(account)
         if len(self.accounts) >= len(self.channels):
             self.all_arrived.set()

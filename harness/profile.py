@@ -34,6 +34,15 @@ The shape, with defaults:
     windows: {startup_s: 30, final_s: 30}
     probe: {interval_ms: 1000}        # health RPC latency probe; 0 turns it off
     seed: null
+    agents:                           # optional: the duplicate-prompt scenario (openclaw#69478)
+      count: 11
+      heartbeat_ms: 60000             # a run starts every heartbeat; its exec call needs approval
+      provider_timeouts_ms: [10000, 10000, 10000]   # the failover chain: each attempt's timeout
+      command: "ls -la"
+      approval_timeout_ms: 1800000
+    operator:                         # with agents
+      answer_after_ms: 25000          # null: away, never answers
+      decision: allow-once            # allow-once, allow-always or deny
     assert: {}                        # per arm (or `all`): metric: threshold,
                                       # e.g. verdict: storm, storm_entries: "== 0"
 """
@@ -50,6 +59,8 @@ import yaml
 
 from gateway_stub.config import ConfigError, StubConfig
 from gateway_stub.cost import parse_cost
+from harness.agents.agent import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS, AgentSettings
+from harness.agents.operator import OperatorSettings
 from harness.errors import BadInput
 from harness.policy.arms import ARMS
 from harness.policy.coordinator import CoordinatorSettings
@@ -59,6 +70,7 @@ from harness.verdict.thresholds import Threshold, parse_threshold
 CHANNELS = ("matrix", "telegram")
 MAX_ACCOUNTS = 2000
 MAX_DURATION_S = 86_400
+DEFAULT_ANSWER_AFTER_MS = 25_000
 STUB_OPTIONS = ("profile", "handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
                 "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
                 "cost_clock", "challenge_latency_ms", "hello_latency_ms")
@@ -92,6 +104,8 @@ class Profile:
     probe_interval_ms: float
     seed: int | None
     thresholds: Mapping[str, tuple[Threshold, ...]] = field(default_factory=dict)  # arm or "all"
+    agents: AgentSettings | None = None
+    operator: OperatorSettings | None = None
 
     def thresholds_for(self, arm: str) -> tuple[Threshold, ...]:
         return (*self.thresholds.get("all", ()), *self.thresholds.get(arm, ()))
@@ -220,13 +234,50 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
     probe_interval_ms = probe.number("interval_ms", 1000, minimum=0)
     probe.done()
     seed = root.get("seed", int)
+    agents, operator = _parse_agents(root)
+    for index, arm in enumerate(arms):
+        if ARMS[arm].approval_fix != "none" and agents is None:
+            raise BadInput(f"arms[{index}]: {arm!r} is an approval arm and needs an agents section")
     thresholds = _parse_thresholds(root.section("assert"), arms)
     root.done()
     return Profile(name=name, description=description, path=path, target=target, account_count=count,
                    channels=channels, keep_reconnecting_after_failed_start=keep_reconnecting, arms=arms,
                    coordinator=coordinator, time_scale=float(time_scale), duration_s=float(duration_s),
                    startup_window_s=float(startup_s), final_window_s=float(final_s),
-                   probe_interval_ms=float(probe_interval_ms), seed=seed, thresholds=thresholds)
+                   probe_interval_ms=float(probe_interval_ms), seed=seed, thresholds=thresholds, agents=agents,
+                   operator=operator)
+
+
+def _parse_agents(root: _Fields) -> tuple[AgentSettings | None, OperatorSettings | None]:
+    if root.data.get("agents") is None:
+        if root.data.get("operator") is not None:
+            raise BadInput("operator: only with an agents section")
+        root.get("agents", dict)
+        root.get("operator", dict)
+        return None, None
+    section = root.section("agents")
+    count = section.number("count", None, minimum=1, maximum=MAX_ACCOUNTS, integer=True, required=True)
+    heartbeat_ms = section.number("heartbeat_ms", 60_000, minimum=0, exclusive_minimum=True)
+    timeouts = section.get("provider_timeouts_ms", list, [10_000, 10_000, 10_000])
+    for index, value in enumerate(timeouts):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise BadInput(f"agents.provider_timeouts_ms[{index}]: expected a number > 0, got {value!r}")
+    if not timeouts:
+        raise BadInput("agents.provider_timeouts_ms: expected at least one provider")
+    command = section.get("command", str, "ls -la")
+    approval_timeout_ms = section.number("approval_timeout_ms", DEFAULT_EXEC_APPROVAL_TIMEOUT_MS, minimum=1,
+                                         integer=True)
+    section.done()
+    operator = root.section("operator")
+    away = "answer_after_ms" in operator.data and operator.data["answer_after_ms"] is None
+    answer_after_ms = None if away else operator.number("answer_after_ms", DEFAULT_ANSWER_AFTER_MS, minimum=0)
+    decision = operator.get("decision", str, "allow-once")
+    if decision not in ("allow-once", "allow-always", "deny"):
+        raise BadInput(f"operator.decision: expected allow-once, allow-always or deny, got {decision!r}")
+    operator.done()
+    agents = AgentSettings(count, float(heartbeat_ms), tuple(float(t) for t in timeouts), command,
+                           int(approval_timeout_ms))
+    return agents, OperatorSettings(None if answer_after_ms is None else float(answer_after_ms), decision)
 
 
 def _parse_target(target: _Fields) -> Target:

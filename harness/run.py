@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,17 +26,20 @@ import locust  # noqa: F401  (patches with gevent on import; harness.cli imports
 from gevent.event import Event
 from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
 
-from harness.accounts.connect_shape import request_frame
-from harness.accounts.ledger import Ledger
+from harness.accounts.ledger import Ledger, Outcome
+from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, short_session
+from harness.agents.agent import FakeAgent
+from harness.agents.ledger import ApprovalLedger
+from harness.agents.operator import Operator
 from harness.backends.embedded import EmbeddedStub
 from harness.clock import ScaledClock
 from harness.errors import BackendError
 from harness.locustfile import NativeApprovalsAccount, RunContext
-from harness.policy.arms import ARMS
+from harness.policy.arms import ARMS, Arm
 from harness.profile import Profile
+from harness.verdict.duplicates import summarize_duplicates, write_intents_csv
 from harness.verdict.figures import RunRecord, check_thresholds, summarize
 
 SCHEMA_VERSION = 1
@@ -65,13 +69,15 @@ class _Target:
 
 
 @contextlib.contextmanager
-def _target(profile: Profile, out_dir: Path) -> Iterator[_Target]:
+def _target(profile: Profile, arm: Arm, out_dir: Path) -> Iterator[_Target]:
     if profile.target.kind == "url":
         assert profile.target.url is not None and profile.target.token is not None
         yield _Target(profile.target.url, profile.target.token)
         return
     args = [*profile.target.stub_args, "--time-scale", str(profile.time_scale),
             "--log-file", str(out_dir / "stub.jsonl")]
+    if arm.approval_fix == "gateway-dedup":
+        args += ["--approval-dedup", "intent"]
     if profile.seed is not None:
         args += ["--seed", str(profile.seed)]
     with EmbeddedStub(args, log_path=out_dir / "stub.log") as stub:
@@ -104,33 +110,19 @@ class HealthProbe:
                   "role": "operator", "scopes": ["operator.read"], "auth": {"token": self.token}}
         while True:
             try:
-                with connect(self.url, compression=None, open_timeout=self.clock.real_s(15_000)) as ws:
-                    try:
-                        ws.recv(timeout=self.clock.real_s(15_000))
-                        ws.send(request_frame("connect", params)[1])
-                        if not json.loads(ws.recv(timeout=self.clock.real_s(30_000))).get("ok"):
-                            raise BackendError("the health probe's connect was refused")
-                    except ConnectionClosed:
-                        if ws.close_code == 1000 and not ws.close_reason:
-                            self.handshake_timeouts += 1
-                        raise
+                with short_session(self.url, params, self.clock, handshake_timeout_ms=15_000) as ws:
                     self.connected.set()
                     while True:
-                        self._call_health(ws)
+                        started = time.perf_counter()
+                        call(ws, "health", {}, self.clock)
+                        self.samples_ms.append(self.clock.profile_ms(time.perf_counter() - started))
                         gevent.sleep(self.clock.real_s(self.interval_ms))
-            except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, BackendError, ValueError):
+            except HandshakeFailed as failed:
+                self.handshake_timeouts += failed.outcome is Outcome.HANDSHAKE_TIMEOUT
                 self.failures += 1
-                gevent.sleep(self.clock.real_s(self.interval_ms))
-
-    def _call_health(self, ws: Any) -> None:
-        request_id, frame = request_frame("health", {})
-        started = time.perf_counter()
-        ws.send(frame)
-        while True:
-            reply = json.loads(ws.recv(timeout=self.clock.real_s(30_000)))
-            if reply.get("id") == request_id:
-                break
-        self.samples_ms.append(self.clock.profile_ms(time.perf_counter() - started))
+            except (RequestTimedOut, ConnectionClosed, OSError):
+                self.failures += 1
+            gevent.sleep(self.clock.real_s(self.interval_ms))
 
 
 class Progress:
@@ -161,14 +153,16 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
     progress = Progress(progress_stream)
     arm = ARMS[arm_name]
     wall_started = time.monotonic()
-    with _target(profile, out_dir) as target:
+    with _target(profile, arm, out_dir) as target:
         clock = ScaledClock(profile.time_scale)
         environment = Environment(user_classes=[NativeApprovalsAccount])
+        scenario = _ApprovalScenario.build(profile, arm, target, clock)
         context = RunContext(
             url=target.url, token=target.token, arm=arm, channels=list(profile.channels), clock=clock,
             coordinator_settings=profile.coordinator, protocol=profile.target.protocol,
             handshake_timeout_ms=_client_handshake_timeout_ms(profile),
             keep_reconnecting_after_failed_start=profile.keep_reconnecting_after_failed_start, seed=profile.seed,
+            approvals=scenario.ledger if scenario else None, operator=scenario.operator if scenario else None,
         )
         environment.harness_context = context  # type: ignore[attr-defined]
         csv_writer = StatsCSVFileWriter(environment, PERCENTILES_TO_REPORT, str(out_dir / "locust"), False)
@@ -183,8 +177,13 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
         clock.restart()  # profile time 0 is when the accounts start
         try:
             runner.start(profile.account_count, spawn_rate=min(profile.account_count, 100))
-            _watch(profile, arm_name, clock, context.ledger, progress)
+            if scenario:
+                greenlets.append(gevent.spawn(scenario.start_when_connected, context.ledger, profile))
+            _watch(profile, arm_name, clock, context.ledger, progress,
+                   sample=scenario.sampler(target) if scenario else None)
             # The run ends here for every source: what happens during teardown is not the run's.
+            if scenario:
+                scenario.stop()
             gateway_records = _read_jsonl(out_dir / "stub.jsonl")
             attempts, disconnects = list(context.ledger.attempts), list(context.ledger.disconnects)
             connected_at_end = frozenset(context.ledger.connected)
@@ -214,6 +213,12 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
         **figures,
         "health_probe": {"handshake_timeouts": probe_timeouts, "reconnects": probe.failures},
     }
+    if scenario:
+        summary["approval_fix"] = arm.approval_fix
+        # gateway-dedup is the stub's own: a real gateway has no such coalescing to switch on.
+        summary["approval_fix_applies"] = not (arm.approval_fix == "gateway-dedup" and target.stub is None)
+        summary["duplicates"] = summarize_duplicates(scenario.ledger)
+        write_intents_csv(scenario.ledger, out_dir / "intents.csv")
     summary["assertions"] = check_thresholds(summary, profile.thresholds_for(arm_name))
     context.ledger.write_accounts_csv(out_dir / "accounts.csv", context.account_names)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -223,12 +228,64 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
     return ArmResult(arm_name, summary, out_dir)
 
 
-def _watch(profile: Profile, arm: str, clock: ScaledClock, ledger: Ledger, progress: Progress) -> None:
+def _watch(profile: Profile, arm: str, clock: ScaledClock, ledger: Ledger, progress: Progress,
+           sample: Callable[[float], None] | None = None) -> None:
     while (now_ms := clock.now_ms()) < profile.duration_s * 1000.0:
+        if sample is not None:
+            sample(now_ms)
         storms = sum(1 for a in ledger.attempts if a.storm_kind is not None)
         progress.update(f"[{arm}] {now_ms / 1000:6.0f}/{profile.duration_s:g} s  connected "
                         f"{len(ledger.connected)}/{profile.account_count}  storm entries {storms}")
         gevent.sleep(min(PROGRESS_INTERVAL_S, clock.real_s(profile.duration_s * 1000.0 - now_ms)))
+
+
+@dataclass
+class _ApprovalScenario:
+    """The duplicate-prompt scenario of a run: its agents, the operator, and what they recorded."""
+
+    ledger: ApprovalLedger
+    operator: Operator
+    agents: list[FakeAgent]
+    clock: ScaledClock
+
+    @classmethod
+    def build(cls, profile: Profile, arm: Arm, target: _Target, clock: ScaledClock) -> _ApprovalScenario | None:
+        if profile.agents is None or profile.operator is None:
+            return None
+        ledger = ApprovalLedger()
+        timeout_ms = _client_handshake_timeout_ms(profile)
+        operator = Operator(profile.operator, target.url, target.token, profile.target.protocol, clock, ledger,
+                            timeout_ms)
+        seed = profile.seed or 0
+        agents = [FakeAgent(f"agent-{i + 1}", profile.agents, arm.approval_fix, url=target.url, token=target.token,
+                            protocol=profile.target.protocol, clock=clock, ledger=ledger,
+                            rng=random.Random(seed * 1000 + i), handshake_timeout_ms=timeout_ms)
+                  for i in range(profile.agents.count)]
+        return cls(ledger, operator, agents, clock)
+
+    def start_when_connected(self, accounts: Ledger, profile: Profile) -> None:
+        """Agents start once every approval chat's handler holds its connection (or the startup window ends)."""
+        while (len(accounts.connected) < profile.account_count
+               and self.clock.now_ms() < profile.startup_window_s * 1000.0):
+            gevent.sleep(self.clock.real_s(100))
+        for agent in self.agents:
+            agent.start()
+
+    def sampler(self, target: _Target) -> Callable[[float], None] | None:
+        stub = target.stub
+        if stub is None:
+            return None
+
+        def sample(now_ms: float) -> None:
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                self.ledger.pending_samples.append((now_ms, int(stub.stats()["approvals"]["pending"])))
+
+        return sample
+
+    def stop(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+        self.operator.stop()
 
 
 def _client_handshake_timeout_ms(profile: Profile) -> int:

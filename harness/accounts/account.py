@@ -55,7 +55,8 @@ class CoordinatorRuntime:
 class FakeAccount:
     def __init__(self, name: str, bootstrap: AccountBootstrap, client_settings: ClientSettings, clock: ScaledClock,
                  ledger: Ledger, runtime: CoordinatorRuntime | None,
-                 report_attempt: Callable[[Attempt], None] | None = None) -> None:
+                 report_attempt: Callable[[Attempt], None] | None = None,
+                 on_frame: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.name = name
         self.bootstrap = bootstrap
         self._settings = client_settings
@@ -63,6 +64,7 @@ class FakeAccount:
         self._ledger = ledger
         self._runtime = runtime
         self._report_attempt = report_attempt
+        self._on_frame = on_frame  # every frame a connected handler receives (approval events)
         self._clients: dict[int, HandlerClient] = {}
         self._inbox: Queue[tuple[Any, ...]] = Queue()
         self._loop: gevent.Greenlet | None = None
@@ -114,7 +116,7 @@ class FakeAccount:
             if isinstance(command, StartHandler):
                 client = HandlerClient(self._settings, command.handler_id, self._clock,
                                        on_start=self._on_start, on_attempt=self._on_attempt,
-                                       on_disconnect=self._ledger.record_disconnect)
+                                       on_disconnect=self._ledger.record_disconnect, on_event=self._on_frame)
                 self._clients[command.handler_id] = client
                 client.start()
             elif isinstance(command, StopHandler):

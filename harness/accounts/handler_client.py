@@ -1,10 +1,10 @@
 """One native-approvals handler's gateway client, over a real socket (gevent + `websockets.sync`).
 
-It behaves like the April reference client (reference §7, §8.3-8.4): open the socket, wait for
-`connect.challenge` (15 s), send the handler's `connect`, wait for the answer (30 s request timeout),
-then `exec.approval.list` and stay connected, watching ticks (nothing for 2 x tickIntervalMs closes
-4000 "tick timeout"). Every close schedules its own reconnect, 1 s doubling to 30 s with no jitter,
-reset on hello; fatal error codes pause it.
+It behaves like the April reference client (reference §7, §8.3-8.4): open the session (see
+`harness.accounts.session`), then `exec.approval.list` and stay connected, passing every event to
+`on_event` and watching ticks (nothing for 2 x tickIntervalMs closes 4000 "tick timeout"). Every close
+schedules its own reconnect, 1 s doubling to 30 s with no jitter, reset on hello; fatal error codes
+pause it.
 
 The first attempt's result is the handler's start: `on_start(handler_id, attempt)` is called once,
 with a hello or the failure. What happens after a failed start is the bootstrap's business; this
@@ -15,31 +15,21 @@ bootstrap stops the failed client before its retry is unconfirmed, reference §1
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 
 from harness.accounts.connect_shape import handler_connect_params, request_frame
 from harness.accounts.ledger import Attempt, Disconnect, Outcome
+from harness.accounts.session import HandshakeFailed, close_quietly, open_session, recv_frame
 from harness.clock import ScaledClock
 from harness.policy.backoff import client_reconnect_backoff
 
-# packages/gateway-client/src/timeouts.ts and client.ts
-CONNECT_CHALLENGE_TIMEOUT_MS = 15_000
-DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS = 30_000
 TICK_INTERVAL_MS = 30_000
-# details.code values that pause reconnecting (shouldPauseGatewayReconnect, 9.6; the April list is unconfirmed).
-FATAL_DETAIL_CODES = frozenset({
-    "AUTH_TOKEN_MISSING", "AUTH_BOOTSTRAP_TOKEN_INVALID", "AUTH_PASSWORD_MISSING", "AUTH_PASSWORD_MISMATCH",
-    "AUTH_RATE_LIMITED", "AUTH_DEVICE_TOKEN_MISMATCH", "AUTH_SCOPE_MISMATCH", "AUTH_IDENTITY_HEADER_REQUIRED",
-    "AUTH_VERIFIED_USER_REQUIRED", "CONTROL_UI_BUILD_MISMATCH", "PAIRING_REQUIRED",
-    "CONTROL_UI_DEVICE_IDENTITY_REQUIRED", "DEVICE_IDENTITY_REQUIRED", "AUTH_TOKEN_MISMATCH", "PROTOCOL_MISMATCH",
-})
 
 
 @dataclass(frozen=True)
@@ -56,16 +46,18 @@ class ClientSettings:
 class HandlerClient:
     def __init__(self, settings: ClientSettings, handler_id: int, clock: ScaledClock,
                  on_start: Callable[[int, Attempt], None], on_attempt: Callable[[Attempt], None],
-                 on_disconnect: Callable[[Disconnect], None]) -> None:
+                 on_disconnect: Callable[[Disconnect], None],
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.settings = settings
         self.handler_id = handler_id
         self._clock = clock
         self._on_start = on_start
         self._on_attempt = on_attempt
         self._on_disconnect = on_disconnect
+        self._on_event = on_event
         self._stopped = False
         self._ws: ClientConnection | None = None
-        self._greenlet: gevent.Greenlet[Any, None] | None = None
+        self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
@@ -75,7 +67,7 @@ class HandlerClient:
         self._stopped = True
         ws = self._ws
         if ws is not None:
-            gevent.spawn(_close_quietly, ws, 0.0)
+            gevent.spawn(close_quietly, ws)
         if self._greenlet is not None and self._greenlet is not gevent.getcurrent():
             self._greenlet.kill(block=False)
 
@@ -86,7 +78,7 @@ class HandlerClient:
             attempt, ws, retry_after_ms, fatal = self._attempt()
             if self._stopped:
                 if ws is not None:
-                    _close_quietly(ws, 0.0)
+                    close_quietly(ws)
                 return
             self._on_attempt(attempt)
             if not started:
@@ -103,72 +95,32 @@ class HandlerClient:
 
     def _attempt(self) -> tuple[Attempt, ClientConnection | None, int, bool]:
         """One connect: (what happened, the socket if it reached hello, retryAfterMs floor, fatal?)."""
-        started_ms = self._clock.now_ms()
         s = self.settings
-
-        def ended(outcome: Outcome, close_code: int | None = None, detail: str = "") -> Attempt:
-            return Attempt(s.account, self.handler_id, started_ms, self._clock.now_ms(), outcome, close_code, detail)
-
+        started_ms = self._clock.now_ms()
+        params = handler_connect_params(channel=s.channel, account=s.account, token=s.token, protocol=s.protocol)
         try:
-            # The connection lives past this call (until the handler stops), hence no context manager.
-            ws = connect(s.url, legacy=True, compression=None,
-                         open_timeout=self._clock.real_s(s.handshake_timeout_ms),
-                         close_timeout=self._clock.real_s(1000), max_size=None)
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            outcome = Outcome.PREAUTH_REJECTED if status == 503 else Outcome.NETWORK_ERROR
-            return ended(outcome, detail=f"HTTP {status}"), None, 0, False
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            return ended(Outcome.NETWORK_ERROR, detail=type(exc).__name__), None, 0, False
+            ws = open_session(s.url, params, self._clock, handshake_timeout_ms=s.handshake_timeout_ms)
+        except HandshakeFailed as failed:
+            attempt = Attempt(s.account, self.handler_id, started_ms, self._clock.now_ms(), failed.outcome,
+                              failed.close_code, failed.detail)
+            return attempt, None, failed.retry_after_ms, failed.fatal
         self._ws = ws
-        try:
-            challenge = self._recv(ws, CONNECT_CHALLENGE_TIMEOUT_MS)
-            if challenge is None:
-                _close_quietly(ws, 0.0, 1008, "connect challenge timeout")
-                return ended(Outcome.CHALLENGE_TIMEOUT, 1008, "connect challenge timeout"), None, 0, False
-            params = handler_connect_params(channel=s.channel, account=s.account, token=s.token, protocol=s.protocol)
-            request_id, frame = request_frame("connect", params)
-            ws.send(frame)
-            while True:
-                reply = self._recv(ws, DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS)
-                if reply is None:
-                    _close_quietly(ws, 0.0)
-                    return ended(Outcome.REQUEST_TIMEOUT, detail="gateway request timeout for connect"), None, 0, False
-                if reply.get("type") == "res" and reply.get("id") == request_id:
-                    break
-            if not reply.get("ok"):
-                error = reply.get("error") or {}
-                detail_code = (error.get("details") or {}).get("code", "")
-                _close_quietly(ws, 0.0)
-                return (ended(Outcome.REJECTED, ws.close_code, f"{error.get('code')}: {error.get('message')}"),
-                        None, int(error.get("retryAfterMs") or 0), detail_code in FATAL_DETAIL_CODES)
-            _, frame = request_frame("exec.approval.list", {})
-            ws.send(frame)
-            return ended(Outcome.HELLO), ws, 0, False
-        except ConnectionClosed:
-            close_code, reason = ws.close_code, ws.close_reason or ""
-            if close_code == 1000 and not reason:
-                return ended(Outcome.HANDSHAKE_TIMEOUT, 1000), None, 0, False
-            return ended(Outcome.CLOSED, close_code, reason), None, 0, False
-        except OSError as exc:
-            return ended(Outcome.NETWORK_ERROR, detail=type(exc).__name__), None, 0, False
-
-    def _recv(self, ws: ClientConnection, timeout_ms: float) -> dict[str, Any] | None:
-        """The next frame as JSON, or None when `timeout_ms` (profile time) passes first."""
-        try:
-            message = ws.recv(timeout=self._clock.real_s(timeout_ms))
-        except TimeoutError:
-            return None
-        frame: dict[str, Any] = json.loads(message)
-        return frame
+        attempt = Attempt(s.account, self.handler_id, started_ms, self._clock.now_ms(), Outcome.HELLO)
+        # Replay: what is pending now is handled like a pushed `requested` event (reference §8.4).
+        with contextlib.suppress(ConnectionClosed):
+            ws.send(request_frame("exec.approval.list", {})[1])
+        return attempt, ws, 0, False
 
     def _hold(self, ws: ClientConnection) -> None:
-        """Stay connected, receiving events; the tick watchdog closes 4000 after 2 x tickIntervalMs of silence."""
+        """Stay connected, handing events on; the tick watchdog closes 4000 after 2 x tickIntervalMs of silence."""
         try:
             while not self._stopped:
-                if self._recv(ws, 2 * TICK_INTERVAL_MS) is None:
-                    _close_quietly(ws, 0.0, 4000, "tick timeout")
+                frame = recv_frame(ws, self._clock, 2 * TICK_INTERVAL_MS)
+                if frame is None:
+                    close_quietly(ws, 4000, "tick timeout")
                     break
+                if self._on_event is not None:
+                    self._on_event(frame)
         except ConnectionClosed:
             pass
         finally:
@@ -176,10 +128,3 @@ class HandlerClient:
         if not self._stopped:
             self._on_disconnect(Disconnect(self.settings.account, self.handler_id, self._clock.now_ms(),
                                            ws.close_code, ws.close_reason or ""))
-
-
-def _close_quietly(ws: ClientConnection, wait_s: float, code: int = 1000, reason: str = "") -> None:
-    if wait_s:
-        gevent.sleep(wait_s)
-    with contextlib.suppress(Exception):  # a socket already gone is what we wanted
-        ws.close(code, reason)

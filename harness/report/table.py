@@ -25,6 +25,15 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("event-loop lag ms p99", "event_loop_lag_ms.p99"),
     ("event-loop lag ms max", "event_loop_lag_ms.max"),
     ("log and ledger agree", "sources_agree"),
+    ("intents (runs needing approval)", "duplicates.intents"),
+    ("  decided", "duplicates.intents_decided"),
+    ("approval requests", "duplicates.approval_requests_total"),
+    ("prompts", "duplicates.prompts_total"),
+    ("max prompts per intent", "duplicates.max_prompts_per_intent"),
+    ("duplicate prompts", "duplicates.duplicate_prompts"),
+    ("peak prompts per second", "duplicates.peak_prompt_rate_per_s"),
+    ("pending approvals max", "duplicates.pending_approvals_max"),
+    ("decisions lost", "duplicates.decisions_lost"),
     ("thresholds", "_thresholds"),
     ("wall clock (s)", "wall_clock_s"),
 )
@@ -47,7 +56,9 @@ def _cell(summary: Mapping[str, Any], key: str) -> str:
 
 def render(summaries: Sequence[Mapping[str, Any]], title: str) -> str:
     header = ["", *(str(s["arm"]) for s in summaries)]
-    rows = [[label, *(_cell(s, key) for s in summaries)] for label, key in ROWS]
+    with_duplicates = any("duplicates" in s for s in summaries)
+    rows = [[label, *(_cell(s, key) for s in summaries)] for label, key in ROWS
+            if with_duplicates or not key.startswith("duplicates.")]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]

@@ -18,6 +18,9 @@ NUMERIC_METRICS = (
     "storm_entries_by_kind.connect_error", "time_to_all_connected_s", "connected_accounts_at_end",
     "handshake_attempts_total", "handshake_ms.p50", "handshake_ms.p99", "handshake_ms.max",
     "health_rpc_ms.p50", "health_rpc_ms.p99", "event_loop_lag_ms.p99", "event_loop_lag_ms.max",
+    "duplicates.intents", "duplicates.intents_decided", "duplicates.prompts_total",
+    "duplicates.max_prompts_per_intent", "duplicates.duplicate_prompts", "duplicates.peak_prompt_rate_per_s",
+    "duplicates.pending_approvals_max", "duplicates.decisions_lost",
 )
 METRICS = ("verdict", *NUMERIC_METRICS)
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {

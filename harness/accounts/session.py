@@ -1,0 +1,135 @@
+"""One authenticated gateway session over `websockets.sync`, as the reference client opens it.
+
+`open_session` connects, waits for `connect.challenge` (15 s), sends `connect` and waits for its answer
+(30 s request timeout). It returns the socket at hello, or raises `HandshakeFailed` with the outcome
+classified (see `harness.accounts.ledger.Outcome`). `call` sends one request and returns its response
+frame, skipping events and other responses. Handler clients, the health probe, the agents' short-lived
+sockets and the operator's click all use these, so they fail in the same words.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from harness.accounts.connect_shape import request_frame
+from harness.accounts.ledger import Outcome
+from harness.clock import ScaledClock
+
+# packages/gateway-client/src/timeouts.ts and client.ts
+CONNECT_CHALLENGE_TIMEOUT_MS = 15_000
+DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS = 30_000
+# details.code values that pause reconnecting (shouldPauseGatewayReconnect, 9.6; the April list is unconfirmed).
+FATAL_DETAIL_CODES = frozenset({
+    "AUTH_TOKEN_MISSING", "AUTH_BOOTSTRAP_TOKEN_INVALID", "AUTH_PASSWORD_MISSING", "AUTH_PASSWORD_MISMATCH",
+    "AUTH_RATE_LIMITED", "AUTH_DEVICE_TOKEN_MISMATCH", "AUTH_SCOPE_MISMATCH", "AUTH_IDENTITY_HEADER_REQUIRED",
+    "AUTH_VERIFIED_USER_REQUIRED", "CONTROL_UI_BUILD_MISMATCH", "PAIRING_REQUIRED",
+    "CONTROL_UI_DEVICE_IDENTITY_REQUIRED", "DEVICE_IDENTITY_REQUIRED", "AUTH_TOKEN_MISMATCH", "PROTOCOL_MISMATCH",
+})
+
+
+class HandshakeFailed(Exception):
+    def __init__(self, outcome: Outcome, close_code: int | None = None, detail: str = "",
+                 retry_after_ms: int = 0, fatal: bool = False) -> None:
+        super().__init__(f"{outcome.value}: {detail}" if detail else outcome.value)
+        self.outcome = outcome
+        self.close_code = close_code
+        self.detail = detail
+        self.retry_after_ms = retry_after_ms
+        self.fatal = fatal
+
+
+class RequestTimedOut(Exception):
+    """No response within the request timeout: `gateway request timeout for <method>`."""
+
+
+def open_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, *,
+                 handshake_timeout_ms: float) -> ClientConnection:
+    try:
+        # The connection outlives this call, hence no context manager.
+        ws = connect(url, legacy=True, compression=None, open_timeout=clock.real_s(handshake_timeout_ms),
+                     close_timeout=clock.real_s(1000), max_size=None)
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        outcome = Outcome.PREAUTH_REJECTED if status == 503 else Outcome.NETWORK_ERROR
+        raise HandshakeFailed(outcome, detail=f"HTTP {status}") from None
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        raise HandshakeFailed(Outcome.NETWORK_ERROR, detail=type(exc).__name__) from None
+    try:
+        if _recv(ws, clock, CONNECT_CHALLENGE_TIMEOUT_MS) is None:
+            close_quietly(ws, 1008, "connect challenge timeout")
+            raise HandshakeFailed(Outcome.CHALLENGE_TIMEOUT, 1008, "connect challenge timeout")
+        try:
+            reply = call(ws, "connect", connect_params, clock)
+        except RequestTimedOut:
+            close_quietly(ws)
+            raise HandshakeFailed(Outcome.REQUEST_TIMEOUT, detail="gateway request timeout for connect") from None
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            detail_code = (error.get("details") or {}).get("code", "")
+            close_quietly(ws)
+            raise HandshakeFailed(Outcome.REJECTED, ws.close_code, f"{error.get('code')}: {error.get('message')}",
+                                  int(error.get("retryAfterMs") or 0), detail_code in FATAL_DETAIL_CODES)
+        return ws
+    except ConnectionClosed:
+        close_code, reason = ws.close_code, ws.close_reason or ""
+        if close_code == 1000 and not reason:
+            raise HandshakeFailed(Outcome.HANDSHAKE_TIMEOUT, 1000) from None
+        raise HandshakeFailed(Outcome.CLOSED, close_code, reason) from None
+    except OSError as exc:
+        raise HandshakeFailed(Outcome.NETWORK_ERROR, detail=type(exc).__name__) from None
+
+
+@contextlib.contextmanager
+def short_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, *,
+                  handshake_timeout_ms: float) -> Iterator[ClientConnection]:
+    """A session for one or two requests, closed afterwards: April's callGateway and resolver clients."""
+    ws = open_session(url, connect_params, clock, handshake_timeout_ms=handshake_timeout_ms)
+    try:
+        yield ws
+    finally:
+        close_quietly(ws)
+
+
+def call(ws: ClientConnection, method: str, params: Any, clock: ScaledClock,
+         timeout_ms: float = DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS) -> dict[str, Any]:
+    """Send one request; return its first response frame. Raises RequestTimedOut or ConnectionClosed."""
+    request_id, frame = request_frame(method, params)
+    ws.send(frame)
+    return next_response(ws, request_id, clock, timeout_ms)
+
+
+def next_response(ws: ClientConnection, request_id: str, clock: ScaledClock, timeout_ms: float) -> dict[str, Any]:
+    deadline_ms = clock.now_ms() + timeout_ms
+    while True:
+        frame = _recv(ws, clock, deadline_ms - clock.now_ms())
+        if frame is None:
+            raise RequestTimedOut(request_id)
+        if frame.get("type") == "res" and frame.get("id") == request_id:
+            return frame
+
+
+def _recv(ws: ClientConnection, clock: ScaledClock, timeout_ms: float) -> dict[str, Any] | None:
+    if timeout_ms <= 0:
+        return None
+    try:
+        message = ws.recv(timeout=clock.real_s(timeout_ms))
+    except TimeoutError:
+        return None
+    frame: dict[str, Any] = json.loads(message)
+    return frame
+
+
+def recv_frame(ws: ClientConnection, clock: ScaledClock, timeout_ms: float) -> dict[str, Any] | None:
+    """The next frame, or None when `timeout_ms` (profile time) passes first."""
+    return _recv(ws, clock, timeout_ms)
+
+
+def close_quietly(ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
+    with contextlib.suppress(Exception):  # a socket already gone is what we wanted
+        ws.close(code, reason)
