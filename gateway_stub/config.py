@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from gateway_stub.approvals import DEFAULT_MAX_PENDING_APPROVALS
 from gateway_stub.budget import DEFAULT_MAX_PREAUTH_CONNECTIONS_PER_IP
 from gateway_stub.cost import NO_COST, CostClock, CostSpec, parse_cost
 from gateway_stub.profiles import DEFAULT_PROFILE, PROFILES, ProtocolProfile
@@ -25,6 +26,7 @@ DEFAULT_PORT = 18789  # DEFAULT_GATEWAY_CLIENT_URL, packages/gateway-client/src/
 # Idle latencies seen on 2026.9.6: challenge 17-27 ms after TCP connect, hello-ok ~40 ms after connect.
 DEFAULT_CHALLENGE_LATENCY_MS = 20.0
 DEFAULT_HELLO_LATENCY_MS = 40.0
+APPROVAL_DEDUP_MODES = ("off", "intent")
 
 
 class ConfigError(ValueError):
@@ -53,6 +55,8 @@ class StubConfig:
     ping_interval_ms: float = KEEPALIVE_PING_INTERVAL_MS
     ping_timeout_ms: float = KEEPALIVE_PONG_TIMEOUT_MS
     auth_failure_delay: bool = True
+    approval_dedup: str = "off"
+    max_pending_approvals: int = DEFAULT_MAX_PENDING_APPROVALS
     log_file: Path | None = None
     seed: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -69,6 +73,11 @@ class StubConfig:
             raise ConfigError(f"--time-scale: expected a number > 0, got {self.time_scale}")
         if self.max_preauth_per_ip < 1:
             raise ConfigError(f"--max-preauth-per-ip: expected an integer >= 1, got {self.max_preauth_per_ip}")
+        if self.approval_dedup not in APPROVAL_DEDUP_MODES:
+            raise ConfigError(f"--approval-dedup: expected off or intent, got {self.approval_dedup!r}")
+        if self.max_pending_approvals < 1:
+            raise ConfigError(
+                f"--max-pending-approvals: expected an integer >= 1, got {self.max_pending_approvals}")
 
     @property
     def protocol_profile(self) -> ProtocolProfile:
@@ -246,6 +255,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("--auth-failure-delay", "auth_failure_delay", _bool,
            "delay the n-th loopback auth failure by min(250*2^(n-1), 5000) ms (default on)",
            "GATEWAY_STUB_AUTH_FAILURE_DELAY", "{on,off}"),
+    Option("--approval-dedup", "approval_dedup", _choice(*APPROVAL_DEDUP_MODES),
+           "stub-only fix arm: 'intent' coalesces an exec.approval.request whose (agentId, sessionKey, runId "
+           "or else command) matches a pending approval into it; the real gateway has no such dedupe, it "
+           "dedupes by approval id only (default off)",
+           "GATEWAY_STUB_APPROVAL_DEDUP", "{off,intent}"),
+    Option("--max-pending-approvals", "max_pending_approvals", _positive_int_strict,
+           f"pending exec approvals kept before exec.approval.request answers UNAVAILABLE "
+           f"(default {DEFAULT_MAX_PENDING_APPROVALS})", "GATEWAY_STUB_MAX_PENDING_APPROVALS"),
     Option("--log-file", "log_file", lambda t: Path(_text(t)), "also write events as JSON lines to this file",
            "GATEWAY_STUB_LOG_FILE", "PATH"),
     Option("--seed", "seed", _int, "seed for sampled costs (default: random)", "GATEWAY_STUB_SEED"),

@@ -13,7 +13,8 @@ in the stub's log and the real gateway's alike: `message` starting with `handsha
 
 The stub adds two top-level keys of its own to every record, `event` (`ws.handshake_timeout`,
 `ws.closed_before_connect`, and the stub-only `ws.open`, `ws.hello`, `ws.close`, `ws.connect_rejected`,
-`http.preauth_rejected`) and `tMs` (real milliseconds since the stub started).
+`http.preauth_rejected`, and for exec approvals `approval.requested`, `approval.resolved`,
+`approval.expired`) and `tMs` (real milliseconds since the stub started).
 """
 
 from __future__ import annotations

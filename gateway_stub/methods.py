@@ -1,17 +1,23 @@
 """Requests after hello: the method table.
 
 A method is its required scopes (any one of them suffices; `operator.admin` covers all) and an async
-handler that returns the response payload or raises `MethodError`. The exec-approval methods join
-this table in their own module; nothing else has to change to add one.
+handler `(gateway, params, call)` that returns the response payload or raises `MethodError`. `call` says
+who called and can answer early: `await call.respond(payload)` sends an ok `res` with the request's id
+at once. A two-phase method (exec.approval.request with `twoPhase`) sends "accepted" that way and
+returns its final payload later; a handler that has sent its only answer itself returns `RESPONDED`.
+The exec-approval logic lives in approval_service.py; this table stays the one place methods are registered.
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway_stub.approval_service import ApprovalService
+from gateway_stub.approvals import ApprovalError, Caller
 from gateway_stub.protocol import SCOPE_APPROVALS, SCOPE_READ, GatewayError
 
 
@@ -29,12 +35,29 @@ class GatewayView(Protocol):
     def health_template(self) -> dict[str, Any]: ...
     @property
     def server_version(self) -> str: ...
+    @property
+    def approvals(self) -> ApprovalService: ...
 
 
+@dataclass(frozen=True)
+class MethodCall:
+    """One request being handled: who sent it, and how to answer it before the handler returns."""
+
+    caller: Caller
+    respond: Callable[[Any], Awaitable[None]]
+
+
+class Responded(enum.Enum):
+    """Returned by a handler whose only answer went out through `call.respond`."""
+
+    RESPONDED = "responded"
+
+
+RESPONDED = Responded.RESPONDED
 # The stub's own threshold for calling its loop degraded in `health` (the real gateway's is not recorded).
 EVENT_LOOP_DEGRADED_P99_MS = 100.0
 
-Handler = Callable[[GatewayView, Any], Awaitable[Any]]
+Handler = Callable[[GatewayView, Any, MethodCall], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -47,7 +70,7 @@ def unknown_method(name: str) -> GatewayError:
     return GatewayError("INVALID_REQUEST", f"unknown method: {name}")
 
 
-async def _health(gateway: GatewayView, params: Any) -> dict[str, Any]:
+async def _health(gateway: GatewayView, params: Any, call: MethodCall) -> dict[str, Any]:
     """The profile's recorded health payload, with this stub's time, connections and event-loop delay."""
     started = time.perf_counter()
     stats = gateway.stats()
@@ -63,7 +86,7 @@ async def _health(gateway: GatewayView, params: Any) -> dict[str, Any]:
     return payload
 
 
-async def _status(gateway: GatewayView, params: Any) -> dict[str, Any]:
+async def _status(gateway: GatewayView, params: Any, call: MethodCall) -> dict[str, Any]:
     stats = gateway.stats()
     return {
         "version": gateway.server_version,
@@ -76,9 +99,46 @@ async def _status(gateway: GatewayView, params: Any) -> dict[str, Any]:
     }
 
 
-async def _exec_approval_list(gateway: GatewayView, params: Any) -> list[dict[str, Any]]:
-    # Pending records only; none exist until the approval broker serves exec.approval.request.
-    return []
+# -- exec approvals (reference §10; the logic is in approval_service.py) ---------------------------
+
+
+def _approvals(run: Callable[[ApprovalService, Any, MethodCall], Awaitable[Any]]) -> Handler:
+    async def handler(gateway: GatewayView, params: Any, call: MethodCall) -> Any:
+        try:
+            return await run(gateway.approvals, params, call)
+        except ApprovalError as exc:
+            raise MethodError(exc.error) from None
+
+    return handler
+
+
+async def _approval_request(approvals: ApprovalService, params: Any, call: MethodCall) -> Any:
+    return await approvals.request(call.caller, params, call.respond)
+
+
+async def _approval_list(approvals: ApprovalService, params: Any, call: MethodCall) -> Any:
+    return approvals.list_pending(call.caller)
+
+
+async def _approval_get(approvals: ApprovalService, params: Any, call: MethodCall) -> Any:
+    return approvals.get(call.caller, params)
+
+
+async def _approval_wait_decision(approvals: ApprovalService, params: Any, call: MethodCall) -> Any:
+    return await approvals.wait_decision(call.caller, params)
+
+
+async def _approval_resolve(approvals: ApprovalService, params: Any, call: MethodCall) -> Any:
+    await approvals.resolve(call.caller, params, call.respond)  # {"ok":true} first, then the broadcast
+    return RESPONDED
+
+
+async def _approvals_get(approvals: ApprovalService, params: Any, call: MethodCall) -> Any:
+    return approvals.snapshot()
+
+
+async def _approvals_set(approvals: ApprovalService, params: Any, call: MethodCall) -> Any:
+    return approvals.set_file(params)
 
 
 APPROVAL_SCOPES = (SCOPE_APPROVALS,)  # operator.admin covers it, as it covers every scope
@@ -87,6 +147,12 @@ METHODS: dict[str, Method] = {
     # Any authenticated client may call health: the approvals-only handler could on 4.24, 4.29 and 9.6.
     "health": Method((), _health),
     "status": Method((SCOPE_READ,), _status),
+    "exec.approval.request": Method(APPROVAL_SCOPES, _approvals(_approval_request)),
     # What the April native-approvals handler calls after every hello (reference §8.4).
-    "exec.approval.list": Method(APPROVAL_SCOPES, _exec_approval_list),
+    "exec.approval.list": Method(APPROVAL_SCOPES, _approvals(_approval_list)),
+    "exec.approval.get": Method(APPROVAL_SCOPES, _approvals(_approval_get)),
+    "exec.approval.waitDecision": Method(APPROVAL_SCOPES, _approvals(_approval_wait_decision)),
+    "exec.approval.resolve": Method(APPROVAL_SCOPES, _approvals(_approval_resolve)),
+    "exec.approvals.get": Method(APPROVAL_SCOPES, _approvals(_approvals_get)),
+    "exec.approvals.set": Method(APPROVAL_SCOPES, _approvals(_approvals_set)),
 }

@@ -46,7 +46,20 @@ class ProtocolProfile:
     loopback_auth_failure_delay: bool
     # A `health` event follows hello after this long (recorded: 4 ms on 4.24, 378 ms on 9.6).
     health_event_after_hello_ms: int
+    # Who receives exec-approval events and sees records (reference §10.4): April pushes to every connection
+    # with operator.approvals/admin, requester included; `current` targets deliverable and visible ones.
     approval_visibility: ApprovalVisibility
+    # `current`'s approval payloads carry the 9.6 fields (§10.2, §10.3, §10.5): `approvalKind`, `scope`,
+    # `commandAnalysis`, `sessionId`, `runId`, `toolCallId` and the cron fields in `requested`, `deliveryRoute` in
+    # the "accepted" res, `terminalReason` from waitDecision.
+    approval_extended_payloads: bool
+    # `requireDeliveryRoute:false` keeps a request with no route pending (9.6; §10.2 step 4).
+    honors_require_delivery_route: bool
+    # Params keys the closed exec.approval.request / exec.approval.resolve schemas of this generation do not know.
+    unknown_approval_request_keys: frozenset[str]
+    unknown_approval_resolve_keys: frozenset[str]
+    # An allow-always grant is persisted with `source:"allow-always"` (9.6 schema; openclaw#69482, §11).
+    allow_always_grants_carry_source: bool
     system_event_dedupe: SystemEventDedupe
     # `connect` params keys this generation's closed schema does not know.
     unknown_connect_keys: frozenset[str]
@@ -81,6 +94,11 @@ APRIL_2026 = ProtocolProfile(
     loopback_auth_failure_delay=False,
     health_event_after_hello_ms=4,
     approval_visibility="approvals-scoped",
+    approval_extended_payloads=False,
+    honors_require_delivery_route=False,
+    unknown_approval_request_keys=frozenset({"runId", "toolCallId"}),
+    unknown_approval_resolve_keys=frozenset({"grantExpiresInDays"}),
+    allow_always_grants_carry_source=False,
     system_event_dedupe="consecutive",
     unknown_connect_keys=frozenset({"modelCatalog"}),
     unknown_auth_keys=frozenset({"approvalRuntimeToken", "agentRuntimeIdentityToken"}),
@@ -104,6 +122,11 @@ CURRENT = ProtocolProfile(
     loopback_auth_failure_delay=True,
     health_event_after_hello_ms=378,
     approval_visibility="deliverable-and-visible",
+    approval_extended_payloads=True,
+    honors_require_delivery_route=True,
+    unknown_approval_request_keys=frozenset(),
+    unknown_approval_resolve_keys=frozenset(),
+    allow_always_grants_carry_source=True,
     system_event_dedupe="keyed",
     unknown_connect_keys=frozenset(),
     unknown_auth_keys=frozenset(),

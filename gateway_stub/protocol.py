@@ -182,12 +182,51 @@ def _string(min_length: int = 0, max_length: int | None = None) -> Checker:
     return check
 
 
-def _integer(minimum: int) -> Checker:
+def _integer(minimum: int, maximum: int | None = None) -> Checker:
     def check(value: Any, path: str) -> Problem | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return path, "must be integer"
         if value < minimum:
             return path, f"must be >= {minimum}"
+        if maximum is not None and value > maximum:
+            return path, f"must be <= {maximum}"
+        return None
+
+    return check
+
+
+def _boolean(value: Any, path: str) -> Problem | None:
+    return None if isinstance(value, bool) else (path, "must be boolean")
+
+
+def _number(value: Any, path: str) -> Problem | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return None if ok else (path, "must be number")
+
+
+def _null(value: Any, path: str) -> Problem | None:
+    return None if value is None else (path, "must be null")
+
+
+def _any_of(*options: Checker) -> Checker:
+    """TypeBox's Union: AJV reports a value matching none of the branches as failing `anyOf`."""
+    def check(value: Any, path: str) -> Problem | None:
+        if any(option(value, path) is None for option in options):
+            return None
+        return path, "must match a schema in anyOf"
+
+    return check
+
+
+def _record_of(item: Checker) -> Checker:
+    """TypeBox's Record(NonEmptyString, item): an object whose values all fit `item`."""
+    def check(value: Any, path: str) -> Problem | None:
+        if not isinstance(value, dict):
+            return path, "must be object"
+        for name, element in value.items():
+            problem = item(element, f"{path}/{name}")
+            if problem:
+                return problem
         return None
 
     return check
@@ -305,6 +344,111 @@ def connect_params_problem(params: Any, profile: ProtocolProfile) -> str | None:
         return None
     path, message = problem
     return f"invalid connect params: at {path or 'root'}: {message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Params of the exec-approval methods (packages/gateway-protocol/src/schema/exec-approvals.ts, reference §10).
+# Closed like the connect schema; each generation drops the keys it does not know (see profiles.py).
+
+_STRING_OR_NULL = _any_of(_string(), _null)
+_EXEC_APPROVAL_REQUEST_PROPERTIES: dict[str, Checker] = {
+    "id": _string(min_length=1, max_length=128),
+    "command": _NON_EMPTY,
+    "commandArgv": _array_of(_string()),
+    "systemRunPlan": _plain_object,
+    "env": _record_of(_string()),
+    "cwd": _STRING_OR_NULL,
+    "nodeId": _any_of(_NON_EMPTY, _null),
+    "host": _STRING_OR_NULL,
+    "security": _STRING_OR_NULL,
+    "ask": _STRING_OR_NULL,
+    "warningText": _STRING_OR_NULL,
+    "scope": _any,
+    "unavailableDecisions": _array_of(_enum(("allow-always",))),
+    "commandSpans": _array_of(_object({"startIndex": _integer(0), "endIndex": _integer(0)},
+                                      required=("startIndex", "endIndex"))),
+    "agentId": _STRING_OR_NULL,
+    "resolvedPath": _STRING_OR_NULL,
+    "sessionKey": _STRING_OR_NULL,
+    "sessionId": _STRING_OR_NULL,
+    "runId": _STRING_OR_NULL,
+    "toolCallId": _STRING_OR_NULL,
+    "turnSourceChannel": _STRING_OR_NULL,
+    "turnSourceTo": _STRING_OR_NULL,
+    "turnSourceAccountId": _STRING_OR_NULL,
+    "turnSourceThreadId": _any_of(_string(), _number, _null),
+    "approvalReviewerDeviceIds": _array_of(_string()),
+    "requireDeliveryRoute": _boolean,
+    "suppressDelivery": _boolean,
+    "deliverToApprovalClientsOnly": _boolean,
+    "timeoutMs": _integer(1),
+    "twoPhase": _boolean,
+}
+_EXEC_APPROVAL_RESOLVE_PROPERTIES: dict[str, Checker] = {
+    "id": _NON_EMPTY,
+    "decision": _NON_EMPTY,
+    "reviewer": _plain_object,
+    "grantExpiresInDays": _integer(1, 3650),
+}
+_EXEC_APPROVAL_GET = _object({"id": _NON_EMPTY}, required=("id",))
+_ALLOWLIST_ENTRY = _object(
+    {
+        "id": _NON_EMPTY,
+        "pattern": _string(),
+        "source": _enum(("allow-always",)),  # openclaw#69482: what an allow-always grant writes
+        "commandText": _string(),
+        "argPattern": _string(),
+        "lastUsedAt": _integer(0),
+        "lastUsedCommand": _string(),
+        "lastResolvedPath": _string(),
+    },
+    required=("pattern",),
+)
+def _version_1(value: Any, path: str) -> Problem | None:
+    ok = value == 1 and not isinstance(value, bool)
+    return None if ok else (path, "must be equal to constant")
+
+
+_EXEC_APPROVALS_POLICY: dict[str, Checker] = {
+    "security": _string(), "ask": _string(), "askFallback": _string(), "autoAllowSkills": _boolean,
+}
+_EXEC_APPROVALS_FILE = _object(
+    {
+        "version": _version_1,
+        "socket": _object({"path": _string(), "token": _string()}),
+        "defaults": _object(_EXEC_APPROVALS_POLICY),
+        "agents": _record_of(_object({**_EXEC_APPROVALS_POLICY, "allowlist": _array_of(_ALLOWLIST_ENTRY)})),
+    },
+    required=("version",),
+)
+_EXEC_APPROVALS_SET = _object({"file": _EXEC_APPROVALS_FILE, "baseHash": _NON_EMPTY}, required=("file",))
+
+
+def _invalid_params(method: str, problem: Problem | None) -> GatewayError | None:
+    if problem is None:
+        return None
+    path, message = problem
+    return GatewayError("INVALID_REQUEST", f"invalid {method} params: at {path or 'root'}: {message}")
+
+
+def exec_approval_request_problem(params: Any, profile: ProtocolProfile) -> GatewayError | None:
+    properties = {k: v for k, v in _EXEC_APPROVAL_REQUEST_PROPERTIES.items()
+                  if k not in profile.unknown_approval_request_keys}
+    return _invalid_params("exec.approval.request", _object(properties)(params, ""))
+
+
+def exec_approval_resolve_problem(params: Any, profile: ProtocolProfile) -> GatewayError | None:
+    properties = {k: v for k, v in _EXEC_APPROVAL_RESOLVE_PROPERTIES.items()
+                  if k not in profile.unknown_approval_resolve_keys}
+    return _invalid_params("exec.approval.resolve", _object(properties, required=("id", "decision"))(params, ""))
+
+
+def exec_approval_get_problem(params: Any) -> GatewayError | None:
+    return _invalid_params("exec.approval.get", _EXEC_APPROVAL_GET(params, ""))
+
+
+def exec_approvals_set_problem(params: Any) -> GatewayError | None:
+    return _invalid_params("exec.approvals.set", _EXEC_APPROVALS_SET(params, ""))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,11 +27,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from gateway_stub import protocol as proto
+from gateway_stub.approval_service import ApprovalDedup, ApprovalService
+from gateway_stub.approvals import Caller
 from gateway_stub.budget import BUDGET_EXCEEDED_BODY, PreauthBudget, PreauthSlot
 from gateway_stub.config import StubConfig
 from gateway_stub.cost import CostBurner, CostSpec
 from gateway_stub.gateway_log import WS_SUBSYSTEM, GatewayLog, na
-from gateway_stub.methods import METHODS, MethodError, unknown_method
+from gateway_stub.methods import METHODS, RESPONDED, MethodCall, MethodError, unknown_method
 from gateway_stub.metrics import StubMetrics, render_prometheus, watch_event_loop_lag
 
 # Failures counted for the loopback auth delay within this window (auth-rate-limit.ts: 60 000 ms).
@@ -120,6 +122,7 @@ class GatewayStub:
         self._pending_slots: dict[ServerConnection, PreauthSlot] = {}
         self._preauth: set[Connection] = set()
         self._authenticated: set[Connection] = set()
+        self._conns_by_id: dict[str, Connection] = {}
         self._auth_failures: dict[str, deque[float]] = {}
         self._device_tokens: dict[str, str] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -127,6 +130,9 @@ class GatewayStub:
         self._started_at = time.monotonic()
         self._boot_id = str(uuid.uuid4())
         self._recovery_scope = secrets.token_urlsafe(32)
+        dedup: ApprovalDedup = "intent" if config.approval_dedup == "intent" else "off"
+        self.approvals = ApprovalService(self.profile, self, self.log, scaled_s=config.scaled_s, dedup=dedup,
+                                         max_pending=config.max_pending_approvals)
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -177,6 +183,7 @@ class GatewayStub:
             await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=SHUTDOWN_CLOSE_GRACE_S)
         server.close(close_connections=True)
         await server.wait_closed()
+        self.approvals.close()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -231,6 +238,7 @@ class GatewayStub:
             "gauges": self.gauges(),
             "handshake_ms": self.metrics.handshake_ms.summary(),
             "event_loop_lag_ms": self.metrics.loop_lag_ms.summary(),
+            "approvals": self.approvals.stats(),
             "config": self.config.describe(),
         }
 
@@ -413,6 +421,7 @@ class GatewayStub:
         conn.accepted = decision
         self._preauth.discard(conn)
         self._authenticated.add(conn)
+        self._conns_by_id[conn.id] = conn
         await self._burner.burn(self.config.connect_cost_after_timer)
         device_token = None
         if decision.device_id is not None:
@@ -499,6 +508,7 @@ class GatewayStub:
                           console_fields=self.profile.console_appends_fields, connId=conn.id)
         else:
             self._authenticated.discard(conn)
+            self._conns_by_id.pop(conn.id, None)
             message = f"closed conn={conn.id} code={na(code)} reason={na(reason)}"
             self.log.record("ws.close", "info", WS_SUBSYSTEM, message, {"durationMs": round(duration_ms)},
                             connId=conn.id)
@@ -542,16 +552,44 @@ class GatewayStub:
                 raise MethodError(proto.forbidden(missing, required, self.profile))
             if method is None:
                 raise MethodError(unknown_method(request.method))
-            frame = proto.ok_frame(request.id, await method.handler(self, request.params))
+            result = await method.handler(self, request.params, self._method_call(conn, request.id))
+            if result is RESPONDED:
+                return
+            frame = proto.ok_frame(request.id, result)
         except MethodError as exc:
             frame = proto.error_frame(request.id, exc.error)
         await self._send(conn, frame)
 
+    def _method_call(self, conn: Connection, request_id: str) -> MethodCall:
+        async def respond(payload: Any) -> None:
+            """An ok `res` for this request now; two-phase methods send "accepted" this way."""
+            await self._send(conn, proto.ok_frame(request_id, payload))
+
+        return MethodCall(caller=_caller(conn), respond=respond)
+
     async def _send_health_event(self, conn: Connection) -> None:
         """The `health` event the real gateway sends each new client shortly after hello."""
         if conn in self._authenticated:
-            payload = await METHODS["health"].handler(self, {})
+            payload = await METHODS["health"].handler(self, {}, self._method_call(conn, "health"))
             await self._send(conn, proto.event_frame("health", payload, conn.next_seq()))
+
+    # -- exec approvals: what the approval service needs of the server ------------------------------
+
+    def approval_callers(self) -> list[Caller]:
+        """Every connection past hello, as the approval rules see it."""
+        return [_caller(c) for c in self._authenticated if c.phase == "ready" and not c.closing]
+
+    async def send_approval_event(self, conn_id: str, event: str, payload: Any) -> None:
+        """A targeted approval event with the connection's next `seq`, sent `dropIfSlow`: a client whose
+        buffer is over the limit loses the frame but not its number, so it sees a gap (reference §6)."""
+        conn = self._conns_by_id.get(conn_id)
+        if conn is None or conn.closing:
+            return
+        frame = proto.event_frame(event, payload, conn.next_seq())
+        transport = conn.ws.transport
+        if transport is not None and transport.get_write_buffer_size() > proto.MAX_BUFFERED_BYTES:
+            return
+        await self._send(conn, frame)
 
     async def _send(self, conn: Connection, frame: str) -> None:
         transport = conn.ws.transport
@@ -569,6 +607,14 @@ class GatewayStub:
             now_ms = int(time.time() * 1000)
             for conn in list(self._authenticated):
                 await self._send(conn, proto.event_frame("tick", {"ts": now_ms}, conn.next_seq()))
+
+
+def _caller(conn: Connection) -> Caller:
+    accepted = conn.accepted
+    assert accepted is not None
+    return Caller(conn_id=conn.id, client_id=str(accepted.client["id"]),
+                  display_name=accepted.client.get("displayName"), device_id=accepted.device_id,
+                  scopes=accepted.scopes, caps=accepted.caps)
 
 
 def _is_loopback(ip: str) -> bool:

@@ -92,9 +92,8 @@ def test_a_bad_profile_exits_2_with_one_line_naming_the_field(tmp_path: Path) ->
     profile.write_text("name: bad\naccounts: {count: 11}\narms: [shipped, jittery]\n", encoding="utf-8")
     result = harness("compare", str(profile), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
-    expected = ("harness: error: arms[1]: unknown arm 'jittery' "
-                "(expected one of shipped, coordinator, backoff, coordinator+backoff)")
-    assert result.stderr.strip().splitlines() == [expected]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("harness: error: arms[1]: unknown arm 'jittery' (expected one of shipped, coordinator, ")
     assert not (tmp_path / "out").exists()  # nothing started
 
 

@@ -87,6 +87,7 @@ class FakeAgent:
             record = RequestRecord(self.name, run_id, attempt, approval_id, self._clock.now_ms())
             self._ledger.requests.append(record)
             waiting_on = self._request(record, run_id)
+            record.waited_on = waiting_on
             if waiting_on is None:
                 return None  # no route, or refused: the exec is not approved and the run ends
             decision, decided = self._wait(waiting_on, timeout_ms)

@@ -20,6 +20,7 @@ class RequestRecord:
     approval_id: str
     requested_ms: float
     outcome: str = "pending"  # accepted | already-pending | no-route | error
+    waited_on: str | None = None  # the id the attempt waited on: its own, or the one the gateway coalesced it into
     waited_until_ms: float | None = None  # when this attempt stopped waiting for a decision
     decision: str | None = None  # what this attempt received, if anything
 

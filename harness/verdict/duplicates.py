@@ -19,7 +19,15 @@ RATE_WINDOW_MS = 1000.0
 
 
 def intent_of_ids(ledger: ApprovalLedger) -> dict[str, tuple[str, str]]:
-    return {r.approval_id: (r.agent, r.run_id) for r in ledger.requests}
+    """Every approval id an attempt asked under or waited on, mapped to its intent."""
+    out = {r.approval_id: (r.agent, r.run_id) for r in ledger.requests}
+    out.update({r.waited_on: (r.agent, r.run_id) for r in ledger.requests if r.waited_on})
+    return out
+
+
+def decided_ids(ledger: ApprovalLedger) -> set[str]:
+    """The ids whose decision reached a waiting attempt."""
+    return {r.waited_on or r.approval_id for r in ledger.requests if r.decision is not None}
 
 
 def peak_rate_per_s(times_ms: list[float], window_ms: float = RATE_WINDOW_MS) -> int:
@@ -38,13 +46,13 @@ def summarize_duplicates(ledger: ApprovalLedger) -> dict[str, Any]:
     asked = {intent_of[r.approval_id] for r in ledger.requests}
     prompts = [p for p in ledger.prompts if p.approval_id in intent_of]
     per_intent_chat = Counter((intent_of[p.approval_id], p.chat) for p in prompts)
-    decided_ids = {r.approval_id for r in ledger.requests if r.decision is not None}
+    decided = decided_ids(ledger)
     accepted_clicks = [c for c in ledger.clicks if c.accepted]
-    lost = [c for c in accepted_clicks if c.approval_id not in decided_ids]
+    lost = [c for c in accepted_clicks if c.approval_id not in decided]
     pending = [n for _, n in ledger.pending_samples]
     return {
         "intents": len(asked),
-        "intents_decided": len({intent_of[i] for i in decided_ids}),
+        "intents_decided": len({intent_of[i] for i in decided}),
         "approval_requests_total": len(ledger.requests),
         "prompts_total": len(prompts),
         "max_prompts_per_intent": max(per_intent_chat.values(), default=0),
@@ -73,7 +81,7 @@ def write_intents_csv(ledger: ApprovalLedger, path: Path) -> None:
     for p in ledger.prompts:
         if p.approval_id in intent_of:
             rows[intent_of[p.approval_id]]["prompts"] += 1
-    decided = {r.approval_id for r in ledger.requests if r.decision is not None}
+    decided = decided_ids(ledger)
     for c in ledger.clicks:
         if c.accepted and c.approval_id not in decided and c.approval_id in intent_of:
             rows[intent_of[c.approval_id]]["lost"] += 1
