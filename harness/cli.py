@@ -3,6 +3,7 @@
   harness run PROFILE [--arm NAME] [--seed N] [--time-scale X] [--out DIR]   one arm
   harness compare PROFILE [--seed N] [--time-scale X] [--out DIR]            every arm, one table
   harness demo                                                               one handshake, one timeout
+  harness toxiproxy [--host 127.0.0.1] [--port 8474]                        a Toxiproxy-compatible server
 
 Exit codes: 0 every threshold met, 1 a threshold failed, 2 invalid input (one line naming the field),
 3 the target or environment failed, 130 interrupted (everything started is stopped first).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, help="override the profile's seed")
         sub.add_argument("--time-scale", type=float, help="override the profile's time scale (> 0)")
         sub.add_argument("--out", type=Path, help="results folder (default: results/<profile>-<time>)")
+    proxy = commands.add_parser("toxiproxy", help="run the embedded Toxiproxy-compatible server in the foreground")
+    proxy.add_argument("--host", default="127.0.0.1", help="loopback address for the API (default 127.0.0.1)")
+    proxy.add_argument("--port", default="8474", help="API port (default 8474, Toxiproxy's)")
     demo = commands.add_parser("demo", help="start the embedded gateway stub and show a handshake")
     demo.add_argument("--profile", choices=("april-2026", "current"), default="april-2026",
                       help="protocol profile of the stub (default april-2026)")
@@ -71,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run_demo(args.profile, args.out)
+        if args.command == "toxiproxy":
+            # The proxy is an asyncio program; this process is patched by gevent, so it hands over instead.
+            module = ["-m", "harness.faults.embedded_proxy", "--host", args.host, "--port", args.port]
+            os.execv(sys.executable, [sys.executable, *module])
         return run_or_compare(args)
     except KeyboardInterrupt:
         print("harness: interrupted; everything it started has been stopped", file=sys.stderr)

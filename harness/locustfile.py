@@ -95,6 +95,11 @@ class RunContext:
             self.all_arrived.set()
         return account
 
+    def reregister_all(self) -> None:
+        """What a gateway process restart does to its channel accounts: a new bootstrap generation each."""
+        for account in self.accounts:
+            account.post(("register",))
+
     def close(self) -> None:
         for account in self.accounts:
             account.stop()

@@ -40,6 +40,8 @@ The shape, with defaults:
       provider_timeouts_ms: [10000, 10000, 10000]   # the failover chain: each attempt's timeout
       command: "ls -la"
       approval_timeout_ms: 1800000
+    faults: []                        # a fault timeline through a Toxiproxy proxy in front of the gateway;
+                                      # see harness/faults/timeline.py
     operator:                         # with agents
       answer_after_ms: 25000          # null: away, never answers
       decision: allow-once            # allow-once, allow-always or deny
@@ -62,6 +64,7 @@ from gateway_stub.cost import parse_cost
 from harness.agents.agent import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS, AgentSettings
 from harness.agents.operator import OperatorSettings
 from harness.errors import BadInput
+from harness.faults.timeline import FaultSpecError, FaultWindow, parse_faults
 from harness.policy.arms import ARMS
 from harness.policy.coordinator import CoordinatorSettings
 from harness.target import require_loopback_url
@@ -106,6 +109,7 @@ class Profile:
     thresholds: Mapping[str, tuple[Threshold, ...]] = field(default_factory=dict)  # arm or "all"
     agents: AgentSettings | None = None
     operator: OperatorSettings | None = None
+    faults: tuple[FaultWindow, ...] = ()
 
     def thresholds_for(self, arm: str) -> tuple[Threshold, ...]:
         return (*self.thresholds.get("all", ()), *self.thresholds.get(arm, ()))
@@ -235,6 +239,10 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
     probe.done()
     seed = root.get("seed", int)
     agents, operator = _parse_agents(root)
+    try:
+        faults = parse_faults(root.get("faults", list), float(duration_s))
+    except FaultSpecError as exc:
+        raise BadInput(str(exc)) from None
     for index, arm in enumerate(arms):
         if ARMS[arm].approval_fix != "none" and agents is None:
             raise BadInput(f"arms[{index}]: {arm!r} is an approval arm and needs an agents section")
@@ -245,7 +253,7 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
                    coordinator=coordinator, time_scale=float(time_scale), duration_s=float(duration_s),
                    startup_window_s=float(startup_s), final_window_s=float(final_s),
                    probe_interval_ms=float(probe_interval_ms), seed=seed, thresholds=thresholds, agents=agents,
-                   operator=operator)
+                   operator=operator, faults=faults)
 
 
 def _parse_agents(root: _Fields) -> tuple[AgentSettings | None, OperatorSettings | None]:

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import gevent
 import locust  # noqa: F401  (patches with gevent on import; harness.cli imports it before anything else)
@@ -33,14 +36,16 @@ from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, sho
 from harness.agents.agent import FakeAgent
 from harness.agents.ledger import ApprovalLedger
 from harness.agents.operator import Operator
-from harness.backends.embedded import EmbeddedStub
+from harness.backends.embedded import ChildService, EmbeddedStub
 from harness.clock import ScaledClock
 from harness.errors import BackendError
+from harness.faults.client import BoundProxy, FaultError, ToxiproxyClient
+from harness.faults.scheduler import FaultScheduler
 from harness.locustfile import NativeApprovalsAccount, RunContext
 from harness.policy.arms import ARMS, Arm
 from harness.profile import Profile
 from harness.verdict.duplicates import summarize_duplicates, write_intents_csv
-from harness.verdict.figures import RunRecord, check_thresholds, summarize
+from harness.verdict.figures import RunRecord, check_thresholds, summarize, timeline
 
 SCHEMA_VERSION = 1
 PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
@@ -62,14 +67,51 @@ class ArmResult:
 
 @dataclass
 class _Target:
-    url: str
+    url: str  # the gateway itself: the health probe connects here
     token: str
     stub: EmbeddedStub | None = None
-    log_records: list[dict[str, Any]] | None = None
+    client_url: str = ""  # where accounts and agents connect: through the fault proxy when there is one
+    fault_proxy: BoundProxy | None = None
+    fault_backend: str | None = None
 
 
 @contextlib.contextmanager
 def _target(profile: Profile, arm: Arm, out_dir: Path) -> Iterator[_Target]:
+    with _gateway(profile, arm, out_dir) as target:
+        if not profile.faults:
+            target.client_url = target.url
+            yield target
+            return
+        with _fault_proxy(target, out_dir):
+            yield target
+
+
+@contextlib.contextmanager
+def _fault_proxy(target: _Target, out_dir: Path) -> Iterator[None]:
+    """A Toxiproxy proxy in front of the gateway: a real server at TOXIPROXY_URL, else the embedded one."""
+    with contextlib.ExitStack() as stack:
+        url = os.environ.get("TOXIPROXY_URL")
+        backend = "toxiproxy"
+        if not url:
+            child = stack.enter_context(ChildService("harness.faults.embedded_proxy", ["--host", "127.0.0.1",
+                                                     "--port", "0"], log_path=out_dir / "toxiproxy.log"))
+            url, backend = str(child.ready["url"]), "embedded"
+        client = ToxiproxyClient(url)
+        gateway = urlsplit(target.url)
+        proxy = client.create(upstream=f"{gateway.hostname}:{gateway.port}", name=f"gateway-{uuid.uuid4().hex[:8]}",
+                              listen="127.0.0.1:0")
+        try:
+            target.client_url = f"ws://{proxy.listen}/"
+            target.fault_proxy = proxy
+            target.fault_backend = f"{backend} {client.version()} at {url}"
+            yield
+        finally:
+            with contextlib.suppress(FaultError):
+                proxy.destroy()
+
+
+@contextlib.contextmanager
+def _gateway(profile: Profile, arm: Arm, out_dir: Path) -> Iterator[_Target]:
     if profile.target.kind == "url":
         assert profile.target.url is not None and profile.target.token is not None
         yield _Target(profile.target.url, profile.target.token)
@@ -158,7 +200,7 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
         environment = Environment(user_classes=[NativeApprovalsAccount])
         scenario = _ApprovalScenario.build(profile, arm, target, clock)
         context = RunContext(
-            url=target.url, token=target.token, arm=arm, channels=list(profile.channels), clock=clock,
+            url=target.client_url, token=target.token, arm=arm, channels=list(profile.channels), clock=clock,
             coordinator_settings=profile.coordinator, protocol=profile.target.protocol,
             handshake_timeout_ms=_client_handshake_timeout_ms(profile),
             keep_reconnecting_after_failed_start=profile.keep_reconnecting_after_failed_start, seed=profile.seed,
@@ -175,6 +217,11 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
                                    f"within {PROBE_READY_TIMEOUT_S:g} s")
         runner = environment.create_local_runner()
         clock.restart()  # profile time 0 is when the accounts start
+        faults = None
+        if target.fault_proxy is not None:
+            faults = FaultScheduler(target.fault_proxy, profile.faults, clock, on_restart=context.reregister_all)
+        if faults is not None:
+            greenlets.append(gevent.spawn(faults.run))
         try:
             runner.start(profile.account_count, spawn_rate=min(profile.account_count, 100))
             if scenario:
@@ -213,6 +260,11 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
         **figures,
         "health_probe": {"handshake_timeouts": probe_timeouts, "reconnects": probe.failures},
     }
+    fault_windows = faults.describe() if faults is not None else []
+    if faults is not None:
+        summary["faults"] = fault_windows
+        summary["fault_backend"] = target.fault_backend
+    summary["timeline"] = timeline(record, fault_windows)
     if scenario:
         summary["approval_fix"] = arm.approval_fix
         # gateway-dedup is the stub's own: a real gateway has no such coalescing to switch on.
@@ -254,10 +306,11 @@ class _ApprovalScenario:
             return None
         ledger = ApprovalLedger()
         timeout_ms = _client_handshake_timeout_ms(profile)
-        operator = Operator(profile.operator, target.url, target.token, profile.target.protocol, clock, ledger,
+        operator = Operator(profile.operator, target.client_url, target.token, profile.target.protocol, clock, ledger,
                             timeout_ms)
         seed = profile.seed or 0
-        agents = [FakeAgent(f"agent-{i + 1}", profile.agents, arm.approval_fix, url=target.url, token=target.token,
+        agents = [FakeAgent(f"agent-{i + 1}", profile.agents, arm.approval_fix, url=target.client_url,
+                            token=target.token,
                             protocol=profile.target.protocol, clock=clock, ledger=ledger,
                             rng=random.Random(seed * 1000 + i), handshake_timeout_ms=timeout_ms)
                   for i in range(profile.agents.count)]

@@ -1,7 +1,8 @@
-"""The embedded backend: the gateway stub as a child process on a free loopback port.
+"""The embedded backend: the gateway stub (and the embedded Toxiproxy) as child processes on loopback.
 
-The child runs in its own session so a terminal's Ctrl-C reaches only the harness, which then
-stops the child itself (SIGTERM, then SIGKILL after a grace period): no stub outlives a run.
+A `ChildService` is a Python module run as a child process that prints one JSON ready line on stdout.
+The child runs in its own session so a terminal's Ctrl-C reaches only the harness, which then stops it
+itself (SIGTERM, then SIGKILL after a grace period): no child outlives a run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from harness.errors import BackendError
 
@@ -24,17 +25,20 @@ READY_TIMEOUT_S = 15.0
 STOP_GRACE_S = 5.0
 
 
-class EmbeddedStub:
-    """`with EmbeddedStub(["--profile", "april-2026"], log_path=...) as stub:` then `stub.url`."""
+class ChildService:
+    """`with ChildService("some.module", [...], log_path=...) as child:` then `child.ready`."""
 
-    def __init__(self, stub_args: list[str], *, log_path: Path, env: dict[str, str] | None = None) -> None:
-        self._args = ["--host", "127.0.0.1", "--port", "0", *stub_args]
+    name = "child service"
+
+    def __init__(self, module: str, args: list[str], *, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self._module = module
+        self._args = args
         self._log_path = log_path
         self._env = env
         self._process: subprocess.Popen[str] | None = None
         self.ready: dict[str, Any] = {}
 
-    def __enter__(self) -> EmbeddedStub:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -42,21 +46,9 @@ class EmbeddedStub:
         self.stop()
 
     @property
-    def url(self) -> str:
-        return str(self.ready["url"])
-
-    @property
-    def http_url(self) -> str:
-        return str(self.ready["http"])
-
-    @property
-    def token(self) -> str:
-        return str(self.ready["token"])
-
-    @property
     def process(self) -> subprocess.Popen[str]:
         if self._process is None:
-            raise BackendError("the gateway stub is not running")
+            raise BackendError(f"the {self.name} is not running")
         return self._process
 
     def log_text(self) -> str:
@@ -67,7 +59,7 @@ class EmbeddedStub:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with self._log_path.open("w", encoding="utf-8") as log_file:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "gateway_stub", *self._args],
+                [sys.executable, "-m", self._module, *self._args],
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 stdin=subprocess.DEVNULL,
@@ -98,8 +90,8 @@ class EmbeddedStub:
         code = self._process.poll()
         tail = self._log_tail()
         if code is None:
-            raise BackendError(f"gateway stub not ready after {READY_TIMEOUT_S:g} s; log: {tail}")
-        raise BackendError(f"gateway stub exited with code {code} before it was ready: {tail}")
+            raise BackendError(f"{self.name} not ready after {READY_TIMEOUT_S:g} s; log: {tail}")
+        raise BackendError(f"{self.name} exited with code {code} before it was ready: {tail}")
 
     def _log_tail(self) -> str:
         try:
@@ -123,6 +115,29 @@ class EmbeddedStub:
         if process.stdout is not None:
             process.stdout.close()
         return process.returncode
+
+
+
+class EmbeddedStub(ChildService):
+    """`with EmbeddedStub(["--profile", "april-2026"], log_path=...) as stub:` then `stub.url`."""
+
+    name = "gateway stub"
+
+    def __init__(self, stub_args: list[str], *, log_path: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__("gateway_stub", ["--host", "127.0.0.1", "--port", "0", *stub_args], log_path=log_path,
+                         env=env)
+
+    @property
+    def url(self) -> str:
+        return str(self.ready["url"])
+
+    @property
+    def http_url(self) -> str:
+        return str(self.ready["http"])
+
+    @property
+    def token(self) -> str:
+        return str(self.ready["token"])
 
     def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
         with urllib.request.urlopen(self.http_url + "stats", timeout=timeout_s) as response:

@@ -125,6 +125,39 @@ def summarize(record: RunRecord) -> dict[str, Any]:
     }
 
 
+def timeline(record: RunRecord, fault_windows: Sequence[Mapping[str, Any]] = (),
+             max_rows: int = 600) -> list[dict[str, Any]]:
+    """Per bucket of profile time (1 s, or coarser for long runs): attempts, hellos, storm entries,
+    accounts connected at the bucket's end, and the fault windows active in it."""
+    bucket_ms = max(1000.0, record.duration_ms / max_rows)
+    buckets = int(record.duration_ms // bucket_ms) + (record.duration_ms % bucket_ms > 0)
+    attempts = [[0, 0, 0] for _ in range(buckets)]
+    for a in record.attempts:
+        index = min(buckets - 1, int(a.ended_ms // bucket_ms))
+        attempts[index][0] += 1
+        attempts[index][1] += a.outcome is Outcome.HELLO
+        attempts[index][2] += a.storm_kind is not None
+    changes = sorted([(a.ended_ms, 0, a.account, a.handler_id) for a in record.attempts if a.outcome is Outcome.HELLO]
+                     + [(d.at_ms, 1, d.account, d.handler_id) for d in record.disconnects])
+    holding: dict[str, int] = {}
+    rows, cursor = [], 0
+    for index in range(buckets):
+        end_ms = (index + 1) * bucket_ms
+        while cursor < len(changes) and changes[cursor][0] < end_ms:
+            _, kind, account, handler = changes[cursor]
+            if kind == 0:
+                holding[account] = handler
+            elif holding.get(account) == handler:
+                del holding[account]
+            cursor += 1
+        start_s, end_s = index * bucket_ms / 1000.0, end_ms / 1000.0
+        active = [w["index"] for w in fault_windows
+                  if w["from_s"] < end_s and (w.get("to_s") is None or w["to_s"] > start_s)]
+        rows.append({"t_s": round(start_s, 3), "attempts": attempts[index][0], "hellos": attempts[index][1],
+                     "storm_entries": attempts[index][2], "connected": len(holding), "faults": active})
+    return rows
+
+
 def check_thresholds(summary: Mapping[str, Any], thresholds: Sequence[Threshold]) -> list[dict[str, Any]]:
     results = []
     for threshold in thresholds:

@@ -1,0 +1,1 @@
+"""Fault injection: the Toxiproxy client, the embedded Toxiproxy-compatible proxy, and the fault timeline."""
