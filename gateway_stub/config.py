@@ -12,7 +12,7 @@ import argparse
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +87,9 @@ class StubConfig:
     def effective_handshake_timeout_ms(self) -> int:
         return self.handshake_timeout_ms or self.protocol_profile.handshake_timeout_ms
 
-    @property
-    def colocated(self) -> bool:
-        return not (self.colocated_challenge_cost.is_zero and self.colocated_hello_cost.is_zero)
-
     def scaled_s(self, ms: float) -> float:
         """Unscaled milliseconds to the real seconds the stub waits: the one place the scale applies."""
         return ms * self.time_scale / 1000.0
-
-    def with_(self, **changes: Any) -> StubConfig:
-        return replace(self, **changes)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -11,7 +11,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 HANDSHAKE_MS_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 15000, 30000, 60000)
@@ -136,5 +136,3 @@ def _fmt(value: float) -> str:
         return str(int(value))
     return repr(float(value))
 
-
-GaugeReader = Callable[[], dict[str, float]]

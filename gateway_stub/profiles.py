@@ -14,7 +14,6 @@ from importlib import resources
 from typing import Any, Literal
 
 ApprovalVisibility = Literal["approvals-scoped", "deliverable-and-visible"]
-SystemEventDedupe = Literal["consecutive", "keyed"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,6 @@ class ProtocolProfile:
     unknown_approval_resolve_keys: frozenset[str]
     # An allow-always grant is persisted with `source:"allow-always"` (9.6 schema; openclaw#69482, §11).
     allow_always_grants_carry_source: bool
-    system_event_dedupe: SystemEventDedupe
     # `connect` params keys this generation's closed schema does not know.
     unknown_connect_keys: frozenset[str]
     unknown_auth_keys: frozenset[str]
@@ -99,7 +97,6 @@ APRIL_2026 = ProtocolProfile(
     unknown_approval_request_keys=frozenset({"runId", "toolCallId"}),
     unknown_approval_resolve_keys=frozenset({"grantExpiresInDays"}),
     allow_always_grants_carry_source=False,
-    system_event_dedupe="consecutive",
     unknown_connect_keys=frozenset({"modelCatalog"}),
     unknown_auth_keys=frozenset({"approvalRuntimeToken", "agentRuntimeIdentityToken"}),
     hello_fixture="hello-april-2026.json",
@@ -127,7 +124,6 @@ CURRENT = ProtocolProfile(
     unknown_approval_request_keys=frozenset(),
     unknown_approval_resolve_keys=frozenset(),
     allow_always_grants_carry_source=True,
-    system_event_dedupe="keyed",
     unknown_connect_keys=frozenset(),
     unknown_auth_keys=frozenset(),
     hello_fixture="hello-current.json",

@@ -87,7 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    return EXIT_OK
 
 
 def run_or_compare(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ Everything started here is stopped here, also on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -235,6 +236,8 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
             attempts, disconnects = list(context.ledger.attempts), list(context.ledger.disconnects)
             connected_at_end = frozenset(context.ledger.connected)
             health_samples, probe_timeouts = list(probe.samples_ms), probe.handshake_timeouts
+            runtime = context.runtime
+            coordinator_stats = dataclasses.asdict(runtime.coordinator.statistics()) if runtime else None
         finally:
             runner.quit()
             context.close()
@@ -257,6 +260,8 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
         "duration_s": profile.duration_s, "windows": {"startup_s": profile.startup_window_s,
                                                       "final_s": profile.final_window_s},
         "coordinator": vars(profile.coordinator) if arm.coordinated else None,
+        # borrowed/total/waiting at the end, grants, forced releases, cancelled waiters, longest wait (profile ms)
+        "coordinator_statistics": coordinator_stats,
         **figures,
         "health_probe": {"handshake_timeouts": probe_timeouts, "reconnects": probe.failures},
     }

@@ -66,6 +66,9 @@ def test_matrix_11_converges_behind_the_coordinator(tmp_path: Path) -> None:
     assert s["connected_accounts_at_end"] == 11
     assert s["time_to_all_connected_s"] is not None and s["time_to_all_connected_s"] < s["duration_s"]
     assert s["coordinator"] == {"start_jitter_ms": 2000, "max_concurrent_starts": 3, "start_slot_max_hold_ms": 30000}
+    stats = s["coordinator_statistics"]
+    assert (stats["borrowed"], stats["total"], stats["waiting"], stats["granted_total"]) == (0, 3, 0, 11)
+    assert stats["max_wait_ms"] > 0  # eleven accounts, three slots: someone waited
 
 
 def test_single_account_converges_in_every_arm(tmp_path: Path) -> None:
