@@ -445,8 +445,7 @@ class GatewayStub:
         self.log.record("ws.hello", "info", WS_SUBSYSTEM, f"hello conn={conn.id} client={client_name!r}",
                         {"handshakeMs": round(handshake_ms), "role": decision.role}, connId=conn.id)
         self._colocated_cost(self.config.colocated_hello_cost)
-        loop.call_later(self.config.scaled_s(self.profile.health_event_after_hello_ms),
-                        lambda: self._spawn(self._send_health_event(conn)))
+        loop.call_later(self.config.scaled_s(self.profile.health_event_after_hello_ms), self._health_event_due, conn)
         conn.connect_task = None
         queued, conn.pending_frames = conn.pending_frames, []
         for frame in queued:
@@ -567,11 +566,15 @@ class GatewayStub:
 
         return MethodCall(caller=_caller(conn), respond=respond)
 
+    def _health_event_due(self, conn: Connection) -> None:
+        # Only a running server with the client still connected starts the send (nothing left un-awaited).
+        if self._server is not None and conn in self._authenticated:
+            self._spawn(self._send_health_event(conn))
+
     async def _send_health_event(self, conn: Connection) -> None:
         """The `health` event the real gateway sends each new client shortly after hello."""
-        if conn in self._authenticated:
-            payload = await METHODS["health"].handler(self, {}, self._method_call(conn, "health"))
-            await self._send(conn, proto.event_frame("health", payload, conn.next_seq()))
+        payload = await METHODS["health"].handler(self, {}, self._method_call(conn, "health"))
+        await self._send(conn, proto.event_frame("health", payload, conn.next_seq()))
 
     # -- exec approvals: what the approval service needs of the server ------------------------------
 
