@@ -32,6 +32,7 @@ from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from websockets.exceptions import ConnectionClosed
 
+from harness.accounts.connect_shape import backend_connect_params
 from harness.accounts.ledger import Ledger, Outcome
 from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, short_session
 from harness.agents.agent import FakeAgent
@@ -52,7 +53,6 @@ SCHEMA_VERSION = 1
 PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
 LOCUST_CSV_INTERVAL_S = 1.0
 PROBE_READY_TIMEOUT_S = 30.0
-CLIENT_VERSION = "2026.4.24"
 
 
 @dataclass
@@ -147,10 +147,8 @@ class HealthProbe:
     connected: Event = field(default_factory=Event)
 
     def run(self) -> None:
-        params = {"minProtocol": self.protocol, "maxProtocol": self.protocol,
-                  "client": {"id": "gateway-client", "displayName": "harness health probe", "version": CLIENT_VERSION,
-                             "platform": "linux", "mode": "backend"},
-                  "role": "operator", "scopes": ["operator.read"], "auth": {"token": self.token}}
+        params = backend_connect_params(display_name="harness health probe", scopes=["operator.read"],
+                                        token=self.token, protocol=self.protocol)
         while True:
             try:
                 with short_session(self.url, params, self.clock, handshake_timeout_ms=15_000) as ws:

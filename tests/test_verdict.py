@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from harness.accounts.ledger import Attempt, Disconnect, Outcome
-from harness.verdict.figures import RunRecord, check_thresholds, gateway_storm_counts, summarize
+from harness.verdict.figures import RunRecord, check_thresholds, gateway_storm_counts, summarize, timeline
 from harness.verdict.thresholds import parse_threshold
 
 ACCOUNTS = ["a", "b"]
@@ -110,3 +110,18 @@ def test_thresholds_check_numbers_and_verdicts() -> None:
 def test_bad_thresholds_are_refused(metric: str, spec: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_threshold(metric, spec)
+
+
+def test_timeline_counts_each_second_and_shows_the_faults_active() -> None:
+    attempts = [attempt("a", 1.5, Outcome.HELLO), attempt("b", 2.2, Outcome.HANDSHAKE_TIMEOUT),
+                attempt("b", 3.4, Outcome.HELLO, handler=2)]
+    run = RunRecord(accounts=ACCOUNTS, attempts=attempts, disconnects=[Disconnect("a", 1, 3_100, 1006, "")],
+                    connected_at_end=frozenset({"b"}), duration_ms=5_000, startup_window_ms=0, final_window_ms=1_000)
+    rows = timeline(run, [{"index": 0, "from_s": 2.0, "to_s": 3.0}])
+    assert [(r["t_s"], r["attempts"], r["hellos"], r["storm_entries"], r["connected"], r["faults"]) for r in rows] == [
+        (0, 0, 0, 0, 0, []),
+        (1, 1, 1, 0, 1, []),        # a connects at 1.5 s
+        (2, 1, 0, 1, 1, [0]),       # b times out during the fault window
+        (3, 1, 1, 0, 1, []),        # a drops at 3.1 s, b connects at 3.4 s
+        (4, 0, 0, 0, 1, []),
+    ]

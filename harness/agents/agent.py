@@ -24,7 +24,7 @@ import gevent
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from harness.accounts.connect_shape import request_frame
+from harness.accounts.connect_shape import backend_connect_params, request_frame
 from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, next_response, short_session
 from harness.agents.ledger import ApprovalLedger, RequestRecord
 from harness.clock import ScaledClock
@@ -99,10 +99,8 @@ class FakeAgent:
         return None
 
     def _session(self) -> contextlib.AbstractContextManager[ClientConnection]:
-        params = {"minProtocol": self._protocol, "maxProtocol": self._protocol,
-                  "client": {"id": "gateway-client", "displayName": "agent", "version": "2026.4.24",
-                             "platform": "linux", "mode": "backend"},
-                  "role": "operator", "scopes": ["operator.approvals"], "auth": {"token": self._token}}
+        params = backend_connect_params(display_name="agent", scopes=["operator.approvals"], token=self._token,
+                                        protocol=self._protocol)
         return short_session(self._url, params, self._clock, handshake_timeout_ms=self._handshake_timeout_ms)
 
     def _request(self, record: RequestRecord, run_id: str) -> str | None:

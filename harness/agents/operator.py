@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import gevent
 from websockets.exceptions import ConnectionClosed
 
+from harness.accounts.connect_shape import backend_connect_params
 from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, short_session
 from harness.agents.chat import ApprovalChat
 from harness.agents.ledger import ApprovalLedger, Click
@@ -52,10 +53,8 @@ class Operator:
     def _click(self, chat: str, approval_id: str) -> None:
         if not self._chats[chat].is_live(approval_id):
             return
-        params = {"minProtocol": self._protocol, "maxProtocol": self._protocol,
-                  "client": {"id": "gateway-client", "displayName": f"Telegram approval ({OPERATOR_SENDER_ID})",
-                             "version": "2026.4.24", "platform": "linux", "mode": "backend"},
-                  "role": "operator", "scopes": ["operator.approvals"], "auth": {"token": self._token}}
+        params = backend_connect_params(display_name=f"Telegram approval ({OPERATOR_SENDER_ID})",
+                                        scopes=["operator.approvals"], token=self._token, protocol=self._protocol)
         clicked_ms = self._clock.now_ms()
         click = {"id": approval_id, "decision": self.settings.decision}
         try:

@@ -19,7 +19,7 @@ Witnesses (Jepsen-style) name the accounts and times that prove a storm.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,22 +59,21 @@ def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int 
     return {"handshake_timeout": timeouts, "preauth_rejected": rejected if is_stub else None, "connect_error": None}
 
 
-def time_to_all_connected_ms(record: RunRecord) -> float | None:
-    events: list[tuple[float, int, str, int]] = []
-    for a in record.attempts:
-        if a.outcome is Outcome.HELLO:
-            events.append((a.ended_ms, 0, a.account, a.handler_id))
-    for d in record.disconnects:
-        events.append((d.at_ms, 1, d.account, d.handler_id))
+def connected_over_time(record: RunRecord) -> Iterator[tuple[float, int]]:
+    """(time, accounts holding a connection just after it) at every hello and disconnect, in time order."""
+    changes = sorted([(a.ended_ms, 0, a.account, a.handler_id) for a in record.attempts if a.outcome is Outcome.HELLO]
+                     + [(d.at_ms, 1, d.account, d.handler_id) for d in record.disconnects])
     holding: dict[str, int] = {}
-    for at_ms, kind, account, handler in sorted(events):
+    for at_ms, kind, account, handler in changes:
         if kind == 0:
             holding[account] = handler
-            if len(holding) == len(record.accounts):
-                return at_ms
         elif holding.get(account) == handler:
             del holding[account]
-    return None
+        yield at_ms, len(holding)
+
+
+def time_to_all_connected_ms(record: RunRecord) -> float | None:
+    return next((t for t, n in connected_over_time(record) if n == len(record.accounts)), None)
 
 
 def summarize(record: RunRecord) -> dict[str, Any]:
@@ -137,24 +136,18 @@ def timeline(record: RunRecord, fault_windows: Sequence[Mapping[str, Any]] = (),
         attempts[index][0] += 1
         attempts[index][1] += a.outcome is Outcome.HELLO
         attempts[index][2] += a.storm_kind is not None
-    changes = sorted([(a.ended_ms, 0, a.account, a.handler_id) for a in record.attempts if a.outcome is Outcome.HELLO]
-                     + [(d.at_ms, 1, d.account, d.handler_id) for d in record.disconnects])
-    holding: dict[str, int] = {}
-    rows, cursor = [], 0
+    changes = list(connected_over_time(record))
+    rows, cursor, connected = [], 0, 0
     for index in range(buckets):
         end_ms = (index + 1) * bucket_ms
         while cursor < len(changes) and changes[cursor][0] < end_ms:
-            _, kind, account, handler = changes[cursor]
-            if kind == 0:
-                holding[account] = handler
-            elif holding.get(account) == handler:
-                del holding[account]
+            connected = changes[cursor][1]
             cursor += 1
         start_s, end_s = index * bucket_ms / 1000.0, end_ms / 1000.0
         active = [w["index"] for w in fault_windows
                   if w["from_s"] < end_s and (w.get("to_s") is None or w["to_s"] > start_s)]
         rows.append({"t_s": round(start_s, 3), "attempts": attempts[index][0], "hellos": attempts[index][1],
-                     "storm_entries": attempts[index][2], "connected": len(holding), "faults": active})
+                     "storm_entries": attempts[index][2], "connected": connected, "faults": active})
     return rows
 
 
