@@ -28,7 +28,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 from harness.accounts.connect_shape import handler_connect_params, request_frame
+from harness.accounts.session import RequestTimedOut, next_response
 from harness.backends.embedded import EmbeddedStub
+from harness.clock import ScaledClock
 from harness.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -151,10 +153,11 @@ def _show_handshake(stub: EmbeddedStub, protocol: int) -> None:
             payload = hello["payload"]
             print(f"<- hello-ok protocol={payload['protocol']} connId={payload['server']['connId']} "
                   f"methods={len(payload['features']['methods'])} auth={payload['auth']}  ({elapsed_ms:.0f} ms)")
-            _, frame = request_frame("health", {})
+            request_id, frame = request_frame("health", {})
             ws.send(frame)
-            print(f"-> health\n<- {_brief(json.loads(ws.recv(timeout=10)))}")
-    except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
+            reply = next_response(ws, request_id, ScaledClock(1.0), timeout_ms=10_000)  # skips the health event
+            print(f"-> health\n<- {_brief(reply)}")
+    except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, RequestTimedOut) as exc:
         raise BackendError(f"demo handshake against {stub.url} failed: {exc}") from None
 
 

@@ -151,3 +151,14 @@ def test_locust_runs_the_locustfile_on_its_own(tmp_path: Path) -> None:
     connect = next(r for r in rows if r["Type"] == "WS" and r["Name"] == "connect")
     assert (connect["Request Count"], connect["Failure Count"]) == ("3", "0")
     assert counters["handshakes_succeeded"] == 3
+
+
+def test_demo_shows_a_handshake_a_health_reply_and_a_timeout() -> None:
+    result = harness("demo", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "hello-ok protocol=3" in out and "methods=132" in out
+    health_reply = out.split("-> health\n<- ", 1)[1].splitlines()[0]
+    assert health_reply.startswith('{"type":"res"') and '"ok":true' in health_reply
+    assert "<- closed code=1000 reason=''" in out
+    assert "handshakes_timed_out=1" in out
