@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import recv_json, wait_closed
 from websockets.asyncio.client import ClientConnection, connect
 
+from harness.accounts.connect_shape import backend_connect_params, handler_display_name
 from harness.backends.openclaw import OpenClawGateway, session_pids
 
 pytestmark = pytest.mark.skipif(
@@ -29,6 +31,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 VERSIONS = ["2026.4.29", "2026.9.6"]
+# The real gateway is slower than the stub; these replace conftest's defaults of 5 s and 10 s.
+FRAME_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 15.0
 RECORDED = Path(__file__).resolve().parent.parent / "docs" / "recorded"
 HANDSHAKE_TIMEOUT_MS = 2000
 
@@ -51,46 +56,19 @@ async def open_ws(gw: OpenClawGateway) -> ClientConnection:
     return await connect(gw.url, compression=None, proxy=None, max_size=None, ping_interval=None, open_timeout=10)
 
 
-async def recv_json(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    return frame
-
-
-async def wait_closed(ws: ClientConnection, timeout: float = 15.0) -> tuple[int | None, str | None]:
-    async def drain() -> None:
-        try:
-            while True:
-                await ws.recv()
-        except Exception:
-            pass
-
-    await asyncio.wait_for(drain(), timeout)
-    return ws.close_code, ws.close_reason
-
-
 def connect_request(gw: OpenClawGateway, token: str) -> dict[str, Any]:
     """The April native-approvals handler's connect (reference §8.3) at the version's protocol."""
     protocol = recorded(gw.version, "hello-ok.json")["payload"]["protocol"]
-    return {
-        "type": "req",
-        "id": f"1:{uuid.uuid4()}",
-        "method": "connect",
-        "params": {
-            "minProtocol": protocol,
-            "maxProtocol": protocol,
-            "client": {"id": "gateway-client", "displayName": "Matrix Native Approvals (acct1)",
-                       "version": gw.version, "platform": "linux", "mode": "backend"},
-            "role": "operator",
-            "scopes": ["operator.approvals"],
-            "auth": {"token": token},
-        },
-    }
+    params = backend_connect_params(display_name=handler_display_name("matrix", "acct1"),
+                                    scopes=["operator.approvals"], token=token, protocol=protocol,
+                                    client_version=gw.version)
+    return {"type": "req", "id": f"1:{uuid.uuid4()}", "method": "connect", "params": params}
 
 
 async def connect_response(ws: ClientConnection, request: dict[str, Any]) -> dict[str, Any]:
     await ws.send(json.dumps(request))
     while True:  # skip any event before our response
-        frame = await recv_json(ws)
+        frame = await recv_json(ws, FRAME_TIMEOUT_S)
         if frame.get("type") == "res" and frame.get("id") == request["id"]:
             return frame
 
@@ -99,7 +77,7 @@ async def test_challenge_has_the_recorded_shape(gateway: OpenClawGateway) -> Non
     expected = recorded(gateway.version, "challenge.json")
     ws = await open_ws(gateway)
     try:
-        challenge = await recv_json(ws)
+        challenge = await recv_json(ws, FRAME_TIMEOUT_S)
     finally:
         await ws.close()
     assert challenge.keys() == expected.keys()
@@ -112,7 +90,7 @@ async def test_handler_handshake_gets_hello_ok_with_the_recorded_keys(gateway: O
     expected = recorded(gateway.version, "hello-ok.json")
     ws = await open_ws(gateway)
     try:
-        await recv_json(ws)
+        await recv_json(ws, FRAME_TIMEOUT_S)
         response = await connect_response(ws, connect_request(gateway, gateway.token))
     finally:
         await ws.close()
@@ -129,10 +107,10 @@ async def test_wrong_token_gets_the_recorded_error_and_close_1008(gateway: OpenC
     case = recorded(gateway.version, "errors.json")["wrong_token"]
     expected = next(f["frame"] for f in case["frames"] if f["frame"].get("type") == "res")
     ws = await open_ws(gateway)
-    await recv_json(ws)
+    await recv_json(ws, FRAME_TIMEOUT_S)
     request = connect_request(gateway, "not-" + gateway.token)
     response = await connect_response(ws, request)
-    code, reason = await wait_closed(ws)
+    code, reason = await wait_closed(ws, CLOSE_TIMEOUT_S)
     assert response == {**expected, "id": request["id"]}
     assert (code, reason) == (case["close_code"], case["close_reason"]) == (1008, expected["error"]["message"])
 
@@ -142,8 +120,8 @@ async def test_handshake_timeout_closes_1000_after_2_s(gateway: OpenClawGateway)
     assert expected["handshake_timeout_env_ms"] == HANDSHAKE_TIMEOUT_MS
     ws = await open_ws(gateway)
     opened = time.monotonic()
-    challenge = await recv_json(ws)
-    code, reason = await wait_closed(ws)
+    challenge = await recv_json(ws, FRAME_TIMEOUT_S)
+    code, reason = await wait_closed(ws, CLOSE_TIMEOUT_S)
     elapsed = time.monotonic() - opened
     assert challenge["event"] == "connect.challenge"
     assert (code, reason) == (expected["close_code"], expected["close_reason"]) == (1000, "")
