@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -120,3 +121,37 @@ def stub_process(tmp_path: Path) -> Iterator[Callable[..., StubProcess]]:
     yield factory
     for proc in started:
         proc.stop()
+
+
+# Tests that need something from outside the project (a Docker daemon, Node and the openclaw package) skip
+# with a stated reason where it is missing, unless the run requires it: CI sets HARNESS_REQUIRE_<KIND>=1 once it
+# has provisioned the thing, and then such a skip is a failure.
+def skip_unless_available(kind: str, reason: str) -> None:
+    """Skip the test for `reason`; fail it instead when `HARNESS_REQUIRE_<KIND>=1`."""
+    if os.environ.get(f"HARNESS_REQUIRE_{kind.upper()}") == "1":
+        pytest.fail(f"HARNESS_REQUIRE_{kind.upper()}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+_openclaw_unavailable: dict[str, str] = {}
+
+
+def require_openclaw(version: str) -> None:
+    """Install Node 24 and `openclaw@<version>` into the harness cache (once), or skip saying why.
+
+    `HARNESS_OPENCLAW_TESTS=0` opts out (about 650 MB per version on first use, ~10 s per gateway launch).
+    """
+    from harness.backends.openclaw import ensure_openclaw
+    from harness.errors import BackendError, BadInput
+
+    if os.environ.get("HARNESS_OPENCLAW_TESTS") == "0":
+        skip_unless_available("openclaw", "HARNESS_OPENCLAW_TESTS=0 opts out of the real-gateway tests")
+    if version not in _openclaw_unavailable:
+        try:
+            ensure_openclaw(version)
+            _openclaw_unavailable[version] = ""
+        except (BackendError, BadInput) as exc:
+            _openclaw_unavailable[version] = str(exc)
+    if _openclaw_unavailable[version]:
+        skip_unless_available("openclaw", f"Node 24 or openclaw@{version} cannot be installed: "
+                                          f"{_openclaw_unavailable[version]}")

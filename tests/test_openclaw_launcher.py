@@ -1,6 +1,6 @@
 """The real OpenClaw gateway through harness/backends/openclaw.py, checked against docs/recorded/<version>/.
 
-Opt-in (`HARNESS_OPENCLAW_TESTS=1`): the first run installs Node 24 (PyPI) and `openclaw@<version>` (npm,
+Marked `openclaw` (see conftest.require_openclaw): the first run installs Node 24 (PyPI) and `openclaw@<version>` (npm,
 about 30 s and 650 MB each) under `$HARNESS_CACHE_DIR`; every launch takes about 10 s and 750 MB.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import time
 import uuid
@@ -18,17 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import recv_json, wait_closed
+from conftest import recv_json, require_openclaw, wait_closed
 from websockets.asyncio.client import ClientConnection, connect
 
 from harness.accounts.connect_shape import backend_connect_params, handler_display_name
 from harness.backends.openclaw import OpenClawGateway, session_pids
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("HARNESS_OPENCLAW_TESTS") != "1",
-    reason="starts the real OpenClaw gateway (npm install on first use, ~10 s per launch); "
-           "set HARNESS_OPENCLAW_TESTS=1 to run",
-)
+pytestmark = pytest.mark.openclaw
 
 VERSIONS = ["2026.4.29", "2026.9.6"]
 # The real gateway is slower than the stub; these replace conftest's defaults of 5 s and 10 s.
@@ -46,6 +41,7 @@ def recorded(version: str, name: str) -> Any:
 def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenClawGateway]:
     """One gateway per version for the frame checks, with the recordings' 2 s handshake timeout."""
     version: str = request.param
+    require_openclaw(version)
     log_dir = tmp_path_factory.mktemp(f"openclaw-{version}")
     with OpenClawGateway(version, handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, log_dir=log_dir) as gw:
         yield gw
@@ -143,6 +139,7 @@ def test_gateway_listens_on_loopback_only(gateway: OpenClawGateway) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_stop_leaves_no_process_and_closes_the_port(version: str, tmp_path: Path) -> None:
+    require_openclaw(version)
     gw = OpenClawGateway(version, log_dir=tmp_path)
     with gw:
         pids = gw.session_pids()
