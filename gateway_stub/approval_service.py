@@ -23,7 +23,6 @@ from typing import Any, Literal, Protocol
 from gateway_stub.approvals import (
     DECISIONS,
     DEFAULT_EXEC_APPROVAL_TIMEOUT_MS,
-    MSG_ALLOW_ALWAYS_UNAVAILABLE,
     MSG_ALREADY_PENDING,
     MSG_ALREADY_RESOLVED,
     MSG_COMMAND_REQUIRED,
@@ -61,6 +60,9 @@ EVENT_REQUESTED = "exec.approval.requested"
 EVENT_RESOLVED = "exec.approval.resolved"
 # Where the real gateway keeps the file exec.approvals.get/set read and write (the stub keeps it in memory).
 EXEC_APPROVALS_PATH = "~/.openclaw/exec-approvals.json"
+
+# waitDecision's `terminalReason` on `current` for the stub's reasons (observed on 2026.9.6; `user` is the same).
+WIRE_TERMINAL_REASONS = {"expired": "timeout", "no-approval-route": "no-route"}
 
 ApprovalDedup = Literal["off", "intent"]
 Respond = Callable[[Any], Awaitable[None]]
@@ -159,7 +161,9 @@ class ApprovalService:
         recipients = [] if p.get("suppressDelivery") is True else self._recipients(record, exclude=caller.conn_id)
         payload = requested_payload(record, extended=self.profile.approval_extended_payloads)
         await self._broadcast(recipients, EVENT_REQUESTED, payload)
-        has_route = bool(recipients)
+        # A route is an approval client other than the requester (4.29 hasExecApprovalClients(excludeConnId), observed:
+        # an April requester alone gets decision null although it receives its own `requested`).
+        has_route = any(c.conn_id != caller.conn_id for c in recipients)
         keep_without_route = self.profile.honors_require_delivery_route and p.get("requireDeliveryRoute") is False
         if not has_route and not keep_without_route:
             # No route (§10.2 step 4): the record expires at once and the request gets one res, decision null.
@@ -190,7 +194,9 @@ class ApprovalService:
 
     def list_pending(self, caller: Caller) -> list[dict[str, Any]]:
         """exec.approval.list: pending records (`current`: only those visible to the caller)."""
-        return [r.entry() for r in self.broker.pending() if self._sees(caller, r)]
+        # 9.6 lists each entry with `approvalKind` last (observed).
+        extra = {"approvalKind": "exec"} if self.profile.approval_extended_payloads else {}
+        return [{**r.entry(), **extra} for r in self.broker.pending() if self._sees(caller, r)]
 
     def get(self, caller: Caller, params: Any) -> dict[str, Any]:
         problem = exec_approval_get_problem(params)
@@ -213,7 +219,8 @@ class ApprovalService:
         await self._decision_of(record)
         payload = record.decision_payload()
         if self.profile.approval_extended_payloads:
-            payload["terminalReason"] = record.terminal_reason
+            reason = record.terminal_reason
+            payload["terminalReason"] = WIRE_TERMINAL_REASONS.get(reason, reason) if reason else reason
         return payload
 
     async def resolve(self, caller: Caller, params: Any, respond: Respond) -> None:
@@ -227,7 +234,8 @@ class ApprovalService:
         visible = self._visible_to(caller)
         record = self.broker.lookup(params["id"], "pending", visible)
         if record is None:
-            done = self.broker.lookup(params["id"], "resolved", visible)
+            # Settled records stay for the grace; an expired one (decision null) answers "already resolved" (observed).
+            done = self.broker.lookup(params["id"], ("resolved", "expired"), visible)
             if done is None:
                 raise unknown_or_expired()
             if done.decision != decision:
@@ -235,7 +243,8 @@ class ApprovalService:
             await respond({"ok": True})
             return
         if decision not in record.request.get("allowedDecisions", DECISIONS):
-            raise invalid(MSG_ALLOW_ALWAYS_UNAVAILABLE, {"reason": "APPROVAL_ALLOW_ALWAYS_UNAVAILABLE"})
+            raise invalid(self.profile.allow_always_unavailable_message,
+                          {"reason": "APPROVAL_ALLOW_ALWAYS_UNAVAILABLE"})
         self.broker.resolve(record, decision, caller.resolver_name, self.now_ms())
         self._settled(record)
         self.resolved_total += 1
@@ -248,9 +257,10 @@ class ApprovalService:
         await asyncio.shield(self._spawn(self._answer_and_publish(record, respond)))
 
     async def _answer_and_publish(self, record: ApprovalRecord, respond: Respond) -> None:
-        await respond({"ok": True})
+        # The broadcast goes out before the resolver's own res (observed on 2026.4.24, 4.29 and 9.6).
         payload = resolved_payload(record, self.now_ms())
         await self._broadcast(self._recipients(record, exclude=None), EVENT_RESOLVED, payload)
+        await respond({"ok": True})
         self._wake(record)
 
     def snapshot(self) -> dict[str, Any]:
@@ -321,11 +331,14 @@ class ApprovalService:
             self._expired(record)
 
     def _expired(self, record: ApprovalRecord) -> None:
-        # No exec.approval.resolved on expiry: April sends none (§10.6); whether 9.6 WS clients get one is unconfirmed.
         self._settled(record)
         self.expired_total += 1
         self._log.record("approval.expired", "info", APPROVALS_SUBSYSTEM, f"exec approval expired id={record.id}",
                          {"id": record.id, "reason": record.terminal_reason})
+        if self.profile.resolved_event_on_expiry and record.terminal_reason == "expired":
+            # 9.6 publishes the expiry as a denial by nobody (observed); April sends nothing (§10.6, observed).
+            payload = {**resolved_payload(record, self.now_ms()), "decision": "deny"}
+            self._spawn(self._broadcast(self._recipients(record, exclude=None), EVENT_RESOLVED, payload))
         self._wake(record)
 
     def _settled(self, record: ApprovalRecord) -> None:

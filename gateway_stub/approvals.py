@@ -37,8 +37,6 @@ MSG_UNKNOWN_OR_EXPIRED = "unknown or expired approval id"
 MSG_EXPIRED_OR_NOT_FOUND = "approval expired or not found"
 MSG_AMBIGUOUS_PREFIX = "ambiguous approval id prefix; use the full id"
 MSG_ID_REQUIRED = "id is required"
-# Unconfirmed wording (reference §10.5); this is what third-party fakes of the 9.6 gateway send.
-MSG_ALLOW_ALWAYS_UNAVAILABLE = "allow-always is unavailable for this command"
 APPROVAL_NOT_FOUND_DETAILS = {
     "reason": "APPROVAL_NOT_FOUND",
     "remediation": "Re-request the action; pending approvals are cleared after expiry or restart.",
@@ -155,19 +153,21 @@ class ApprovalBroker:
         approval_id = self._by_intent.get(key)
         return self._pending.get(approval_id) if approval_id is not None else None
 
-    def lookup(self, id_or_prefix: str, status: Status,
+    def lookup(self, id_or_prefix: str, status: Status | tuple[Status, ...],
                visible: Callable[[ApprovalRecord], bool] | None = None) -> ApprovalRecord | None:
-        """The record in `status` with this exact id, else the only one whose id starts with it.
+        """The record in `status` (or any of several) with this exact id, else the only one whose id starts with it.
 
         Raises the ambiguous-prefix error when several match; None when none does.
         """
+        statuses = (status,) if isinstance(status, str) else status
+
         def fits(record: ApprovalRecord) -> bool:
-            return record.status == status and (visible is None or visible(record))
+            return record.status in statuses and (visible is None or visible(record))
 
         exact = self._records.get(id_or_prefix)
         if exact is not None and fits(exact):
             return exact
-        pool: Iterable[ApprovalRecord] = self._pending.values() if status == "pending" else self._records.values()
+        pool: Iterable[ApprovalRecord] = self._pending.values() if statuses == ("pending",) else self._records.values()
         matches = [r for r in pool if r.id.startswith(id_or_prefix) and fits(r)]
         if len(matches) > 1:
             raise invalid(MSG_AMBIGUOUS_PREFIX)

@@ -57,6 +57,12 @@ class ProtocolProfile:
     # Params keys the closed exec.approval.request / exec.approval.resolve schemas of this generation do not know.
     unknown_approval_request_keys: frozenset[str]
     unknown_approval_resolve_keys: frozenset[str]
+    # exec.approval.resolve refusing allow-always where it is not allowed (observed: 4.24/4.29 word it after the
+    # policy, 9.6 after the command).
+    allow_always_unavailable_message: str
+    # Expiry publishes `exec.approval.resolved` with decision "deny" and resolvedBy null (observed on 2026.9.6);
+    # April broadcasts nothing on expiry (observed on 2026.4.24 and 4.29).
+    resolved_event_on_expiry: bool
     # An allow-always grant is persisted with `source:"allow-always"` (9.6 schema; openclaw#69482, §11).
     allow_always_grants_carry_source: bool
     # `connect` params keys this generation's closed schema does not know.
@@ -96,6 +102,9 @@ APRIL_2026 = ProtocolProfile(
     honors_require_delivery_route=False,
     unknown_approval_request_keys=frozenset({"runId", "toolCallId"}),
     unknown_approval_resolve_keys=frozenset({"grantExpiresInDays"}),
+    allow_always_unavailable_message="allow-always is unavailable because the effective policy requires approval "
+                                     "every time",
+    resolved_event_on_expiry=False,
     allow_always_grants_carry_source=False,
     unknown_connect_keys=frozenset({"modelCatalog"}),
     unknown_auth_keys=frozenset({"approvalRuntimeToken", "agentRuntimeIdentityToken"}),
@@ -123,6 +132,8 @@ CURRENT = ProtocolProfile(
     honors_require_delivery_route=True,
     unknown_approval_request_keys=frozenset(),
     unknown_approval_resolve_keys=frozenset(),
+    allow_always_unavailable_message="allow-always is unavailable for this command",
+    resolved_event_on_expiry=True,
     allow_always_grants_carry_source=True,
     unknown_connect_keys=frozenset(),
     unknown_auth_keys=frozenset(),

@@ -477,6 +477,10 @@ class Accepted:
     caps: tuple[str, ...]
     auth_method: str
     device_id: str | None
+    # A device is paired (and gets a device token in hello-ok) unless the shape skips local self-pairing: the
+    # direct-local `gateway-client`/`backend` without Origin (shouldSkipLocalBackendSelfPairing; observed on
+    # 2026.4.24, 4.29 and 9.6: no `deviceToken` for that shape, one for `cli`/`cli` and `test`/`test`).
+    device_paired: bool = False
 
 
 @dataclass(frozen=True)
@@ -569,10 +573,9 @@ def decide_connect(params: Any, ctx: ConnectContext) -> Accepted | Rejected:
     scopes = tuple(params.get("scopes", []))
     direct_local = ctx.peer_is_loopback and not ctx.has_forwarded_headers
     shape = (client["id"], client["mode"])
-    keeps_scopes = device_id is not None or (
-        direct_local
-        and ((shape == ("cli", "cli") and profile.preserves_local_cli_scopes)
-             or (shape == ("gateway-client", "backend") and not ctx.has_origin))
+    local_backend = direct_local and shape == ("gateway-client", "backend") and not ctx.has_origin
+    keeps_scopes = device_id is not None or local_backend or (
+        direct_local and shape == ("cli", "cli") and profile.preserves_local_cli_scopes
     )
     return Accepted(
         protocol=protocol,
@@ -582,6 +585,7 @@ def decide_connect(params: Any, ctx: ConnectContext) -> Accepted | Rejected:
         caps=tuple(params.get("caps", [])),
         auth_method=auth_method,
         device_id=device_id,
+        device_paired=device_id is not None and not local_backend,
     )
 
 
@@ -640,6 +644,8 @@ def hello_ok_payload(
     if "recoveryScope" in template.get("auth", {}):
         auth["recoveryScope"] = recovery_scope
     if device_token is not None:
+        if "recoveryScope" in auth:  # `current` (observed on 2026.9.6 for a newly paired loopback device)
+            auth["recoveryMigrationAllowed"] = True
         auth["deviceToken"] = device_token
         auth["issuedAtMs"] = now_ms
     payload["auth"] = auth

@@ -424,7 +424,7 @@ class GatewayStub:
         self._conns_by_id[conn.id] = conn
         await self._burner.burn(self.config.connect_cost_after_timer)
         device_token = None
-        if decision.device_id is not None:
+        if decision.device_id is not None and decision.device_paired:
             device_token = secrets.token_urlsafe(24)
             self._device_tokens[device_token] = decision.device_id
         payload = proto.hello_ok_payload(

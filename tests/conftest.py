@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -69,6 +69,45 @@ async def handshake(url: str, params: dict[str, Any] | None = None) -> tuple[Cli
     assert challenge["event"] == "connect.challenge"
     await ws.send(connect_frame(params))
     return ws, await recv_json(ws)
+
+
+# Frames from the real gateway (tests marked `openclaw`) get longer than conftest's defaults of 5 s and 10 s.
+FRAME_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 15.0
+
+
+class HasUrl(Protocol):
+    @property
+    def url(self) -> str: ...
+
+
+async def open_ws(target: HasUrl) -> ClientConnection:
+    """A client socket as the recordings were made: no compression, no Origin header, never through a proxy."""
+    return await connect(target.url, compression=None, proxy=None, max_size=None, ping_interval=None,
+                         open_timeout=FRAME_TIMEOUT_S)
+
+
+async def connect_response(ws: ClientConnection, request: dict[str, Any]) -> dict[str, Any]:
+    """Send a `connect` request frame and return its response, skipping any event before it."""
+    await ws.send(json.dumps(request))
+    while True:
+        frame = await recv_json(ws, FRAME_TIMEOUT_S)
+        if frame.get("type") == "res" and frame.get("id") == request["id"]:
+            return frame
+
+
+async def raw_upgrade(port: int) -> bytes:
+    """A WebSocket upgrade written by hand on 127.0.0.1; everything the server sends until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    )
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), FRAME_TIMEOUT_S)  # Connection: close ends the stream
+    finally:
+        writer.close()
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

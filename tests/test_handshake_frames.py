@@ -451,7 +451,9 @@ async def test_device_signed_connect_gets_a_device_token(make_stub: StubFactory)
     ws, res = await signed_connect(stub.url, identity, {"token": TOKEN}, TOKEN)
     assert res["ok"] is True, res
     auth = res["payload"]["auth"]
-    assert set(auth) == {"method", "role", "scopes", "recoveryScope", "deviceToken", "issuedAtMs"}
+    # as 2026.9.6 answers a newly paired test/test device (docs/recorded/approvals.md)
+    assert set(auth) == {"method", "role", "scopes", "recoveryScope", "recoveryMigrationAllowed", "deviceToken",
+                         "issuedAtMs"}
     assert (auth["method"], auth["role"]) == ("token", "operator")
     assert auth["scopes"] == ["operator.admin"]  # a device keeps its scopes, even as test/test
     assert isinstance(auth["deviceToken"], str) and auth["deviceToken"]

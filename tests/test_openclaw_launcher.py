@@ -17,8 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import recv_json, require_openclaw, wait_closed
-from websockets.asyncio.client import ClientConnection, connect
+from conftest import (
+    CLOSE_TIMEOUT_S,
+    FRAME_TIMEOUT_S,
+    connect_response,
+    open_ws,
+    recv_json,
+    require_openclaw,
+    wait_closed,
+)
 
 from harness.accounts.connect_shape import backend_connect_params, handler_display_name
 from harness.backends.openclaw import OpenClawGateway, session_pids
@@ -26,9 +33,6 @@ from harness.backends.openclaw import OpenClawGateway, session_pids
 pytestmark = pytest.mark.openclaw
 
 VERSIONS = ["2026.4.29", "2026.9.6"]
-# The real gateway is slower than the stub; these replace conftest's defaults of 5 s and 10 s.
-FRAME_TIMEOUT_S = 10.0
-CLOSE_TIMEOUT_S = 15.0
 RECORDED = Path(__file__).resolve().parent.parent / "docs" / "recorded"
 HANDSHAKE_TIMEOUT_MS = 2000
 
@@ -47,11 +51,6 @@ def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield gw
 
 
-async def open_ws(gw: OpenClawGateway) -> ClientConnection:
-    # As recorded: no compression, no Origin header, never through an HTTP proxy.
-    return await connect(gw.url, compression=None, proxy=None, max_size=None, ping_interval=None, open_timeout=10)
-
-
 def connect_request(gw: OpenClawGateway, token: str) -> dict[str, Any]:
     """The April native-approvals handler's connect (reference §8.3) at the version's protocol."""
     protocol = recorded(gw.version, "hello-ok.json")["payload"]["protocol"]
@@ -59,14 +58,6 @@ def connect_request(gw: OpenClawGateway, token: str) -> dict[str, Any]:
                                     scopes=["operator.approvals"], token=token, protocol=protocol,
                                     client_version=gw.version)
     return {"type": "req", "id": f"1:{uuid.uuid4()}", "method": "connect", "params": params}
-
-
-async def connect_response(ws: ClientConnection, request: dict[str, Any]) -> dict[str, Any]:
-    await ws.send(json.dumps(request))
-    while True:  # skip any event before our response
-        frame = await recv_json(ws, FRAME_TIMEOUT_S)
-        if frame.get("type") == "res" and frame.get("id") == request["id"]:
-            return frame
 
 
 async def test_challenge_has_the_recorded_shape(gateway: OpenClawGateway) -> None:
