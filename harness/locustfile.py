@@ -23,7 +23,9 @@ from gevent.event import Event
 from locust import User, constant, events, task
 from locust.env import Environment
 
+from gateway_stub.device_auth import DeviceIdentity
 from harness.accounts.account import CoordinatorRuntime, FakeAccount
+from harness.accounts.connect_shape import ClientShape
 from harness.accounts.handler_client import ClientSettings
 from harness.accounts.ledger import Attempt, Ledger, Outcome
 from harness.agents.chat import ApprovalChat
@@ -52,7 +54,7 @@ class RunContext:
     channels: list[str]  # one per account, in spawn order
     clock: ScaledClock
     coordinator_settings: CoordinatorSettings = field(default_factory=CoordinatorSettings)
-    protocol: int = 3
+    shape: ClientShape = ClientShape()
     handshake_timeout_ms: int = 10_000
     keep_reconnecting_after_failed_start: bool = False
     seed: int | None = None
@@ -79,7 +81,7 @@ class RunContext:
         channel = self.channels[index % len(self.channels)]
         name = f"{channel}-{index + 1}"
         settings = ClientSettings(url=self.url, token=self.token, channel=channel, account=name,
-                                  protocol=self.protocol, handshake_timeout_ms=self.handshake_timeout_ms,
+                                  shape=self.shape, handshake_timeout_ms=self.handshake_timeout_ms,
                                   keep_reconnecting_after_failed_start=self.keep_reconnecting_after_failed_start)
         bootstrap = AccountBootstrap(name, BootstrapRetry(self.arm.bootstrap_retry),
                                      self.runtime.coordinator if self.runtime else None)
@@ -148,6 +150,8 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--arm", default="shipped", choices=sorted(ARMS), help="start policy")
     group.add_argument("--channel", default="matrix", choices=["matrix", "telegram"], help="channel of every account")
     group.add_argument("--gateway-protocol", type=int, default=3, help="3 (April) or 4 (current)")
+    group.add_argument("--device-signed", action="store_true",
+                       help="sign every connect with one Ed25519 device key (as one OpenClaw process does)")
 
 
 def _standalone_context(environment: Environment, **_: Any) -> None:
@@ -159,7 +163,7 @@ def _standalone_context(environment: Environment, **_: Any) -> None:
         url=options.gateway_url, token=options.gateway_token, arm=ARMS[options.arm],
         channels=[options.channel] * count, clock=ScaledClock(1.0),
         coordinator_settings=CoordinatorSettings.from_env(os.environ),
-        protocol=options.gateway_protocol,
+        shape=ClientShape(options.gateway_protocol, DeviceIdentity.generate() if options.device_signed else None),
     )
 
 

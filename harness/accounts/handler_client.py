@@ -23,7 +23,7 @@ import gevent
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from harness.accounts.connect_shape import handler_connect_params, request_frame
+from harness.accounts.connect_shape import ClientShape, request_frame
 from harness.accounts.ledger import Attempt, Disconnect, Outcome
 from harness.accounts.session import HandshakeFailed, close_quietly, open_session, recv_frame
 from harness.clock import ScaledClock
@@ -38,7 +38,7 @@ class ClientSettings:
     token: str
     channel: str
     account: str
-    protocol: int = 3
+    shape: ClientShape = ClientShape()
     handshake_timeout_ms: int = 10_000  # the socket's own upgrade timeout, as `ws` handshakeTimeout
     keep_reconnecting_after_failed_start: bool = False
 
@@ -97,9 +97,10 @@ class HandlerClient:
         """One connect: (what happened, the socket if it reached hello, retryAfterMs floor, fatal?)."""
         s = self.settings
         started_ms = self._clock.now_ms()
-        params = handler_connect_params(channel=s.channel, account=s.account, token=s.token, protocol=s.protocol)
+        params = s.shape.handler_params(s.channel, s.account, s.token)
         try:
-            ws = open_session(s.url, params, self._clock, handshake_timeout_ms=s.handshake_timeout_ms)
+            ws = open_session(s.url, params, self._clock, handshake_timeout_ms=s.handshake_timeout_ms,
+                              device=s.shape.device)
         except HandshakeFailed as failed:
             attempt = Attempt(s.account, self.handler_id, started_ms, self._clock.now_ms(), failed.outcome,
                               failed.close_code, failed.detail)

@@ -1,7 +1,8 @@
 """One authenticated gateway session over `websockets.sync`, as the reference client opens it.
 
 `open_session` connects, waits for `connect.challenge` (15 s), sends `connect` and waits for its answer
-(30 s request timeout). It returns the socket at hello, or raises `HandshakeFailed` with the outcome
+(30 s request timeout); with a device key, the connect carries a device proof signed over the
+challenge's nonce and ts (reference §12.5). It returns the socket at hello, or raises `HandshakeFailed` with the outcome
 classified (see `harness.accounts.ledger.Outcome`). `call` sends one request and returns its response
 frame, skipping events and other responses. Handler clients, the health probe, the agents' short-lived
 sockets and the operator's click all use these, so they fail in the same words.
@@ -17,9 +18,13 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from gateway_stub.device_auth import DeviceIdentity
+from harness.accounts import safe_close
 from harness.accounts.connect_shape import request_frame
 from harness.accounts.ledger import Outcome
 from harness.clock import ScaledClock
+
+safe_close.install()
 
 # packages/gateway-client/src/timeouts.ts and client.ts
 CONNECT_CHALLENGE_TIMEOUT_MS = 15_000
@@ -49,7 +54,7 @@ class RequestTimedOut(Exception):
 
 
 def open_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, *,
-                 handshake_timeout_ms: float) -> ClientConnection:
+                 handshake_timeout_ms: float, device: DeviceIdentity | None = None) -> ClientConnection:
     try:
         # The connection outlives this call, hence no context manager.
         ws = connect(url, legacy=True, compression=None, open_timeout=clock.real_s(handshake_timeout_ms),
@@ -61,9 +66,12 @@ def open_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, *
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise HandshakeFailed(Outcome.NETWORK_ERROR, detail=type(exc).__name__) from None
     try:
-        if _recv(ws, clock, CONNECT_CHALLENGE_TIMEOUT_MS) is None:
+        challenge = _recv(ws, clock, CONNECT_CHALLENGE_TIMEOUT_MS)
+        if challenge is None:
             close_quietly(ws, 1008, "connect challenge timeout")
             raise HandshakeFailed(Outcome.CHALLENGE_TIMEOUT, 1008, "connect challenge timeout")
+        if device is not None:
+            connect_params = signed(connect_params, device, challenge.get("payload") or {})
         try:
             reply = call(ws, "connect", connect_params, clock)
         except RequestTimedOut:
@@ -85,11 +93,19 @@ def open_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, *
         raise HandshakeFailed(Outcome.NETWORK_ERROR, detail=type(exc).__name__) from None
 
 
+def signed(connect_params: dict[str, Any], device: DeviceIdentity, challenge: dict[str, Any]) -> dict[str, Any]:
+    """`connect_params` plus `device`: the v3 proof over the challenge's nonce, signed at the challenge's ts."""
+    proof = device.sign_connect(client=connect_params["client"], role=connect_params["role"],
+                                scopes=connect_params.get("scopes", []), token=connect_params["auth"]["token"],
+                                nonce=str(challenge.get("nonce", "")), signed_at_ms=int(challenge.get("ts", 0)))
+    return {**connect_params, "device": proof}
+
+
 @contextlib.contextmanager
 def short_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, *,
-                  handshake_timeout_ms: float) -> Iterator[ClientConnection]:
+                  handshake_timeout_ms: float, device: DeviceIdentity | None = None) -> Iterator[ClientConnection]:
     """A session for one or two requests, closed afterwards: April's callGateway and resolver clients."""
-    ws = open_session(url, connect_params, clock, handshake_timeout_ms=handshake_timeout_ms)
+    ws = open_session(url, connect_params, clock, handshake_timeout_ms=handshake_timeout_ms, device=device)
     try:
         yield ws
     finally:

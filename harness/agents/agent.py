@@ -24,7 +24,7 @@ import gevent
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from harness.accounts.connect_shape import backend_connect_params, request_frame
+from harness.accounts.connect_shape import ClientShape, request_frame
 from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, next_response, short_session
 from harness.agents.ledger import ApprovalLedger, RequestRecord
 from harness.clock import ScaledClock
@@ -44,12 +44,12 @@ class AgentSettings:
 
 class FakeAgent:
     def __init__(self, name: str, settings: AgentSettings, approval_fix: str, *, url: str, token: str,
-                 protocol: int, clock: ScaledClock, ledger: ApprovalLedger, rng: random.Random,
+                 shape: ClientShape, clock: ScaledClock, ledger: ApprovalLedger, rng: random.Random,
                  handshake_timeout_ms: float) -> None:
         self.name = name
         self.settings = settings
         self.approval_fix = approval_fix
-        self._url, self._token, self._protocol = url, token, protocol
+        self._url, self._token, self._shape = url, token, shape
         self._clock = clock
         self._ledger = ledger
         self._first_heartbeat_ms = rng.uniform(0, settings.heartbeat_ms)
@@ -99,16 +99,16 @@ class FakeAgent:
         return None
 
     def _session(self) -> contextlib.AbstractContextManager[ClientConnection]:
-        params = backend_connect_params(display_name="agent", scopes=["operator.approvals"], token=self._token,
-                                        protocol=self._protocol)
-        return short_session(self._url, params, self._clock, handshake_timeout_ms=self._handshake_timeout_ms)
+        params = self._shape.params("agent", ["operator.approvals"], self._token)
+        return short_session(self._url, params, self._clock, handshake_timeout_ms=self._handshake_timeout_ms,
+                             device=self._shape.device)
 
     def _request(self, record: RequestRecord, run_id: str) -> str | None:
         """exec.approval.request on its own socket; the id to wait on, or None when the run cannot wait."""
         params: dict[str, Any] = {"id": record.approval_id, "command": self.settings.command, "host": "gateway",
                                   "agentId": self.name, "sessionKey": self.session_key, "twoPhase": True,
                                   "timeoutMs": self.settings.approval_timeout_ms}
-        if self._protocol >= 4:
+        if self._shape.protocol >= 4:
             params["runId"] = run_id  # 2026.4.x rejects runId
         try:
             with self._session() as ws:

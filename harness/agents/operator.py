@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import gevent
 from websockets.exceptions import ConnectionClosed
 
-from harness.accounts.connect_shape import backend_connect_params
+from harness.accounts.connect_shape import ClientShape
 from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, short_session
 from harness.agents.chat import ApprovalChat
 from harness.agents.ledger import ApprovalLedger, Click
@@ -28,10 +28,10 @@ class OperatorSettings:
 
 
 class Operator:
-    def __init__(self, settings: OperatorSettings, url: str, token: str, protocol: int, clock: ScaledClock,
+    def __init__(self, settings: OperatorSettings, url: str, token: str, shape: ClientShape, clock: ScaledClock,
                  ledger: ApprovalLedger, handshake_timeout_ms: float) -> None:
         self.settings = settings
-        self._url, self._token, self._protocol = url, token, protocol
+        self._url, self._token, self._shape = url, token, shape
         self._clock = clock
         self._ledger = ledger
         self._handshake_timeout_ms = handshake_timeout_ms
@@ -53,12 +53,12 @@ class Operator:
     def _click(self, chat: str, approval_id: str) -> None:
         if not self._chats[chat].is_live(approval_id):
             return
-        params = backend_connect_params(display_name=f"Telegram approval ({OPERATOR_SENDER_ID})",
-                                        scopes=["operator.approvals"], token=self._token, protocol=self._protocol)
+        params = self._shape.approver_params(f"Telegram approval ({OPERATOR_SENDER_ID})", self._token)
         clicked_ms = self._clock.now_ms()
         click = {"id": approval_id, "decision": self.settings.decision}
         try:
-            with short_session(self._url, params, self._clock, handshake_timeout_ms=self._handshake_timeout_ms) as ws:
+            with short_session(self._url, params, self._clock, handshake_timeout_ms=self._handshake_timeout_ms,
+                               device=self._shape.device) as ws:
                 reply = call(ws, "exec.approval.resolve", click, self._clock)
         except (HandshakeFailed, RequestTimedOut, ConnectionClosed) as exc:
             self._ledger.clicks.append(Click(approval_id, self.settings.decision, clicked_ms, False,
