@@ -75,6 +75,17 @@ def test_gateway_log_counts_match_the_real_gateways_records() -> None:
     assert gateway_storm_counts(stub) == {"handshake_timeout": 1, "preauth_rejected": 1, "connect_error": None}
 
 
+def test_a_late_handshake_timer_is_counted_once_from_its_warning() -> None:
+    # Recorded on 2026.4.24 at 5% of a core: the timer fired 14.7 s after open, the connect frame was
+    # handled after it, and the close was logged as `→ close … cause=handshake-timeout handshake=connected`,
+    # with no `closed before connect` record. Its warning is what counts it.
+    warning = {"0": '{"subsystem":"gateway/ws"}', "1": "handshake timeout conn=49f63836 peer=p remote=127.0.0.1"}
+    normal = [{"0": '{"subsystem":"gateway/ws"}', "1": "handshake timeout conn=aa peer=p remote=127.0.0.1"},
+              {"0": '{"subsystem":"gateway/ws"}', "1": {"cause": "handshake-timeout"},
+               "2": "closed before connect conn=aa peer=p remote=127.0.0.1 code=1000 reason=n/a"}]
+    assert gateway_storm_counts([warning, *normal])["handshake_timeout"] == 2
+
+
 @pytest.mark.parametrize(("logged", "agree"), [(3, True), (5, True), (6, False)])
 def test_sources_agree_within_one_in_flight_attempt_per_account(logged: int, agree: bool) -> None:
     attempts = [attempt("a", t, Outcome.HANDSHAKE_TIMEOUT) for t in (10, 20, 30)]

@@ -18,6 +18,7 @@ Witnesses (Jepsen-style) name the accounts and times that prove a storm.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,9 +52,26 @@ def percentile(samples: Iterable[float], fraction: float) -> float | None:
     return None if value is None else round(value, 3)
 
 
+_CONN_ID = re.compile(r"\bconn=(\S+)")
+
+
 def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
-    timeouts = sum(1 for r in records if message_of(dict(r)).startswith("closed before connect")
-                   and fields(dict(r)).get("cause") == "handshake-timeout")
+    """What the gateway's own log says: connections its handshake timer closed, and (stub) 503s at the budget.
+
+    A timed-out connection is counted once by its conn id, from either of its two records: the `handshake
+    timeout conn=…` warning, or `closed before connect …` with cause handshake-timeout. The first is the one
+    that is always there: on a loaded real gateway a late timer can fire after the connect frame has arrived
+    but before it was handled, and the close is then logged as `→ close … handshake=connected` instead.
+    """
+    closed, warned = [], []
+    for r in records:
+        message = message_of(dict(r))
+        conn = _CONN_ID.search(message)
+        if message.startswith("closed before connect") and fields(dict(r)).get("cause") == "handshake-timeout":
+            closed.append(conn.group(1) if conn else None)
+        elif message.startswith("handshake timeout") and conn:
+            warned.append(conn.group(1))
+    timeouts = len(closed) + len(set(warned) - set(closed))
     rejected = sum(1 for r in records if r.get("event") == "http.preauth_rejected")
     is_stub = any("event" in r for r in records)
     return {"handshake_timeout": timeouts, "preauth_rejected": rejected if is_stub else None, "connect_error": None}
