@@ -2,8 +2,10 @@
 
   harness run PROFILE [--arm NAME] [--seed N] [--time-scale X] [--out DIR]   one arm
   harness compare PROFILE [--seed N] [--time-scale X] [--out DIR]            every arm, one table
+      both also take --backend {embedded,docker}: where a stub target runs (overrides the profile's)
   harness demo                                                               one handshake, one timeout
   harness toxiproxy [--host 127.0.0.1] [--port 8474]                        a Toxiproxy-compatible server
+  harness openclaw-install [VERSION ...]                                     Node 24 + openclaw@VERSION, cached
 
 Exit codes: 0 every threshold met, 1 a threshold failed, 2 invalid input (one line naming the field),
 3 the target or environment failed, 130 interrupted (everything started is stopped first).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -62,9 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, help="override the profile's seed")
         sub.add_argument("--time-scale", type=float, help="override the profile's time scale (> 0)")
         sub.add_argument("--out", type=Path, help="results folder (default: results/<profile>-<time>)")
+        sub.add_argument("--backend", choices=("embedded", "docker"),
+                         help="where a stub target runs: child processes or Docker containers (default: the "
+                              "profile's target.backend, else embedded)")
     proxy = commands.add_parser("toxiproxy", help="run the embedded Toxiproxy-compatible server in the foreground")
     proxy.add_argument("--host", default="127.0.0.1", help="loopback address for the API (default 127.0.0.1)")
     proxy.add_argument("--port", default="8474", help="API port (default 8474, Toxiproxy's)")
+    install = commands.add_parser("openclaw-install", help="install Node 24 and the real gateway into the cache "
+                                  "that `target: kind: openclaw` uses (npm, about 30 s and 650 MB per version)")
+    install.add_argument("versions", nargs="*", help="openclaw versions (default: the pinned ones, "
+                                                     "2026.4.24 2026.4.29 2026.9.6)")
     demo = commands.add_parser("demo", help="start the embedded gateway stub and show a handshake")
     demo.add_argument("--profile", choices=("april-2026", "current"), default="april-2026",
                       help="protocol profile of the stub (default april-2026)")
@@ -78,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run_demo(args.profile, args.out)
+        if args.command == "openclaw-install":
+            return install_openclaw(args.versions)
         if args.command == "toxiproxy":
             # The proxy is an asyncio program; this process is patched by gevent, so it hands over instead.
             module = ["-m", "harness.faults.embedded_proxy", "--host", args.host, "--port", args.port]
@@ -97,6 +109,10 @@ def run_or_compare(args: argparse.Namespace) -> int:
     from harness.run import run_profile
 
     profile = load_profile(args.profile).with_overrides(seed=args.seed, time_scale=args.time_scale)
+    if args.backend:
+        if profile.target.kind != "stub":
+            raise BadInput(f"--backend: only with target kind stub, this profile's is {profile.target.kind}")
+        profile = dataclasses.replace(profile, target=dataclasses.replace(profile.target, backend=args.backend))
     if args.command == "run":
         arm = args.arm or profile.arms[0]
         if arm not in profile.arms:
@@ -115,6 +131,18 @@ def run_or_compare(args: argparse.Namespace) -> int:
                                           encoding="utf-8")
     print(f"results: {out}", file=sys.stderr)
     return EXIT_OK if all(r.passed for r in results) else EXIT_THRESHOLD_FAILED
+
+
+def install_openclaw(versions: list[str]) -> int:
+    import logging
+
+    from harness.backends.openclaw import PINNED_VERSIONS, ensure_node, ensure_openclaw
+
+    logging.basicConfig(level=logging.INFO, format="harness: %(message)s")
+    print(f"node: {ensure_node()}", file=sys.stderr)
+    for version in versions or PINNED_VERSIONS:
+        print(f"openclaw {version}: {ensure_openclaw(version)}", file=sys.stderr)
+    return EXIT_OK
 
 
 def run_demo(profile: str, out: Path | None) -> int:

@@ -7,7 +7,9 @@ The shape, with defaults:
     name: matrix-11-accounts          # required
     description: ""
     target:
-      kind: stub                      # stub (the embedded gateway stub) or url (a ws:// URL on loopback)
+      kind: stub                      # stub (the gateway stub), url (a ws:// URL on loopback) or openclaw (the real
+                                      # gateway from npm, started by the harness on loopback; time_scale must be 1)
+      backend: embedded               # stub: where it runs: embedded (a child process) or docker (containers)
       profile: april-2026             # stub: protocol profile
       handshake_timeout_ms: null      # stub: null = the profile's (10000 april-2026, 15000 current)
       max_preauth_per_ip: 32          # stub
@@ -21,7 +23,11 @@ The shape, with defaults:
       hello_latency_ms: 40
       url: null                       # url: ws://127.0.0.1:PORT/
       token: null                     # url: the gateway's token
-      protocol: 3                     # the accounts' protocol (3 April, 4 current)
+      version: null                   # openclaw: the npm version, e.g. 2026.4.24, 2026.4.29, 2026.9.6 (required)
+      cpu_quota: null                 # openclaw: a fraction of one core for the gateway (e.g. 0.1); null: unthrottled
+                                      # openclaw also takes handshake_timeout_ms and max_preauth_per_ip (null: its own)
+      protocol: 3                     # the accounts' protocol (3 April, 4 current; openclaw: 3 up to 2026.4.x)
+      device_signed: false            # sign connects with one device key (default true for openclaw and protocol 4)
     accounts:
       count: 11                       # required, 1..2000
       channels: {matrix: 11}          # counts per channel (matrix, telegram), summing to count
@@ -52,6 +58,7 @@ The shape, with defaults:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +79,10 @@ from harness.verdict.thresholds import Threshold, parse_threshold
 
 CHANNELS = ("matrix", "telegram")
 MAX_ACCOUNTS = 2000
+BACKENDS = ("embedded", "docker")  # where a stub target runs
 MAX_DURATION_S = 86_400
 DEFAULT_ANSWER_AFTER_MS = 25_000
+OPENCLAW_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 STUB_OPTIONS = ("profile", "handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
                 "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
                 "cost_clock", "challenge_latency_ms", "hello_latency_ms")
@@ -87,6 +96,23 @@ class Target:
     url: str | None
     token: str | None
     protocol: int
+    device_signed: bool = False  # one Ed25519 device key signs every fake client's connect
+    openclaw: OpenClawTarget | None = None
+    backend: str = "embedded"  # stub: where it runs, "embedded" (a child process) or "docker" (containers)
+
+
+@dataclass(frozen=True)
+class OpenClawTarget:
+    """The real gateway from npm: `openclaw@<version>`, with the environment it is started with."""
+
+    version: str
+    handshake_timeout_ms: int | None  # OPENCLAW_HANDSHAKE_TIMEOUT_MS; None keeps the version's default
+    max_preauth_per_ip: int | None  # OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP
+    cpu_quota: float | None  # a fraction of one core for the gateway's processes; None: unthrottled
+
+    @property
+    def effective_handshake_timeout_ms(self) -> int:
+        return self.handshake_timeout_ms or (10_000 if protocol_for_version(self.version) == 3 else 15_000)
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,7 @@ class Profile:
         if time_scale is not None:
             if not time_scale > 0:
                 raise BadInput(f"--time-scale: expected a number > 0, got {time_scale}")
+            _check_real_time(self.target, time_scale, "--time-scale")
             changes["time_scale"] = time_scale
         return replace(self, **changes)
 
@@ -225,6 +252,7 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
         raise BadInput("arms: expected at least one arm")
     coordinator = _parse_coordinator(root.section("coordinator"), environ or {})
     time_scale = root.number("time_scale", 1.0, minimum=0, exclusive_minimum=True)
+    _check_real_time(target, time_scale, "time_scale")
     duration_s = root.number("duration_s", 120, minimum=0, exclusive_minimum=True, maximum=MAX_DURATION_S)
     windows = root.section("windows")
     startup_s = windows.number("startup_s", 30, minimum=0)
@@ -288,16 +316,34 @@ def _parse_agents(root: _Fields) -> tuple[AgentSettings | None, OperatorSettings
     return agents, OperatorSettings(None if answer_after_ms is None else float(answer_after_ms), decision)
 
 
+def _check_real_time(target: Target, time_scale: float, where: str) -> None:
+    if target.kind == "openclaw" and time_scale != 1:
+        raise BadInput(f"{where}: the real gateway runs in real time; expected 1 with target kind openclaw, "
+                       f"got {time_scale:g}")
+
+
+def protocol_for_version(version: str) -> int:
+    """The protocol an OpenClaw release speaks: 3 up to the 2026.4.x releases, 4 from 2026.5 (reference §1)."""
+    try:
+        year, month = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return 4
+    return 3 if (year, month) <= (2026, 4) else 4
+
+
 def _parse_target(target: _Fields) -> Target:
     kind = target.get("kind", str, "stub")
     protocol = target.number("protocol", None, minimum=3, maximum=4, integer=True)
+    device_signed = target.get("device_signed", bool)
     if kind == "url":
         url = require_loopback_url(target.get("url", str, required=True), target.where("url"))
         token = target.get("token", str, required=True)
         target.done()
-        return Target("url", None, (), url, token, protocol or 3)
+        return Target("url", None, (), url, token, protocol or 3, bool(device_signed or protocol == 4))
+    if kind == "openclaw":
+        return _parse_openclaw_target(target, protocol, device_signed)
     if kind != "stub":
-        raise BadInput(f"{target.where('kind')}: expected stub or url, got {kind!r}")
+        raise BadInput(f"{target.where('kind')}: expected stub, url or openclaw, got {kind!r}")
     options: dict[str, Any] = {}
     args: list[str] = []
     parsers: dict[str, tuple[type | tuple[type, ...], Callable[[Any], Any]]] = {
@@ -318,14 +364,38 @@ def _parse_target(target: _Fields) -> Target:
         args += [f"--{key.replace('_', '-')}", str(value)]
     for key in ("url", "token"):
         if target.get(key, str) is not None:
-            raise BadInput(f"{target.where(key)}: only with kind: url (this target is the embedded stub)")
+            raise BadInput(f"{target.where(key)}: only with kind: url (this target is the gateway stub)")
+    backend = target.get("backend", str, "embedded")
+    if backend not in BACKENDS:
+        raise BadInput(f"{target.where('backend')}: expected {' or '.join(BACKENDS)}, got {backend!r}")
     target.done()
     try:
         stub = StubConfig(port=0, **options)
     except ConfigError as exc:
         message = str(exc).split(": ", 1)[-1]
         raise BadInput(f"target: {message}") from None
-    return Target("stub", stub, tuple(args), None, None, protocol or stub.protocol_profile.protocol)
+    protocol = protocol or stub.protocol_profile.protocol
+    return Target("stub", stub, tuple(args), None, None, protocol, bool(device_signed or protocol == 4),
+                  backend=backend)
+
+
+def _parse_openclaw_target(target: _Fields, protocol: int | None, device_signed: bool | None) -> Target:
+    version = target.get("version", (str, float), required=True)
+    version = str(version)
+    if not OPENCLAW_VERSION_RE.match(version):
+        raise BadInput(f"{target.where('version')}: expected an npm version such as 2026.4.24, got {version!r}")
+    handshake_timeout_ms = target.number("handshake_timeout_ms", None, minimum=1, integer=True)
+    max_preauth = target.number("max_preauth_per_ip", None, minimum=1, integer=True)
+    cpu_quota = target.number("cpu_quota", None, minimum=0, exclusive_minimum=True, maximum=os.cpu_count() or 1)
+    for key in (*STUB_OPTIONS, "url", "token"):
+        if key not in ("handshake_timeout_ms", "max_preauth_per_ip") and target.get(key, object) is not None:
+            raise BadInput(f"{target.where(key)}: not an option of kind: openclaw (expected version, "
+                           f"handshake_timeout_ms, max_preauth_per_ip, cpu_quota, protocol, device_signed)")
+    target.done()
+    openclaw = OpenClawTarget(version, handshake_timeout_ms, max_preauth,
+                              None if cpu_quota is None else float(cpu_quota))
+    return Target("openclaw", None, (), None, None, protocol or protocol_for_version(version),
+                  True if device_signed is None else device_signed, openclaw)
 
 
 def _parse_channels(accounts: _Fields, count: int) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ The run is bounded: it lasts the profile's `duration_s` (profile time), then eve
 the stub is stopped, and the results are written to the arm's folder:
   summary.json        the figures and the verdict (schema_version 1; see README)
   accounts.csv        one row per account: attempts, successes, failures by cause, close codes, …
-  stub.log, stub.jsonl the stub's console and JSON log (embedded target)
+  stub.log, stub.jsonl the stub's console and JSON log (stub target, embedded or in a container)
+  openclaw.log, gateway.jsonl  the real gateway's console and its records from the shared JSON log (openclaw)
   locust_stats.csv, locust_failures.csv, …  Locust's own CSV stats
 Everything started here is stopped here, also on Ctrl-C.
 """
@@ -32,13 +33,16 @@ from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from websockets.exceptions import ConnectionClosed
 
-from harness.accounts.connect_shape import backend_connect_params
+from gateway_stub.device_auth import DeviceIdentity
+from harness.accounts.connect_shape import ClientShape
 from harness.accounts.ledger import Ledger, Outcome
 from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, short_session
 from harness.agents.agent import FakeAgent
 from harness.agents.ledger import ApprovalLedger
 from harness.agents.operator import Operator
+from harness.backends.docker import DockerGateway
 from harness.backends.embedded import ChildService, EmbeddedStub
+from harness.backends.openclaw import OpenClawGateway
 from harness.clock import ScaledClock
 from harness.errors import BackendError
 from harness.faults.client import BoundProxy, FaultError, ToxiproxyClient
@@ -70,7 +74,8 @@ class ArmResult:
 class _Target:
     url: str  # the gateway itself: the health probe connects here
     token: str
-    stub: EmbeddedStub | None = None
+    stub: EmbeddedStub | DockerGateway | None = None
+    openclaw: OpenClawGateway | None = None
     client_url: str = ""  # where accounts and agents connect: through the fault proxy when there is one
     fault_proxy: BoundProxy | None = None
     fault_backend: str | None = None
@@ -89,22 +94,29 @@ def _target(profile: Profile, arm: Arm, out_dir: Path) -> Iterator[_Target]:
 
 @contextlib.contextmanager
 def _fault_proxy(target: _Target, out_dir: Path) -> Iterator[None]:
-    """A Toxiproxy proxy in front of the gateway: a real server at TOXIPROXY_URL, else the embedded one."""
+    """A Toxiproxy proxy in front of the gateway: a real server at TOXIPROXY_URL, else the embedded one.
+
+    With the Docker backend, a Toxiproxy container on the stub's network (TOXIPROXY_URL is not used).
+    """
     with contextlib.ExitStack() as stack:
         url = os.environ.get("TOXIPROXY_URL")
-        backend = "toxiproxy"
-        if not url:
+        backend, where = "toxiproxy", ""
+        gateway = urlsplit(target.url)
+        listen, upstream, client_url = "127.0.0.1:0", f"{gateway.hostname}:{gateway.port}", ""
+        if isinstance(target.stub, DockerGateway):
+            container = stack.enter_context(target.stub.toxiproxy(out_dir / "toxiproxy.log"))
+            url, backend, where = container.api_url, container.backend, f" in container {container.image}"
+            listen, upstream, client_url = container.listen, container.upstream, container.client_url
+        elif not url:
             child = stack.enter_context(ChildService("harness.faults.embedded_proxy", ["--host", "127.0.0.1",
                                                      "--port", "0"], log_path=out_dir / "toxiproxy.log"))
             url, backend = str(child.ready["url"]), "embedded"
         client = ToxiproxyClient(url)
-        gateway = urlsplit(target.url)
-        proxy = client.create(upstream=f"{gateway.hostname}:{gateway.port}", name=f"gateway-{uuid.uuid4().hex[:8]}",
-                              listen="127.0.0.1:0")
+        proxy = client.create(upstream=upstream, name=f"gateway-{uuid.uuid4().hex[:8]}", listen=listen)
         try:
-            target.client_url = f"ws://{proxy.listen}/"
+            target.client_url = client_url or f"ws://{proxy.listen}/"
             target.fault_proxy = proxy
-            target.fault_backend = f"{backend} {client.version()} at {url}"
+            target.fault_backend = f"{backend} {client.version()} at {url}{where}"
             yield
         finally:
             with contextlib.suppress(FaultError):
@@ -117,13 +129,23 @@ def _gateway(profile: Profile, arm: Arm, out_dir: Path) -> Iterator[_Target]:
         assert profile.target.url is not None and profile.target.token is not None
         yield _Target(profile.target.url, profile.target.token)
         return
-    args = [*profile.target.stub_args, "--time-scale", str(profile.time_scale),
-            "--log-file", str(out_dir / "stub.jsonl")]
+    if profile.target.openclaw is not None:
+        real = profile.target.openclaw
+        with OpenClawGateway(real.version, handshake_timeout_ms=real.handshake_timeout_ms,
+                             max_preauth_per_ip=real.max_preauth_per_ip, cpu_quota=real.cpu_quota,
+                             log_dir=out_dir) as gateway:
+            yield _Target(gateway.url, gateway.token, openclaw=gateway)
+        return
+    args = [*profile.target.stub_args, "--time-scale", str(profile.time_scale)]
     if arm.approval_fix == "gateway-dedup":
         args += ["--approval-dedup", "intent"]
     if profile.seed is not None:
         args += ["--seed", str(profile.seed)]
-    with EmbeddedStub(args, log_path=out_dir / "stub.log") as stub:
+    if profile.target.backend == "docker":
+        with DockerGateway(args, out_dir) as container:  # its JSON log: out_dir/stub.jsonl too
+            yield _Target(container.url, container.token, container)
+        return
+    with EmbeddedStub([*args, "--log-file", str(out_dir / "stub.jsonl")], log_path=out_dir / "stub.log") as stub:
         yield _Target(stub.url, stub.token, stub)
 
 
@@ -140,15 +162,14 @@ class HealthProbe:
     token: str
     clock: ScaledClock
     interval_ms: float
-    protocol: int
+    shape: ClientShape
     samples_ms: list[float] = field(default_factory=list)
     handshake_timeouts: int = 0
     failures: int = 0
     connected: Event = field(default_factory=Event)
 
     def run(self) -> None:
-        params = backend_connect_params(display_name="harness health probe", scopes=["operator.read"],
-                                        token=self.token, protocol=self.protocol)
+        params = self.shape.params("harness health probe", ["operator.read"], self.token)
         while True:
             try:
                 with short_session(self.url, params, self.clock, handshake_timeout_ms=15_000) as ws:
@@ -196,18 +217,21 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
     wall_started = time.monotonic()
     with _target(profile, arm, out_dir) as target:
         clock = ScaledClock(profile.time_scale)
+        device = DeviceIdentity.generate() if profile.target.device_signed else None
+        shape = ClientShape(profile.target.protocol, device)
         environment = Environment(user_classes=[NativeApprovalsAccount])
-        scenario = _ApprovalScenario.build(profile, arm, target, clock)
+        scenario = _ApprovalScenario.build(profile, arm, target, clock, shape)
         context = RunContext(
             url=target.client_url, token=target.token, arm=arm, channels=list(profile.channels), clock=clock,
-            coordinator_settings=profile.coordinator, protocol=profile.target.protocol,
+            coordinator_settings=profile.coordinator, shape=shape,
             handshake_timeout_ms=_client_handshake_timeout_ms(profile),
             keep_reconnecting_after_failed_start=profile.keep_reconnecting_after_failed_start, seed=profile.seed,
             approvals=scenario.ledger if scenario else None, operator=scenario.operator if scenario else None,
         )
         environment.harness_context = context  # type: ignore[attr-defined]
         csv_writer = StatsCSVFileWriter(environment, PERCENTILES_TO_REPORT, str(out_dir / "locust"), False)
-        probe = HealthProbe(target.url, target.token, clock, profile.probe_interval_ms, profile.target.protocol)
+        # The probe is the harness's instrument, not a fake of a real client: device-less, at the run's protocol.
+        probe = HealthProbe(target.url, target.token, clock, profile.probe_interval_ms, ClientShape(shape.protocol))
         greenlets = [gevent.spawn(csv_writer)]
         if profile.probe_interval_ms > 0:
             greenlets.append(gevent.spawn(probe.run))
@@ -230,7 +254,7 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
             # The run ends here for every source: what happens during teardown is not the run's.
             if scenario:
                 scenario.stop()
-            gateway_records = _read_jsonl(out_dir / "stub.jsonl")
+            gateway_records = _gateway_records(target, out_dir)
             attempts, disconnects = list(context.ledger.attempts), list(context.ledger.disconnects)
             connected_at_end = frozenset(context.ledger.connected)
             health_samples, probe_timeouts = list(probe.samples_ms), probe.handshake_timeouts
@@ -243,6 +267,7 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
             gevent.killall(greenlets, block=True, timeout=5)
             csv_writer.close_files()
         lag = _loop_lag(target, profile.time_scale)
+        described_target = _describe_target(profile, target)
     record = RunRecord(
         accounts=context.account_names, attempts=attempts, disconnects=disconnects,
         connected_at_end=connected_at_end, duration_ms=profile.duration_s * 1000.0,
@@ -253,7 +278,7 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
     figures = summarize(record)
     summary = {
         "schema_version": SCHEMA_VERSION, "profile": profile.name, "arm": arm_name, "seed": profile.seed,
-        "time_scale": profile.time_scale, "target": _describe_target(profile),
+        "time_scale": profile.time_scale, "target": described_target,
         "accounts": profile.account_count, "wall_clock_s": round(time.monotonic() - wall_started, 3),
         "duration_s": profile.duration_s, "windows": {"startup_s": profile.startup_window_s,
                                                       "final_s": profile.final_window_s},
@@ -304,17 +329,17 @@ class _ApprovalScenario:
     clock: ScaledClock
 
     @classmethod
-    def build(cls, profile: Profile, arm: Arm, target: _Target, clock: ScaledClock) -> _ApprovalScenario | None:
+    def build(cls, profile: Profile, arm: Arm, target: _Target, clock: ScaledClock,
+              shape: ClientShape) -> _ApprovalScenario | None:
         if profile.agents is None or profile.operator is None:
             return None
         ledger = ApprovalLedger()
         timeout_ms = _client_handshake_timeout_ms(profile)
-        operator = Operator(profile.operator, target.client_url, target.token, profile.target.protocol, clock, ledger,
-                            timeout_ms)
+        operator = Operator(profile.operator, target.client_url, target.token, shape, clock, ledger, timeout_ms)
         seed = profile.seed or 0
         agents = [FakeAgent(f"agent-{i + 1}", profile.agents, arm.approval_fix, url=target.client_url,
                             token=target.token,
-                            protocol=profile.target.protocol, clock=clock, ledger=ledger,
+                            shape=shape, clock=clock, ledger=ledger,
                             rng=random.Random(seed * 1000 + i), handshake_timeout_ms=timeout_ms)
                   for i in range(profile.agents.count)]
         return cls(ledger, operator, agents, clock)
@@ -345,8 +370,13 @@ class _ApprovalScenario:
 
 
 def _client_handshake_timeout_ms(profile: Profile) -> int:
-    stub = profile.target.stub
-    return stub.effective_handshake_timeout_ms if stub is not None else 10_000
+    """The socket's own upgrade timeout, as the reference client's: the gateway's handshake timeout."""
+    target = profile.target
+    if target.stub is not None:
+        return target.stub.effective_handshake_timeout_ms
+    if target.openclaw is not None:
+        return target.openclaw.effective_handshake_timeout_ms
+    return 10_000
 
 
 def _loop_lag(target: _Target, time_scale: float) -> dict[str, float | None] | None:
@@ -359,6 +389,16 @@ def _loop_lag(target: _Target, time_scale: float) -> dict[str, float | None] | N
     return {k: None if lag.get(k) is None else round(lag[k] / time_scale, 3) for k in ("p99", "max")}
 
 
+def _gateway_records(target: _Target, out_dir: Path) -> list[dict[str, Any]] | None:
+    """The gateway's own log records of this run: the stub's JSON log, or the real gateway's (copied to the run)."""
+    if target.openclaw is None:
+        return _read_jsonl(out_dir / "stub.jsonl")
+    records = target.openclaw.json_log_records()
+    with (out_dir / "gateway.jsonl").open("w", encoding="utf-8") as copy:
+        copy.writelines(json.dumps(record) + "\n" for record in records)
+    return records
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]] | None:
     if not path.exists():
         return None
@@ -369,15 +409,26 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]] | None:
     return records
 
 
-def _describe_target(profile: Profile) -> dict[str, Any]:
+def _describe_target(profile: Profile, running: _Target) -> dict[str, Any]:
     target = profile.target
+    if running.openclaw is not None:
+        gateway, options = running.openclaw, target.openclaw
+        assert options is not None
+        return {"kind": "openclaw", "protocol": target.protocol, "device_signed": target.device_signed,
+                **dataclasses.asdict(options),
+                "effective_handshake_timeout_ms": _client_handshake_timeout_ms(profile),
+                # how the CPU quota is applied (cgroup or SIGSTOP duty cycle), None when unthrottled
+                "cpu_throttle": gateway.cpu_throttle, "ready_after_s": round(gateway.ready_after_s or 0.0, 1),
+                "external_sockets": list(gateway.external_sockets)}
     if target.stub is None:
         return {"kind": "url", "url": target.url, "protocol": target.protocol}
     described = target.stub.describe()
     keep = ("profile", "effective_handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
             "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
             "cost_clock")
-    return {"kind": "stub", "backend": "embedded", **{k: described[k] for k in keep}}
+    backend = {"backend": "docker", **running.stub.describe()} if isinstance(running.stub, DockerGateway) \
+        else {"backend": "embedded"}
+    return {"kind": "stub", **backend, **{k: described[k] for k in keep}}
 
 
 def run_profile(profile: Profile, arms: list[str], out_root: Path,

@@ -62,7 +62,7 @@ def with_(path: str, value: Any) -> dict[str, Any]:
     (with_("arms", ["shipped", "jitter-only"]), "arms[1]: unknown arm 'jitter-only'"),
     (with_("time_scale", 0), "time_scale: expected a number > 0, got 0"),
     (with_("duration_s", 10), "windows.final_s: expected at most duration_s (10), got 30"),
-    (with_("target.kind", "docker"), "target.kind: expected stub or url, got 'docker'"),
+    (with_("target.kind", "docker"), "target.kind: expected stub, url or openclaw, got 'docker'"),
     (with_("target.connect_cost_before_timer", "gauss:3"), "target.connect_cost_before_timer: expected fixed:MS"),
     (with_("target.profile", "may-2026"), "target: expected one of april-2026, current"),
     (with_("target.url", "ws://127.0.0.1:1/"), "target.url: only with kind: url"),
@@ -70,6 +70,17 @@ def with_(path: str, value: Any) -> dict[str, Any]:
      "target.url: refused '10.0.0.5': load goes to loopback only"),
     ({**MINIMAL, "target": {"kind": "url", "url": "http://127.0.0.1:1/", "token": "t"}},
      "target.url: expected a ws:// URL"),
+    ({**MINIMAL, "target": {"kind": "openclaw"}}, "target.version: required"),
+    ({**MINIMAL, "target": {"kind": "openclaw", "version": "latest"}},
+     "target.version: expected an npm version such as 2026.4.24, got 'latest'"),
+    ({**MINIMAL, "target": {"kind": "openclaw", "version": "2026.4.24", "cpu_quota": 0}},
+     "target.cpu_quota: expected a number > 0, got 0"),
+    ({**MINIMAL, "target": {"kind": "openclaw", "version": "2026.4.24", "cpu_quota": 64}},
+     "target.cpu_quota: expected a number <="),
+    ({**MINIMAL, "target": {"kind": "openclaw", "version": "2026.4.24", "connect_cost_before_timer": "fixed:5"}},
+     "target.connect_cost_before_timer: not an option of kind: openclaw"),
+    ({**MINIMAL, "target": {"kind": "openclaw", "version": "2026.4.24"}, "time_scale": 0.1},
+     "time_scale: the real gateway runs in real time; expected 1 with target kind openclaw, got 0.1"),
     (with_("coordinator.max_concurrent_starts", 0), "coordinator.max_concurrent_starts: expected a number >= 1"),
     (with_("assert", {"backoff": {"verdict": "storm"}}), "assert.backoff: not an arm of this profile"),
     (with_("assert", {"all": {"storms": "== 0"}}), "assert.all.storms: unknown metric"),
@@ -80,6 +91,17 @@ def test_bad_profiles_name_the_field(data: dict[str, Any], message: str) -> None
         parse_profile(data, environ={})
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("version", "protocol"), [("2026.4.24", 3), ("2026.4.29", 3), ("2026.9.6", 4)])
+def test_openclaw_targets_speak_their_versions_protocol_and_sign_by_default(version: str, protocol: int) -> None:
+    profile = parse_profile({**MINIMAL, "target": {"kind": "openclaw", "version": version, "cpu_quota": 0.1}},
+                            environ={})
+    assert profile.target.protocol == protocol and profile.target.device_signed
+    assert profile.target.openclaw is not None and profile.target.openclaw.cpu_quota == 0.1
+    assert profile.target.openclaw.effective_handshake_timeout_ms == (10_000 if protocol == 3 else 15_000)
+    with pytest.raises(BadInput, match="^--time-scale: the real gateway runs in real time"):
+        profile.with_overrides(time_scale=0.5)
 
 
 def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
