@@ -6,6 +6,7 @@ Every stub binds 127.0.0.1 on port 0 and is stopped by its fixture, whatever the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
@@ -194,3 +195,48 @@ def require_openclaw(version: str) -> None:
     if _openclaw_unavailable[version]:
         skip_unless_available("openclaw", f"Node 24 or openclaw@{version} cannot be installed: "
                                           f"{_openclaw_unavailable[version]}")
+
+
+Frame = dict[str, Any]
+_frame_ids = itertools.count(1)
+
+
+class FrameClient:
+    """One socket past hello: sends requests and waits for frames, keeping the ones it was not waiting for."""
+
+    def __init__(self, ws: ClientConnection, name: str = "", timeout: float = 5.0) -> None:
+        self.ws = ws
+        self.name = name
+        self.timeout = timeout  # the default wait for a frame
+        self.seen: list[Frame] = []  # every frame after hello-ok, in arrival order
+        self._unread: list[Frame] = []
+
+    async def send(self, method: str, params: Any = None) -> str:
+        request_id = f"{next(_frame_ids)}:{method}"
+        frame: Frame = {"type": "req", "id": request_id, "method": method}
+        if params is not None:
+            frame["params"] = params
+        await self.ws.send(json.dumps(frame))
+        return request_id
+
+    async def wait_for(self, match: Callable[[Frame], bool], timeout: float | None = None) -> Frame:
+        for frame in self._unread:
+            if match(frame):
+                self._unread.remove(frame)
+                return frame
+
+        async def read() -> Frame:
+            while True:
+                frame: Frame = json.loads(await self.ws.recv())
+                self.seen.append(frame)
+                if match(frame):
+                    return frame
+                self._unread.append(frame)
+
+        return await asyncio.wait_for(read(), self.timeout if timeout is None else timeout)
+
+    async def res(self, request_id: str, timeout: float | None = None) -> Frame:
+        return await self.wait_for(lambda f: f["type"] == "res" and f["id"] == request_id, timeout)
+
+    async def call(self, method: str, params: Any = None) -> Frame:
+        return await self.res(await self.send(method, params))

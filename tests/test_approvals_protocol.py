@@ -9,21 +9,17 @@ have been written, and looks at what came before its answer.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import StubFactory, connect_params, handshake, wait_until
-from websockets.asyncio.client import ClientConnection
+from conftest import Frame, FrameClient, StubFactory, connect_params, handshake, wait_until
 
 from gateway_stub import GatewayStub
 from gateway_stub.approvals import ApprovalBroker, ApprovalError
 
-Frame = dict[str, Any]
 PROFILES = [pytest.param("april-2026", id="april"), pytest.param("current", id="current")]
 PROTOCOL = {"april-2026": 3, "current": 4}
 # A small time scale for expiry and grace; everything else the stub times is pushed out of the way.
@@ -33,50 +29,13 @@ TIMEOUT_MS = 20_000  # 100 ms at SCALED
 REMEDIATION = "Re-request the action; pending approvals are cleared after expiry or restart."
 NOT_FOUND = {"code": "INVALID_REQUEST", "message": "unknown or expired approval id",
              "details": {"reason": "APPROVAL_NOT_FOUND", "remediation": REMEDIATION}}
-_ids = itertools.count(1)
 
 
-class Client:
-    """One socket past hello: sends requests and waits for frames, keeping the ones it was not waiting for."""
-
-    def __init__(self, ws: ClientConnection, name: str) -> None:
-        self.ws = ws
-        self.name = name
-        self.seen: list[Frame] = []  # every frame after hello-ok, in arrival order
-        self._unread: list[Frame] = []
-
-    async def send(self, method: str, params: Any = None) -> str:
-        request_id = f"{next(_ids)}:{method}"
-        frame: Frame = {"type": "req", "id": request_id, "method": method}
-        if params is not None:
-            frame["params"] = params
-        await self.ws.send(json.dumps(frame))
-        return request_id
-
-    async def wait_for(self, match: Callable[[Frame], bool], timeout: float = 5.0) -> Frame:
-        for frame in self._unread:
-            if match(frame):
-                self._unread.remove(frame)
-                return frame
-
-        async def read() -> Frame:
-            while True:
-                frame: Frame = json.loads(await self.ws.recv())
-                self.seen.append(frame)
-                if match(frame):
-                    return frame
-                self._unread.append(frame)
-
-        return await asyncio.wait_for(read(), timeout)
-
-    async def res(self, request_id: str, timeout: float = 5.0) -> Frame:
-        return await self.wait_for(lambda f: f["type"] == "res" and f["id"] == request_id, timeout)
+class Client(FrameClient):
+    """A FrameClient that also waits for events by name."""
 
     async def event(self, name: str, timeout: float = 5.0) -> Frame:
         return await self.wait_for(lambda f: f["type"] == "event" and f["event"] == name, timeout)
-
-    async def call(self, method: str, params: Any = None) -> Frame:
-        return await self.res(await self.send(method, params))
 
     async def sync(self) -> list[Frame]:
         """A round trip; returns the frames that arrived before its answer (each socket is ordered)."""

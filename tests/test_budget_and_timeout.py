@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST, StubFactory, handshake, recv_json, wait_closed, wait_until
+from conftest import FAST, StubFactory, handshake, raw_upgrade, recv_json, wait_closed, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import USER_AGENT
@@ -108,25 +108,11 @@ async def test_33rd_concurrent_unauthenticated_socket_gets_503(make_stub: StubFa
     await wait_until(lambda: stub.gauges()["preauth_budget_held"] == 0)
 
 
-async def _raw_upgrade(port: int) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
-    )
-    await writer.drain()
-    try:
-        # Connection: close means the server ends the stream after the body.
-        return await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
-
-
 async def test_raw_upgrade_over_budget_gets_exact_503_response(make_logged_stub: LoggedStubFactory) -> None:
     logged = await make_logged_stub(max_preauth_per_ip=1)
     holder = await open_idle(logged.stub.url)
     console_before = logged.console.getvalue()
-    raw = await _raw_upgrade(logged.stub.port)
+    raw = await raw_upgrade(logged.stub.port)
     # Byte for byte what 2026.9.6 sends (recorded): three headers, no Date, no Server.
     assert raw == (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
                    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\n\r\n" + BUDGET_BODY)

@@ -13,8 +13,6 @@ for the 503 case); both use a 2000 ms handshake timeout. Marked `openclaw` (see 
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +25,8 @@ import pytest
 from conftest import (
     CLOSE_TIMEOUT_S,
     FRAME_TIMEOUT_S,
+    Frame,
+    FrameClient,
     connect_params,
     connect_response,
     open_ws,
@@ -38,12 +38,12 @@ from conftest import (
 from websockets.asyncio.client import ClientConnection
 
 from gateway_stub.device_auth import DeviceIdentity
+from harness.accounts.session import signed
 from harness.backends.embedded import EmbeddedStub
 from harness.backends.openclaw import OpenClawGateway
 
 pytestmark = pytest.mark.openclaw
 
-Frame = dict[str, Any]
 HANDSHAKE_TIMEOUT_MS = 2000
 # (real openclaw version, stub profile that imitates it)
 PAIRS = [("2026.4.29", "april-2026"), ("2026.9.6", "current"), ("2026.4.24", "april-2026")]
@@ -195,9 +195,6 @@ def approvals_compared(pair: dict[str, Target]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Clients
 
-_request_ids = itertools.count(1)
-
-
 def params_for(target: Target, *, name: str, scopes: list[str], caps: list[str] | None = None,
                client_id: str = "gateway-client", mode: str = "backend") -> dict[str, Any]:
     """`gateway-client`/`backend` with the target's token: the device-less shape that keeps its scopes."""
@@ -208,54 +205,22 @@ def params_for(target: Target, *, name: str, scopes: list[str], caps: list[str] 
     return params
 
 
-class Session:
+class Session(FrameClient):
     """One socket past hello: requests by id, frames kept in arrival order, approval events collected."""
 
     def __init__(self, ws: ClientConnection, hello: Frame) -> None:
-        self.ws = ws
+        super().__init__(ws, timeout=FRAME_TIMEOUT_S)
         self.hello = hello
-        self.seen: list[Frame] = []
-        self._unread: list[Frame] = []
 
     @classmethod
     async def open(cls, target: Target, params: dict[str, Any], device: DeviceIdentity | None = None) -> Session:
         ws = await open_ws(target)
         challenge = await recv_json(ws, FRAME_TIMEOUT_S)
         if device is not None:
-            nonce, ts = challenge["payload"]["nonce"], challenge["payload"]["ts"]
-            params = {**params, "device": device.sign_connect(
-                client=params["client"], role=params["role"], scopes=params["scopes"],
-                token=params["auth"]["token"], nonce=nonce, signed_at_ms=ts)}
+            params = signed(params, device, challenge["payload"])
         hello = await connect_response(ws, {"type": "req", "id": "connect-1", "method": "connect", "params": params})
         assert hello["ok"] is True, hello
         return cls(ws, hello)
-
-    async def send(self, method: str, params: Any) -> str:
-        request_id = f"{next(_request_ids)}:{method}"
-        await self.ws.send(json.dumps({"type": "req", "id": request_id, "method": method, "params": params}))
-        return request_id
-
-    async def wait_for(self, match: Callable[[Frame], bool], timeout: float = FRAME_TIMEOUT_S) -> Frame:
-        for frame in self._unread:
-            if match(frame):
-                self._unread.remove(frame)
-                return frame
-
-        async def read() -> Frame:
-            while True:
-                frame: Frame = json.loads(await self.ws.recv())
-                self.seen.append(frame)
-                if match(frame):
-                    return frame
-                self._unread.append(frame)
-
-        return await asyncio.wait_for(read(), timeout)
-
-    async def res(self, request_id: str) -> Frame:
-        return await self.wait_for(lambda f: f["type"] == "res" and f["id"] == request_id)
-
-    async def call(self, method: str, params: Any) -> Frame:
-        return await self.res(await self.send(method, params))
 
     async def event(self, name: str, approval_id: str, timeout: float = FRAME_TIMEOUT_S) -> Frame | None:
         """The event `name` for `approval_id`, None if it does not come within `timeout`."""

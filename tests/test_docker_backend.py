@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from conftest import skip_unless_available
 from test_fault_scenarios import storm_seconds
-from test_harness_e2e import PROFILES, ROOT, harness
+from test_harness_e2e import PROFILES, ROOT, harness, interrupt_mid_run
 
 from harness.errors import BackendError
 
@@ -144,25 +144,14 @@ def test_a_fault_scenario_through_toxiproxy_in_containers_as_embedded(docker: An
 def test_ctrl_c_removes_every_container_and_the_network_and_exits_130(docker: Any, tmp_path: Path) -> None:
     from harness.backends.docker import LABEL
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", str(PROFILES / "matrix-11-accounts.yaml"), "--arm", "shipped",
-         "--backend", "docker", "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "shipped" / "stub.jsonl").exists():  # the stub runs in its container, mid-run soon
-            assert time.monotonic() < deadline and process.poll() is None, "the run never started its stub"
-            time.sleep(0.2)
-        time.sleep(3)  # mid-storm
+    def containers_running() -> None:
         assert docker.containers.list(filters={"label": LABEL}), "no container running mid-run"
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr[-2000:]
-    assert "interrupted" in stderr and "Traceback" not in stderr
+
+    code, stderr = interrupt_mid_run(PROFILES / "matrix-11-accounts.yaml", tmp_path, "--backend", "docker",
+                                     started=(tmp_path / "shipped" / "stub.jsonl").exists, start_timeout_s=120,
+                                     mid_run_s=3, before_interrupt=containers_running)
+    assert code == 130, stderr[-2000:]
+    assert "interrupted" in stderr
     assert leftovers(docker, tmp_path) == []
     assert "handshake timeout conn=" in (tmp_path / "shipped" / "stub.log").read_text(encoding="utf-8")
 

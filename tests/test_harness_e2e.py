@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,26 +111,37 @@ def test_bad_options_exit_2(args: list[str], tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
+def interrupt_mid_run(profile: Path, out: Path, *options: str, started: Callable[[], bool],
+                      start_timeout_s: float = 60, mid_run_s: float = 2,
+                      before_interrupt: Callable[[], None] | None = None) -> tuple[int, str]:
+    """`harness run PROFILE --arm shipped` until `started()`, `mid_run_s` more, then SIGINT: (exit code, stderr)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", str(PROFILES / "matrix-11-accounts.yaml"), "--arm", "shipped",
-         "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "harness.cli", "run", str(profile), "--arm", "shipped", *options, "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not stub_processes(str(tmp_path)):  # wait until the run has started its stub
-            assert time.monotonic() < deadline and process.poll() is None, "the run never started its stub"
+        deadline = time.monotonic() + start_timeout_s
+        while not started():
+            assert time.monotonic() < deadline and process.poll() is None, "the run never started"
             time.sleep(0.1)
-        time.sleep(2)  # mid-storm
+        time.sleep(mid_run_s)
+        if before_interrupt is not None:
+            before_interrupt()
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    return process.returncode, stderr
+
+
+def test_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
+    code, stderr = interrupt_mid_run(PROFILES / "matrix-11-accounts.yaml", tmp_path,
+                                     started=lambda: bool(stub_processes(str(tmp_path))))
+    assert code == 130, stderr[-2000:]
     assert "interrupted" in stderr
     assert stub_processes(str(tmp_path)) == []
-    assert "Traceback" not in stderr
 
 
 

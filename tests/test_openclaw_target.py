@@ -9,17 +9,13 @@ conftest.require_openclaw.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from conftest import require_openclaw
-from test_harness_e2e import PROFILES, ROOT, harness, summary
+from test_harness_e2e import PROFILES, harness, interrupt_mid_run, summary
 
 from harness.backends.cpu_throttle import CGROUP_PREFIX, CGROUP_V1_CPU_ROOT
 
@@ -108,23 +104,9 @@ def test_storm_entries_on_a_throttled_real_gateway_match_its_own_log(tmp_path: P
 def test_ctrl_c_stops_the_real_gateway_and_removes_its_cgroup(tmp_path: Path) -> None:
     require_openclaw("2026.4.24")
     before_processes, before_cgroups = gateway_processes(), harness_cgroups()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", str(PROFILES / "openclaw-2026.4.24-matrix.yaml"), "--arm",
-         "shipped", "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        locust_stats = tmp_path / "shipped" / "locust_stats.csv"
-        while not locust_stats.exists():  # the gateway is ready, throttled, and the accounts have started
-            assert time.monotonic() < deadline and process.poll() is None, "the run never started its accounts"
-            time.sleep(0.2)
-        time.sleep(3)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr[-2000:]
-    assert "Traceback" not in stderr
+    locust_stats = tmp_path / "shipped" / "locust_stats.csv"  # the gateway is up and throttled, the accounts run
+    code, stderr = interrupt_mid_run(PROFILES / "openclaw-2026.4.24-matrix.yaml", tmp_path,
+                                     started=locust_stats.exists, start_timeout_s=180, mid_run_s=3)
+    assert code == 130, stderr[-2000:]
     assert gateway_processes() - before_processes == set()
     assert harness_cgroups() - before_cgroups == set()
