@@ -27,6 +27,7 @@ DEFAULT_PORT = 18789  # DEFAULT_GATEWAY_CLIENT_URL, packages/gateway-client/src/
 DEFAULT_CHALLENGE_LATENCY_MS = 20.0
 DEFAULT_HELLO_LATENCY_MS = 40.0
 APPROVAL_DEDUP_MODES = ("off", "intent")
+HEALTH_REFRESH_COALESCE_MODES = ("join", "rearm")
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,8 @@ class StubConfig:
     connect_cost_after_timer: CostSpec = NO_COST
     colocated_challenge_cost: CostSpec = NO_COST
     colocated_hello_cost: CostSpec = NO_COST
+    health_refresh_cost: CostSpec = NO_COST
+    health_refresh_coalesce: str = "join"
     cost_clock: CostClock = "wall"
     challenge_latency_ms: float = DEFAULT_CHALLENGE_LATENCY_MS
     hello_latency_ms: float = DEFAULT_HELLO_LATENCY_MS
@@ -75,6 +78,9 @@ class StubConfig:
             raise ConfigError(f"--max-preauth-per-ip: expected an integer >= 1, got {self.max_preauth_per_ip}")
         if self.approval_dedup not in APPROVAL_DEDUP_MODES:
             raise ConfigError(f"--approval-dedup: expected off or intent, got {self.approval_dedup!r}")
+        if self.health_refresh_coalesce not in HEALTH_REFRESH_COALESCE_MODES:
+            raise ConfigError(
+                f"--health-refresh-coalesce: expected join or rearm, got {self.health_refresh_coalesce!r}")
         if self.max_pending_approvals < 1:
             raise ConfigError(
                 f"--max-pending-approvals: expected an integer >= 1, got {self.max_pending_approvals}")
@@ -231,6 +237,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("--colocated-hello-cost", "colocated_hello_cost", parse_cost,
            "co-located mode: client-side CPU per handshake after hello-ok (parsing it)",
            "GATEWAY_STUB_COLOCATED_HELLO_COST", "COST"),
+    Option("--health-refresh-cost", "health_refresh_cost", parse_cost,
+           "the real gateway's health refresh (refreshGatewayHealthSnapshot): CPU burned on the loop after each "
+           "hello-ok sent, each health request and every 60 s, coalesced: a request while one runs joins it "
+           "(default 0: off)",
+           "GATEWAY_STUB_HEALTH_REFRESH_COST", "COST"),
+    Option("--health-refresh-coalesce", "health_refresh_coalesce", _choice(*HEALTH_REFRESH_COALESCE_MODES),
+           "a refresh request while one runs: 'join' it, as openclaw 2026.4.24 does (default), or 'rearm' one "
+           "more refresh after it (at most one pending)",
+           "GATEWAY_STUB_HEALTH_REFRESH_COALESCE", "{join,rearm}"),
     Option("--cost-clock", "cost_clock", _choice("wall", "cpu"),
            "burn costs by wall time (default) or by thread CPU time", "GATEWAY_STUB_COST_CLOCK", "{wall,cpu}"),
     Option("--challenge-latency-ms", "challenge_latency_ms", _non_negative_float,

@@ -71,6 +71,8 @@ COUNTERS = {
     "handshakes_rejected_other": "Connects refused for other reasons (schema, protocol, role, frames).",
     "closed_before_connect": "Pre-auth sockets closed for any reason.",
     "requests_total": "Requests handled after hello.",
+    "health_refreshes": "Health refreshes started (--health-refresh-cost): after hello-ok, health requests, 60 s.",
+    "health_refresh_joins": "Refresh requests while one ran: joined it (join) or folded into the next (rearm).",
 }
 
 

@@ -39,6 +39,7 @@ from gateway_stub.metrics import StubMetrics, render_prometheus, watch_event_loo
 # Failures counted for the loopback auth delay within this window (auth-rate-limit.ts: 60 000 ms).
 AUTH_FAILURE_WINDOW_MS = 60_000
 SHUTDOWN_CLOSE_GRACE_S = 2.0
+HEALTH_REFRESH_INTERVAL_MS = 60_000  # the real gateway's periodic health refresh
 
 _ws_logger = logging.getLogger("gateway_stub.websockets")
 _ws_logger.setLevel(logging.ERROR)
@@ -126,6 +127,8 @@ class GatewayStub:
         self._auth_failures: dict[str, deque[float]] = {}
         self._device_tokens: dict[str, str] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._health_refresh_running = False
+        self._health_refresh_pending = False
         self._server: Server | None = None
         self._started_at = time.monotonic()
         self._boot_id = str(uuid.uuid4())
@@ -166,6 +169,8 @@ class GatewayStub:
         self._started_at = time.monotonic()
         self._spawn(watch_event_loop_lag(self.metrics))
         self._spawn(self._tick_forever())
+        if not cfg.health_refresh_cost.is_zero:
+            self._spawn(self._refresh_health_forever())
 
     async def stop(self) -> None:
         """Announce shutdown, close every socket with 1012, stop listening, end background work."""
@@ -445,6 +450,7 @@ class GatewayStub:
         self.log.record("ws.hello", "info", WS_SUBSYSTEM, f"hello conn={conn.id} client={client_name!r}",
                         {"handshakeMs": round(handshake_ms), "role": decision.role}, connId=conn.id)
         self._colocated_cost(self.config.colocated_hello_cost)
+        self._request_health_refresh()
         loop.call_later(self.config.scaled_s(self.profile.health_event_after_hello_ms), self._health_event_due, conn)
         conn.connect_task = None
         queued, conn.pending_frames = conn.pending_frames, []
@@ -489,6 +495,37 @@ class GatewayStub:
         # handshake ran on the same loop, later, as its own callback.
         if not spec.is_zero:
             self._spawn(self._burner.burn(spec))
+
+    def _request_health_refresh(self) -> None:
+        """The real gateway's `refreshGatewayHealthSnapshot`, coalesced, burning `--health-refresh-cost`.
+
+        2026.4.24 requests one after every hello-ok sent, after every `health` request (its handler answers
+        from the cache, then refreshes in the background) and every 60 s. It keeps one refresh promise: a
+        request while it runs gets that promise (join). `rearm` marks one more to run after it instead (at
+        most one pending, however many requests arrive). The burn is on this loop like every other cost, so it
+        delays upgrades, challenges and other handshakes.
+        """
+        if self.config.health_refresh_cost.is_zero:
+            return
+        if self._health_refresh_running:
+            self.metrics.bump("health_refresh_joins")
+            if self.config.health_refresh_coalesce == "rearm":
+                self._health_refresh_pending = True
+            return
+        self._health_refresh_running = True
+        self._spawn(self._run_health_refreshes())
+
+    async def _run_health_refreshes(self) -> None:
+        try:
+            again = True
+            while again:
+                self._health_refresh_pending = False
+                self.metrics.bump("health_refreshes")
+                await self._burner.burn(self.config.health_refresh_cost)
+                again = self._health_refresh_pending
+        finally:
+            self._health_refresh_running = False
+            self._health_refresh_pending = False
 
     def _on_closed(self, conn: Connection) -> None:
         conn.end_preauth()
@@ -558,6 +595,8 @@ class GatewayStub:
         except MethodError as exc:
             frame = proto.error_frame(request.id, exc.error)
         await self._send(conn, frame)
+        if request.method == "health":
+            self._request_health_refresh()
 
     def _method_call(self, conn: Connection, request_id: str) -> MethodCall:
         async def respond(payload: Any) -> None:
@@ -601,6 +640,12 @@ class GatewayStub:
             return
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(frame)
+
+    async def _refresh_health_forever(self) -> None:
+        # The real gateway's healthInterval (HEALTH_REFRESH_INTERVAL_MS = 60 000, server-maintenance.ts).
+        while True:
+            await asyncio.sleep(self.config.scaled_s(HEALTH_REFRESH_INTERVAL_MS))
+            self._request_health_refresh()
 
     async def _tick_forever(self) -> None:
         # One global timer, phased by gateway start, not by connect (src/gateway/server-maintenance.ts).

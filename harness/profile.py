@@ -18,6 +18,8 @@ The shape, with defaults:
       upgrade_cost: "0"
       colocated_challenge_cost: "0"
       colocated_hello_cost: "0"
+      health_refresh_cost: "0"         # stub: the health refresh after each hello-ok, coalesced
+      health_refresh_coalesce: join    # stub: a hello during a refresh joins it (join) or re-arms one more (rearm)
       cost_clock: wall
       challenge_latency_ms: 20
       hello_latency_ms: 40
@@ -85,7 +87,8 @@ DEFAULT_ANSWER_AFTER_MS = 25_000
 OPENCLAW_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 STUB_OPTIONS = ("profile", "handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
                 "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
-                "cost_clock", "challenge_latency_ms", "hello_latency_ms")
+                "health_refresh_cost", "health_refresh_coalesce", "cost_clock", "challenge_latency_ms",
+                "hello_latency_ms")
 
 
 @dataclass(frozen=True)
@@ -348,8 +351,8 @@ def _parse_target(target: _Fields) -> Target:
     args: list[str] = []
     parsers: dict[str, tuple[type | tuple[type, ...], Callable[[Any], Any]]] = {
         "profile": (str, str), "handshake_timeout_ms": (int, int), "max_preauth_per_ip": (int, int),
-        "cost_clock": (str, str), "challenge_latency_ms": ((int, float), float),
-        "hello_latency_ms": ((int, float), float),
+        "cost_clock": (str, str), "health_refresh_coalesce": (str, str),
+        "challenge_latency_ms": ((int, float), float), "hello_latency_ms": ((int, float), float),
     }
     for key in STUB_OPTIONS:
         is_cost = key.endswith("_cost") or "_cost_" in key

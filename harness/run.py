@@ -425,7 +425,7 @@ def _describe_target(profile: Profile, running: _Target) -> dict[str, Any]:
     described = target.stub.describe()
     keep = ("profile", "effective_handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
             "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
-            "cost_clock")
+            "health_refresh_cost", "health_refresh_coalesce", "cost_clock")
     backend = {"backend": "docker", **running.stub.describe()} if isinstance(running.stub, DockerGateway) \
         else {"backend": "embedded"}
     return {"kind": "stub", **backend, **{k: described[k] for k in keep}}

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from conftest import StubProcess, connect_frame, handshake, recv_json, wait_closed
+from conftest import FrameClient, StubProcess, connect_frame, handshake, recv_json, wait_closed
 from websockets.asyncio.client import ClientConnection, connect
 
 StartStub = Callable[..., StubProcess]
@@ -189,3 +189,105 @@ async def test_one_blocking_cost_longer_than_the_timeout_times_the_connect_out(s
     assert await wait_closed(ws, timeout=10) == (1000, "")
     counters = get_stats(proc)["counters"]
     assert (counters["handshakes_timed_out"], counters["handshakes_succeeded"]) == (1, 0)
+
+
+# -- the post-hello health refresh (--health-refresh-cost) ----------------------------------------------------
+
+REFRESH_MS = 400
+
+
+async def test_health_refresh_is_coalesced_and_delays_other_sockets(stub_process: StartStub) -> None:
+    # N hellos at once, each followed by a blocking 0.4 s refresh: coalesced, about one or two refreshes of loop
+    # time (not N), and a socket opened meanwhile gets its challenge only once the loop is free again.
+    refreshing = stub_process(*NO_IDLE, "--health-refresh-cost", f"fixed:{REFRESH_MS}")
+    plain = stub_process(*NO_IDLE)
+
+    async def wave_then_new_socket(url: str) -> tuple[float, float]:
+        sockets = await asyncio.gather(*(open_with_challenge(url) for _ in range(N)))
+        try:
+            started = time.monotonic()
+            await asyncio.gather(*(ws.send(connect_frame()) for ws in sockets))
+            first = await recv_json(sockets[0], timeout=30)
+            first_hello_s = time.monotonic() - started
+            assert first["ok"] is True
+            late = await open_with_challenge(url)  # its upgrade and challenge queue behind the refresh
+            challenge_s = time.monotonic() - started
+            await late.close()
+            replies = await asyncio.gather(*(recv_json(ws, timeout=30) for ws in sockets[1:]))
+            assert all(r["ok"] is True for r in replies), replies
+            return first_hello_s, challenge_s
+        finally:
+            await asyncio.gather(*(ws.close() for ws in sockets))
+
+    first_hello_s, challenge_s = await wave_then_new_socket(refreshing.url)
+    _, plain_challenge_s = await wave_then_new_socket(plain.url)
+    refresh_s = REFRESH_MS / 1000
+    # The refresh runs after hello-ok is sent: the hello itself is not held back by it.
+    assert first_hello_s < refresh_s
+    # The new socket waited for (at least most of) a refresh, but not for one per hello.
+    assert challenge_s >= 0.7 * refresh_s
+    assert challenge_s < N * refresh_s / 2
+    assert plain_challenge_s < 0.5 * refresh_s
+    await asyncio.sleep(3 * refresh_s)  # let a refresh that was still running end
+    counters = get_stats(refreshing)["counters"]
+    assert counters["handshakes_succeeded"] == N
+    assert 1 <= counters["health_refreshes"] <= 3
+    assert counters["health_refreshes"] + counters["health_refresh_joins"] == N
+    assert get_stats(plain)["counters"]["health_refreshes"] == 0
+
+
+async def _hellos_during_one_refresh(url: str, n: int) -> float:
+    """One hello starts a sliced refresh; n - 1 more hellos complete while it runs. Returns the seconds taken."""
+    started = time.monotonic()
+    for _ in range(n):
+        ws, hello = await handshake(url)
+        assert hello["ok"] is True
+        await ws.close()
+    return time.monotonic() - started
+
+
+async def test_health_refresh_join_and_rearm(stub_process: StartStub) -> None:
+    # Sliced, so the loop keeps turning and the later hellos surely arrive while the first refresh runs.
+    cost = ("--health-refresh-cost", "fixed:1500@10")
+    join = stub_process(*NO_IDLE, *cost)
+    rearm = stub_process(*NO_IDLE, *cost, "--health-refresh-coalesce", "rearm")
+    assert await _hellos_during_one_refresh(join.url, 4) < 1.0
+    assert await _hellos_during_one_refresh(rearm.url, 4) < 1.0
+    await asyncio.sleep(2.5)  # past the first refresh: join is done, rearm runs its one re-armed refresh
+    # join (openclaw 2026.4.24: the running refresh's promise is returned): one refresh for all four hellos.
+    counters = get_stats(join)["counters"]
+    assert (counters["health_refreshes"], counters["health_refresh_joins"]) == (1, 3)
+    # rearm: three hellos during the refresh fold into one more, not three.
+    counters = get_stats(rearm)["counters"]
+    assert (counters["health_refreshes"], counters["health_refresh_joins"]) == (2, 3)
+    stats = get_stats(rearm)["config"]
+    assert (stats["health_refresh_cost"], stats["health_refresh_coalesce"]) == ("fixed:1500@10", "rearm")
+
+
+def test_health_refresh_in_a_profile_reaches_the_stub() -> None:
+    from harness.profile import parse_profile
+
+    data = {"name": "p", "accounts": {"count": 1, "channels": {"matrix": 1}},
+            "target": {"kind": "stub", "health_refresh_cost": "fixed:6000", "health_refresh_coalesce": "rearm"}}
+    target = parse_profile(data, environ={}).target
+    assert target.stub is not None
+    assert target.stub.health_refresh_cost.describe() == "fixed:6000"
+    assert target.stub.health_refresh_coalesce == "rearm"
+    args = target.stub_args
+    assert args[args.index("--health-refresh-cost") + 1] == "fixed:6000"
+    assert args[args.index("--health-refresh-coalesce") + 1] == "rearm"
+
+
+async def test_a_health_request_also_requests_a_refresh(stub_process: StartStub) -> None:
+    # The real `health` handler answers from the cache, then refreshes in the background (coalesced too).
+    proc = stub_process(*NO_IDLE, "--health-refresh-cost", "fixed:300@10")
+    ws, hello = await handshake(proc.url)
+    assert hello["ok"] is True
+    await asyncio.sleep(0.6)  # the hello's refresh is over
+    client = FrameClient(ws)
+    assert (await client.call("health"))["ok"] is True
+    await client.call("health")  # while the second refresh runs: joins it
+    await asyncio.sleep(0.6)
+    await ws.close()
+    counters = get_stats(proc)["counters"]
+    assert (counters["health_refreshes"], counters["health_refresh_joins"]) == (2, 1)
