@@ -57,8 +57,9 @@ def open_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, *
                  handshake_timeout_ms: float, device: DeviceIdentity | None = None) -> ClientConnection:
     try:
         # The connection outlives this call, hence no context manager.
+        # No client pings: the reference client (Node `ws`) sends none; the gateway pings it every 25 s.
         ws = connect(url, legacy=True, compression=None, open_timeout=clock.real_s(handshake_timeout_ms),
-                     close_timeout=clock.real_s(1000), max_size=None)
+                     close_timeout=clock.real_s(1000), max_size=None, ping_interval=None)
     except InvalidStatus as exc:
         status = exc.response.status_code
         outcome = Outcome.PREAUTH_REJECTED if status == 503 else Outcome.NETWORK_ERROR
