@@ -49,7 +49,7 @@ from harness.faults.client import BoundProxy, FaultError, ToxiproxyClient
 from harness.faults.scheduler import FaultScheduler
 from harness.locustfile import NativeApprovalsAccount, RunContext
 from harness.policy.arms import ARMS, Arm
-from harness.profile import Profile
+from harness.profile import STUB_OPTIONS, Profile
 from harness.verdict.duplicates import summarize_duplicates, write_intents_csv
 from harness.verdict.figures import RunRecord, check_thresholds, summarize, timeline
 
@@ -423,9 +423,9 @@ def _describe_target(profile: Profile, running: _Target) -> dict[str, Any]:
     if target.stub is None:
         return {"kind": "url", "url": target.url, "protocol": target.protocol}
     described = target.stub.describe()
-    keep = ("profile", "effective_handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
-            "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
-            "health_refresh_cost", "health_refresh_coalesce", "cost_clock")
+    # The profile's stub options, the timeout as in effect, without the idle latencies.
+    keep = ["effective_handshake_timeout_ms" if k == "handshake_timeout_ms" else k for k in STUB_OPTIONS
+            if not k.endswith("_latency_ms")]
     backend = {"backend": "docker", **running.stub.describe()} if isinstance(running.stub, DockerGateway) \
         else {"backend": "embedded"}
     return {"kind": "stub", **backend, **{k: described[k] for k in keep}}
