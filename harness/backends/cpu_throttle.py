@@ -183,6 +183,7 @@ class _CgroupThrottle:
     def remove(self) -> None:
         """Move every process left in the cgroup back to the parent, then remove the cgroup (bounded retry)."""
         self.cpu_stat()
+        self._lift_limit()
         deadline = time.monotonic() + _RMDIR_TIMEOUT_S
         while True:
             for pid in self._members():
@@ -194,6 +195,19 @@ class _CgroupThrottle:
                 if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise BackendError(f"cpu_quota: could not remove {self.directory}: {exc.strerror}") from None
             time.sleep(0.05)  # exiting tasks can keep a cgroup busy for a moment
+
+    def _lift_limit(self) -> None:
+        """Unlimit the cgroup before its processes leave it: the kernel then unthrottles them at once.
+
+        A process moved out of a throttled cgroup while it is throttled can get no CPU at all for up to about
+        a second after the move (measured on Linux 6.18, one release in three): a gateway stopping on Ctrl-C
+        would stall, and a probe right after release would read a stopped process.
+        """
+        with contextlib.suppress(OSError):
+            if self.version == 1:
+                (self.directory / "cpu.cfs_quota_us").write_text("-1")
+            else:
+                (self.directory / "cpu.max").write_text(f"max {self.period_us}")
 
     def _members(self) -> list[int]:
         try:
