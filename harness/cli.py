@@ -43,6 +43,7 @@ from harness.errors import (
     BadInput,
     HarnessError,
 )
+from harness.interrupts import deliver_ctrl_c_to_main_greenlet
 
 DEMO_TIME_SCALE = 0.1  # the April 10 s handshake timeout becomes 1 s
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    deliver_ctrl_c_to_main_greenlet()
     try:
         if args.command == "demo":
             return run_demo(args.profile, args.out)

@@ -128,7 +128,12 @@ def interrupt_mid_run(profile: Path, out: Path, *options: str, started: Callable
         if before_interrupt is not None:
             before_interrupt()
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired as exc:
+            tail = (exc.stderr or b"")[-4000:]
+            raise AssertionError(f"still running 60 s after SIGINT; stderr ends:\n"
+                                 f"{tail.decode(errors='replace') if isinstance(tail, bytes) else tail}") from None
     finally:
         if process.poll() is None:
             process.kill()

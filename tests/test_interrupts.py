@@ -1,0 +1,68 @@
+"""Ctrl-C under gevent lands in the main greenlet even when a patched thread is running at that moment."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A patched thread that is nearly always the running greenlet: it computes for 50 ms between yields. The main
+# greenlet sleeps; it prints "interrupted" if Ctrl-C reaches it, "slept" if the sleep ran out instead.
+PROGRAM = """
+import sys, time, threading
+from gevent import monkey; monkey.patch_all()
+import gevent
+if sys.argv[1] == "handler":
+    from harness.interrupts import deliver_ctrl_c_to_main_greenlet
+    deliver_ctrl_c_to_main_greenlet()
+beats = 0
+def busy():
+    global beats
+    while True:
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:
+            pass
+        beats += 1
+        gevent.sleep(0)
+threading.Thread(target=busy, daemon=True).start()
+print("ready", flush=True)
+try:
+    time.sleep(4)
+    print("slept", flush=True)
+except KeyboardInterrupt:
+    before = beats
+    gevent.sleep(0.3)
+    print("interrupted", "thread-alive" if beats > before else "thread-dead", flush=True)
+"""
+
+
+def interrupt(mode: str) -> tuple[str, str]:
+    process = subprocess.Popen([sys.executable, "-c", PROGRAM, mode], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return stdout.strip(), stderr
+
+
+def test_ctrl_c_reaches_the_main_greenlet_and_the_thread_carries_on() -> None:
+    stdout, stderr = interrupt("handler")
+    assert stdout == "interrupted thread-alive", stderr[-2000:]
+    assert "Traceback" not in stderr
+
+
+def test_without_the_handler_a_patched_thread_swallows_ctrl_c() -> None:
+    # The failure the handler exists for, shown on the same program: the thread dies and the main sleeps on.
+    stdout, stderr = interrupt("default")
+    assert stdout == "slept"
+    assert "KeyboardInterrupt" in stderr
