@@ -82,6 +82,17 @@ class Attempt:
     outcome: str = "pending"  # hello | timeout (1000 "" before hello) | closed:<code> <reason> | error:<what>
 
 
+def signed_connect_frame(challenge: dict[str, Any], token: str, protocol: int, device: DeviceIdentity,
+                         account: str) -> tuple[str, str]:
+    """The April native-approvals handler's `connect` answering `challenge`: (request id, frame text)."""
+    params = backend_connect_params(display_name=handler_display_name("matrix", account), scopes=SCOPES,
+                                    token=token, protocol=protocol)
+    payload = challenge["payload"]
+    params["device"] = device.sign_connect(client=params["client"], role="operator", scopes=SCOPES, token=token,
+                                           nonce=payload["nonce"], signed_at_ms=int(payload["ts"]))
+    return request_frame("connect", params)
+
+
 async def handshake(url: str, token: str, protocol: int, device: DeviceIdentity, account: str, wave_start: float,
                     limit_s: float) -> Attempt:
     attempt = Attempt()
@@ -95,13 +106,7 @@ async def handshake(url: str, token: str, protocol: int, device: DeviceIdentity,
                                open_timeout=limit_s, close_timeout=2) as ws:
                 challenge = json.loads(await ws.recv())
                 attempt.challenge_ms = now_ms()
-                params = backend_connect_params(display_name=handler_display_name("matrix", account), scopes=SCOPES,
-                                                token=token, protocol=protocol)
-                payload = challenge["payload"]
-                params["device"] = device.sign_connect(client=params["client"], role="operator", scopes=SCOPES,
-                                                       token=token, nonce=payload["nonce"],
-                                                       signed_at_ms=int(payload["ts"]))
-                request_id, frame = request_frame("connect", params)
+                request_id, frame = signed_connect_frame(challenge, token, protocol, device, account)
                 await ws.send(frame)
                 attempt.connect_sent_ms = now_ms()
                 while True:
