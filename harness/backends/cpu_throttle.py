@@ -200,7 +200,7 @@ class _CgroupThrottle:
         """Unlimit the cgroup before its processes leave it: the kernel then unthrottles them at once.
 
         A process moved out of a throttled cgroup while it is throttled can get no CPU at all for up to about
-        a second after the move (measured on Linux 6.18, one release in three): a gateway stopping on Ctrl-C
+        a second after the move (Linux 6.18: 4 of 20 releases of a busy child): a gateway stopping on Ctrl-C
         would stall, and a probe right after release would read a stopped process.
         """
         with contextlib.suppress(OSError):
