@@ -53,12 +53,11 @@ sys.path.insert(0, str(ROOT))
 
 from gateway_stub.device_auth import DeviceIdentity  # noqa: E402
 from harness.accounts.connect_shape import backend_connect_params, handler_display_name, request_frame  # noqa: E402
-from harness.backends.cpu_throttle import throttle_cpu  # noqa: E402
+from harness.backends.cpu_throttle import CLOCK_TICKS, cpu_seconds, throttle_cpu  # noqa: E402
 from harness.backends.embedded import EmbeddedStub  # noqa: E402
 from harness.backends.openclaw import OpenClawGateway, session_pids  # noqa: E402
 from harness.verdict.figures import gateway_storm_counts, percentile  # noqa: E402
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Waits: a wave gives up this long after the slowest expected close (handshake timeout + the reference
 # client's 30 s request timeout), so every loop here ends.
 CLIENT_REQUEST_TIMEOUT_S = 30.0
@@ -93,6 +92,14 @@ def signed_connect_frame(challenge: dict[str, Any], token: str, protocol: int, d
     return request_frame("connect", params)
 
 
+async def reply_to(ws: Any, request_id: str) -> dict[str, Any]:
+    """The `res` frame answering `request_id`; events and other replies before it are skipped."""
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame.get("type") == "res" and frame.get("id") == request_id:
+            return frame
+
+
 async def handshake(url: str, token: str, protocol: int, device: DeviceIdentity, account: str, wave_start: float,
                     limit_s: float) -> Attempt:
     attempt = Attempt()
@@ -109,12 +116,10 @@ async def handshake(url: str, token: str, protocol: int, device: DeviceIdentity,
                 request_id, frame = signed_connect_frame(challenge, token, protocol, device, account)
                 await ws.send(frame)
                 attempt.connect_sent_ms = now_ms()
-                while True:
-                    reply = json.loads(await ws.recv())
-                    if reply.get("type") == "res" and reply.get("id") == request_id:
-                        attempt.done_ms = now_ms()
-                        attempt.outcome = "hello" if reply.get("ok") else f"error:{reply['error'].get('code')}"
-                        return attempt
+                reply = await reply_to(ws, request_id)
+                attempt.done_ms = now_ms()
+                attempt.outcome = "hello" if reply.get("ok") else f"error:{reply['error'].get('code')}"
+                return attempt
     except ConnectionClosed as closed:
         attempt.done_ms = now_ms()
         code = closed.rcvd.code if closed.rcvd else None
@@ -141,12 +146,7 @@ async def wave(url: str, token: str, protocol: int, device: DeviceIdentity, coun
 
 
 def session_cpu_s(session_id: int) -> float:
-    total = 0
-    for pid in session_pids(session_id):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    return cpu_seconds(session_pids(session_id))
 
 
 def wait_quiet(session_id: int, idle_rate: float) -> float:

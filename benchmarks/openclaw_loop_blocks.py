@@ -47,6 +47,7 @@ from benchmarks.openclaw_calibration import (  # noqa: E402
     Target,
     _floats,
     real_gateway,
+    reply_to,
     signed_connect_frame,
     warm_up,
 )
@@ -61,13 +62,6 @@ REPLY_TIMEOUT_S = 120.0
 
 def now_ms() -> float:
     return time.time() * 1000.0
-
-
-async def reply_to(ws: Any, request_id: str) -> dict[str, Any]:
-    while True:
-        frame = json.loads(await ws.recv())
-        if frame.get("type") == "res" and frame.get("id") == request_id:
-            return frame
 
 
 async def one_round(target: Target, device: DeviceIdentity, window_s: float, account: str) -> dict[str, float]:

@@ -54,14 +54,18 @@ def cgroup_available() -> bool:
     return True
 
 
+def skip_unless_works(method: ThrottleMethod) -> None:
+    if method == "cgroup" and not cgroup_available():
+        pytest.skip("no writable cgroup CPU controller here (not root, or no cpu controller mounted)")
+
+
 METHODS: list[ThrottleMethod] = ["cgroup", "sigstop"]
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_holds_a_busy_process_to_the_quota_and_releases_it(method: ThrottleMethod,
                                                             busy_child: subprocess.Popen[bytes]) -> None:
-    if method == "cgroup" and not cgroup_available():
-        pytest.skip("no writable cgroup CPU controller here (not root, or no cpu controller mounted)")
+    skip_unless_works(method)
     pid = busy_child.pid
     with throttle_cpu(lambda: [pid], QUOTA, name="test-busy", method=method) as throttle:
         time.sleep(0.3)  # let the first periods pass
@@ -84,8 +88,7 @@ def test_holds_a_busy_process_to_the_quota_and_releases_it(method: ThrottleMetho
 
 
 def test_the_empty_cgroup_of_a_dead_harness_is_removed(busy_child: subprocess.Popen[bytes]) -> None:
-    if not cgroup_available():
-        pytest.skip("no writable cgroup CPU controller here")
+    skip_unless_works("cgroup")
     dead = subprocess.Popen(["true"])
     dead.wait()
     alive = os.getpid()
@@ -107,8 +110,7 @@ def test_the_empty_cgroup_of_a_dead_harness_is_removed(busy_child: subprocess.Po
 @pytest.mark.parametrize("method", METHODS)
 def test_an_interrupted_block_still_releases_the_process(method: ThrottleMethod,
                                                          busy_child: subprocess.Popen[bytes]) -> None:
-    if method == "cgroup" and not cgroup_available():
-        pytest.skip("no writable cgroup CPU controller here")
+    skip_unless_works(method)
     pid = busy_child.pid
     before = set(CGROUP_V1_CPU_ROOT.iterdir()) if CGROUP_V1_CPU_ROOT.is_dir() else set()
     with pytest.raises(KeyboardInterrupt), throttle_cpu(lambda: [pid], 0.05, name="test-interrupt", method=method):
@@ -121,8 +123,7 @@ def test_an_interrupted_block_still_releases_the_process(method: ThrottleMethod,
 
 
 def test_children_forked_after_the_start_are_throttled_too() -> None:
-    if not cgroup_available():
-        pytest.skip("no writable cgroup CPU controller here")
+    skip_unless_works("cgroup")
     # The parent forks a busy child half a second in, after the throttle was applied to the parent alone.
     script = ("import os, time\ntime.sleep(0.5)\nif os.fork() == 0:\n    while True: pass\n"
               "else:\n    print(flush=True)\n    time.sleep(60)\n")

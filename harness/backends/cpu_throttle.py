@@ -281,7 +281,7 @@ class _DutyCycleThrottle:
         max_credit_s = self.CREDIT_PERIODS * self.quota * period_s
         credit_s = 0.0
         pids = self._pids()
-        used_s, last = _cpu_seconds(pids), time.monotonic()
+        used_s, last = cpu_seconds(pids), time.monotonic()
         while not self._stop.is_set():
             run_s = min(period_s, max(0.0, credit_s + self.quota * period_s))
             if self._stop.wait(run_s):
@@ -295,11 +295,11 @@ class _DutyCycleThrottle:
                     _signal_all(pids, signal.SIGCONT)
                     self.stopped_s += time.monotonic() - stopped_at
             self.periods += 1
-            now, now_used_s = time.monotonic(), _cpu_seconds(pids)
+            now, now_used_s = time.monotonic(), cpu_seconds(pids)
             credit_s = min(max_credit_s, credit_s + self.quota * (now - last) - max(0.0, now_used_s - used_s))
             pids = self._pids()  # children forked meanwhile join from the next period
             self._known.update(pids)
-            used_s, last = _cpu_seconds(pids), now
+            used_s, last = cpu_seconds(pids), now
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.method, "quota": self.quota, "period_us": self.period_us, "pids": sorted(self._known),
@@ -314,17 +314,17 @@ class _DutyCycleThrottle:
             _signal_all(sorted(self._known), signal.SIGCONT)  # whatever the thread was doing when stopped
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of the processes (all their threads), in seconds; a vanished process counts 0."""
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
-    return total / _CLOCK_TICKS
+    return total / CLOCK_TICKS
 
 
 def _signal_all(pids: list[int], sig: int) -> None:
