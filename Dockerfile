@@ -16,10 +16,11 @@ COPY pyproject.toml README.md pip.con[f] pip-ca.cr[t] /src/
 RUN if [ -f /src/pip.conf ]; then mv /src/pip.conf /etc/pip.conf; fi \
     && python3 -m venv /opt/venv \
     && pip install "setuptools>=68" wheel \
-    && mkdir /src/gateway_stub /src/harness \
-    && touch /src/gateway_stub/__init__.py /src/harness/__init__.py \
+    && mkdir /src/gateway_stub /src/harness /src/openclaw_wire \
+    && touch /src/gateway_stub/__init__.py /src/harness/__init__.py /src/openclaw_wire/__init__.py \
     && pip install --no-build-isolation /src
 
+COPY openclaw_wire /src/openclaw_wire
 COPY gateway_stub /src/gateway_stub
 COPY harness /src/harness
 RUN pip install --no-build-isolation --no-deps --force-reinstall /src && rm -rf /src/build

@@ -51,12 +51,12 @@ from websockets.exceptions import ConnectionClosed
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway_stub.device_auth import DeviceIdentity  # noqa: E402
 from harness.accounts.connect_shape import backend_connect_params, handler_display_name, request_frame  # noqa: E402
 from harness.backends.cpu_throttle import CLOCK_TICKS, cpu_seconds, throttle_cpu  # noqa: E402
 from harness.backends.embedded import EmbeddedStub  # noqa: E402
 from harness.backends.openclaw import OpenClawGateway, session_pids  # noqa: E402
 from harness.verdict.figures import gateway_storm_counts, percentile  # noqa: E402
+from openclaw_wire.device_auth import DeviceIdentity  # noqa: E402
 
 # Waits: a wave gives up this long after the slowest expected close (handshake timeout + the reference
 # client's 30 s request timeout), so every loop here ends.

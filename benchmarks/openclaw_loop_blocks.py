@@ -51,9 +51,9 @@ from benchmarks.openclaw_calibration import (  # noqa: E402
     signed_connect_frame,
     warm_up,
 )
-from gateway_stub.device_auth import DeviceIdentity  # noqa: E402
 from harness.accounts.connect_shape import request_frame  # noqa: E402
 from harness.backends.cpu_throttle import throttle_cpu  # noqa: E402
+from openclaw_wire.device_auth import DeviceIdentity  # noqa: E402
 
 TRACE_JS = ROOT / "benchmarks" / "node_loop_trace.cjs"
 WINDOWS = ("idle", "handshake", "after hello", "after health")

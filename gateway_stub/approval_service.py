@@ -22,7 +22,6 @@ from typing import Any, Literal, Protocol
 
 from gateway_stub.approvals import (
     DECISIONS,
-    DEFAULT_EXEC_APPROVAL_TIMEOUT_MS,
     MSG_ALREADY_PENDING,
     MSG_ALREADY_RESOLVED,
     MSG_COMMAND_REQUIRED,
@@ -54,6 +53,8 @@ from gateway_stub.protocol import (
     exec_approval_resolve_problem,
     exec_approvals_set_problem,
 )
+from openclaw_wire.constants import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS
+from openclaw_wire.log_records import StubEvent
 
 APPROVALS_SUBSYSTEM = "gateway/approvals"
 EVENT_REQUESTED = "exec.approval.requested"
@@ -248,7 +249,7 @@ class ApprovalService:
         self.broker.resolve(record, decision, caller.resolver_name, self.now_ms())
         self._settled(record)
         self.resolved_total += 1
-        self._log.record("approval.resolved", "info", APPROVALS_SUBSYSTEM,
+        self._log.record(StubEvent.APPROVAL_RESOLVED, "info", APPROVALS_SUBSYSTEM,
                          f"exec approval resolved id={record.id} decision={decision}",
                          {"id": record.id, "decision": decision})
         if decision == "allow-always":
@@ -333,8 +334,8 @@ class ApprovalService:
     def _expired(self, record: ApprovalRecord) -> None:
         self._settled(record)
         self.expired_total += 1
-        self._log.record("approval.expired", "info", APPROVALS_SUBSYSTEM, f"exec approval expired id={record.id}",
-                         {"id": record.id, "reason": record.terminal_reason})
+        self._log.record(StubEvent.APPROVAL_EXPIRED, "info", APPROVALS_SUBSYSTEM,
+                         f"exec approval expired id={record.id}", {"id": record.id, "reason": record.terminal_reason})
         if self.profile.resolved_event_on_expiry and record.terminal_reason == "expired":
             # 9.6 publishes the expiry as a denial by nobody (observed); April sends nothing (§10.6, observed).
             payload = {**resolved_payload(record, self.now_ms()), "decision": "deny"}
@@ -383,7 +384,7 @@ class ApprovalService:
         if coalesced and requested_id and requested_id != record.id:
             fields["requestedId"] = requested_id
         message = f"exec approval requested id={record.id}" + (" (coalesced)" if coalesced else "")
-        self._log.record("approval.requested", "info", APPROVALS_SUBSYSTEM, message, fields)
+        self._log.record(StubEvent.APPROVAL_REQUESTED, "info", APPROVALS_SUBSYSTEM, message, fields)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)

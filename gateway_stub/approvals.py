@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway_stub.protocol import SCOPE_ADMIN, SCOPE_APPROVALS, GatewayError
+from openclaw_wire.constants import MSG_APPROVAL_ALREADY_PENDING
 
-# src/infra/exec-approvals-core.ts (exec-approvals.ts in 4.29)
-DEFAULT_EXEC_APPROVAL_TIMEOUT_MS = 1_800_000
 # src/gateway/exec-approval-manager.ts: resolved and expired records stay readable this long.
 RESOLVED_ENTRY_GRACE_MS = 15_000
 # The stub's own bound on pending records (the real gateway has none in memory; 9.6 persists to SQLite).
@@ -29,7 +28,7 @@ RECORD_OVERHEAD_BYTES = 512
 DECISIONS = ("allow-once", "allow-always", "deny")
 RESERVED_PLUGIN_APPROVAL_ID_PREFIX = "plugin:"
 
-MSG_ALREADY_PENDING = "approval id already pending"
+MSG_ALREADY_PENDING = MSG_APPROVAL_ALREADY_PENDING
 MSG_COMMAND_REQUIRED = "command is required"
 MSG_INVALID_DECISION = "invalid decision"
 MSG_ALREADY_RESOLVED = "approval already resolved"

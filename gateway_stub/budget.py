@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-# DEFAULT_MAX_PREAUTH_CONNECTIONS_PER_IP, src/gateway/server/preauth-connection-budget.ts.
-DEFAULT_MAX_PREAUTH_CONNECTIONS_PER_IP = 32
 UNKNOWN_CLIENT_IP = "__openclaw_unknown_client_ip__"
 BUDGET_EXCEEDED_BODY = "Too many unauthenticated sockets"
 

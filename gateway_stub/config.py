@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway_stub.approvals import DEFAULT_MAX_PENDING_APPROVALS
-from gateway_stub.budget import DEFAULT_MAX_PREAUTH_CONNECTIONS_PER_IP
 from gateway_stub.cost import NO_COST, CostClock, CostSpec, parse_cost
 from gateway_stub.profiles import DEFAULT_PROFILE, PROFILES, ProtocolProfile
-from gateway_stub.protocol import KEEPALIVE_PING_INTERVAL_MS, KEEPALIVE_PONG_TIMEOUT_MS, TICK_INTERVAL_MS
+from openclaw_wire.constants import (
+    DEFAULT_MAX_PREAUTH_CONNECTIONS_PER_IP,
+    KEEPALIVE_PING_INTERVAL_MS,
+    KEEPALIVE_PONG_TIMEOUT_MS,
+    TICK_INTERVAL_MS,
+)
 
 DEFAULT_PORT = 18789  # DEFAULT_GATEWAY_CLIENT_URL, packages/gateway-client/src/client.ts
 # Idle latencies seen on 2026.9.6: challenge 17-27 ms after TCP connect, hello-ok ~40 ms after connect.

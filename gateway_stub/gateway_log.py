@@ -1,37 +1,25 @@
-"""The stub's log: the real gateway's console lines on stderr, and its JSON log file's records.
+"""The stub's log writer: the real gateway's console lines on stderr, and its JSON log file's records.
 
 Console lines are what a person greps for (`handshake timeout conn=…`, `closed before connect …`),
 worded and stamped as OpenClaw's (`2026-11-21T12:57:24.460+00:00 [ws] …`), with the structured fields
-appended as `key=value` the way the real console prints them.
-
-The JSON file (`--log-file`) has the shape of the real gateway's tslog file
-(`/tmp/openclaw/openclaw-YYYY-MM-DD.log`, recorded on 2026.9.6): `"0"` is the logger name
-(`{"subsystem":"gateway/ws"}`), then either `"1"`: message, or `"1"`: fields and `"2"`: message; plus
-`_meta` (with `logLevelName`), `time`, `hostname` and `message`. So one reader counts storm entries
-in the stub's log and the real gateway's alike: `message` starting with `handshake timeout` or
-`closed before connect`, and `fields(record)["cause"] == "handshake-timeout"`.
-
-The stub adds two top-level keys of its own to every record, `event` (`ws.handshake_timeout`,
-`ws.closed_before_connect`, and the stub-only `ws.open`, `ws.hello`, `ws.close`, `ws.connect_rejected`,
-`http.preauth_rejected`, and for exec approvals `approval.requested`, `approval.resolved`,
-`approval.expired`) and `tMs` (real milliseconds since the stub started).
+appended as `key=value` the way the real console prints them. The JSON file (`--log-file`) holds records
+of the real gateway's tslog shape; the shape, the words and the reader that counts them live in
+`openclaw_wire.log_records`, shared with the harness.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import platform
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import IO, Any
 
-WS_SUBSYSTEM = "gateway/ws"
-CONSOLE_PREFIX = {"gateway/ws": "[ws]", "gateway": "[gateway]", "shutdown": "[shutdown]"}
-# tslog level ids.
-LEVEL_IDS = {"debug": 2, "info": 3, "warn": 4, "error": 5}
+from openclaw_wire.log_records import WS_SUBSYSTEM, StubEvent, build_record
+
+CONSOLE_PREFIX = {WS_SUBSYSTEM: "[ws]", "gateway": "[gateway]", "shutdown": "[shutdown]"}
 _HOSTNAME = socket.gethostname()
 
 
@@ -52,20 +40,6 @@ def na(value: object) -> str:
 def _console_value(value: object) -> str:
     text = str(value)
     return json.dumps(text) if (" " in text or text == "") else text
-
-
-def message_of(record: dict[str, Any]) -> str:
-    """The message of a tslog record: top-level `message` (4.29, 9.6, the stub), else `"2"` or `"1"` (4.24)."""
-    for key in ("message", "2", "1"):
-        if isinstance(record.get(key), str):
-            return str(record[key])
-    return ""
-
-
-def fields(record: dict[str, Any]) -> dict[str, Any]:
-    """The structured fields of a tslog record (the real gateway's or the stub's); {} when it has none."""
-    candidate = record.get("1")
-    return candidate if isinstance(candidate, dict) else {}
 
 
 class GatewayLog:
@@ -91,29 +65,16 @@ class GatewayLog:
         except (BrokenPipeError, ValueError):
             pass  # a reader that went away must not take the gateway down
 
-    def record(self, event: str, level: str, subsystem: str, message: str,
+    def record(self, event: StubEvent, level: str, subsystem: str, message: str,
                extra: dict[str, Any] | None = None, **stub_keys: Any) -> None:
         """One tslog-shaped JSON line; `stub_keys` go at the top level beside `event` and `tMs`."""
         if self._json is None:
             return
-        moment = _now()
-        name = json.dumps({"subsystem": subsystem}, separators=(",", ":"))
-        record: dict[str, Any] = {"0": name}
-        if extra:
-            record["1"], record["2"] = extra, message
-        else:
-            record["1"] = message
-        record["_meta"] = {
-            "runtime": "python", "runtimeVersion": platform.python_version(), "hostname": _HOSTNAME,
-            "date": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "logLevelId": LEVEL_IDS[level], "logLevelName": level.upper(), "name": name,
-            "parentNames": ["openclaw"],
-        }
-        record.update(time=_stamp(moment), hostname=_HOSTNAME, message=message, event=event, tMs=self.t_ms())
-        record.update(stub_keys)
+        record = build_record(event, level, subsystem, message, extra, moment=_now(), t_ms=self.t_ms(),
+                              hostname=_HOSTNAME, **stub_keys)
         self._json.write(json.dumps(record, separators=(",", ":")) + "\n")
 
-    def both(self, event: str, level: str, subsystem: str, message: str,
+    def both(self, event: StubEvent, level: str, subsystem: str, message: str,
              extra: dict[str, Any] | None = None, *, console_fields: bool = True, **stub_keys: Any) -> None:
         self.console(subsystem, message, extra if console_fields else None)
         self.record(event, level, subsystem, message, extra, **stub_keys)

@@ -13,6 +13,13 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
+from openclaw_wire.constants import (
+    APRIL_HANDSHAKE_TIMEOUT_MS,
+    DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS,
+    PROTOCOL_APRIL,
+    PROTOCOL_CURRENT,
+)
+
 ApprovalVisibility = Literal["approvals-scoped", "deliverable-and-visible"]
 
 
@@ -83,10 +90,10 @@ def _load_fixture(name: str) -> dict[str, Any]:
 
 APRIL_2026 = ProtocolProfile(
     name="april-2026",
-    protocol=3,
+    protocol=PROTOCOL_APRIL,
     min_node_or_probe_protocol=3,
     # 2026.4.20/4.24 use 10 000 ms; 4.29 raised it to 15 000 ms (src/gateway/handshake-timeouts.ts).
-    handshake_timeout_ms=10_000,
+    handshake_timeout_ms=APRIL_HANDSHAKE_TIMEOUT_MS,
     server_version="2026.4.24",
     challenge_capabilities=None,
     log_phase=False,
@@ -113,10 +120,9 @@ APRIL_2026 = ProtocolProfile(
 
 CURRENT = ProtocolProfile(
     name="current",
-    protocol=4,
+    protocol=PROTOCOL_CURRENT,
     min_node_or_probe_protocol=3,
-    # DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS, packages/gateway-client/src/timeouts.ts (2026.9.6).
-    handshake_timeout_ms=15_000,
+    handshake_timeout_ms=DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS,
     server_version="2026.9.6",
     challenge_capabilities=("model-catalog-snapshot",),
     log_phase=True,

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway_stub.device_auth import DeviceProofError, verify_device_proof
 from gateway_stub.profiles import ProtocolProfile
+from openclaw_wire.device_auth import DeviceProofError, verify_device_proof
 
 # src/gateway/server-constants.ts
 MAX_PREAUTH_PAYLOAD_BYTES = 65_536
@@ -21,11 +21,6 @@ MAX_PAYLOAD_BYTES = 26_214_400
 MAX_BUFFERED_BYTES = 52_428_800
 # Frames queued while `connect` is processed; the 16th closes the socket.
 MAX_PENDING_HANDSHAKE_FRAMES = 15
-# TICK_INTERVAL_MS, src/gateway/server-maintenance.ts
-TICK_INTERVAL_MS = 30_000
-# src/gateway/websocket-keepalive.ts
-KEEPALIVE_PING_INTERVAL_MS = 25_000
-KEEPALIVE_PONG_TIMEOUT_MS = 25_000
 # DEVICE_SIGNATURE_SKEW_MS, src/gateway/server/ws-connection/connect-device-proof.ts
 DEVICE_SIGNATURE_SKEW_MS = 120_000
 # WebSocket close reasons are at most 123 bytes (RFC 6455 5.5).

@@ -32,14 +32,21 @@ from gateway_stub.approvals import Caller
 from gateway_stub.budget import BUDGET_EXCEEDED_BODY, PreauthBudget, PreauthSlot
 from gateway_stub.config import StubConfig
 from gateway_stub.cost import CostBurner, CostSpec
-from gateway_stub.gateway_log import WS_SUBSYSTEM, GatewayLog, na
+from gateway_stub.gateway_log import GatewayLog, na
 from gateway_stub.methods import METHODS, RESPONDED, MethodCall, MethodError, unknown_method
 from gateway_stub.metrics import StubMetrics, render_prometheus, watch_event_loop_lag
+from openclaw_wire.constants import HEALTH_REFRESH_INTERVAL_MS
+from openclaw_wire.log_records import (
+    CAUSE_HANDSHAKE_TIMEOUT,
+    MSG_CLOSED_BEFORE_CONNECT,
+    MSG_HANDSHAKE_TIMEOUT,
+    WS_SUBSYSTEM,
+    StubEvent,
+)
 
 # Failures counted for the loopback auth delay within this window (auth-rate-limit.ts: 60 000 ms).
 AUTH_FAILURE_WINDOW_MS = 60_000
 SHUTDOWN_CLOSE_GRACE_S = 2.0
-HEALTH_REFRESH_INTERVAL_MS = 60_000  # the real gateway's periodic health refresh
 
 _ws_logger = logging.getLogger("gateway_stub.websockets")
 _ws_logger.setLevel(logging.ERROR)
@@ -257,7 +264,7 @@ class GatewayStub:
         slot = self._budget.try_acquire(remote_ip)
         if slot is None:
             self.metrics.bump("handshakes_rejected_503")
-            self.log.record("http.preauth_rejected", "warn", WS_SUBSYSTEM,
+            self.log.record(StubEvent.HTTP_PREAUTH_REJECTED, "warn", WS_SUBSYSTEM,
                             f"preauth budget exceeded remote={remote_ip} status=503", remote=remote_ip, status=503)
             return _budget_exceeded_response()
         self._pending_slots[connection] = slot
@@ -308,7 +315,8 @@ class GatewayStub:
         )
         self._preauth.add(conn)
         self.metrics.bump("handshakes_started")
-        self.log.record("ws.open", "debug", WS_SUBSYSTEM, f"open conn={conn.id} peer={conn.peer}", connId=conn.id)
+        self.log.record(StubEvent.WS_OPEN, "debug", WS_SUBSYSTEM, f"open conn={conn.id} peer={conn.peer}",
+                        connId=conn.id)
         timeout_s = self.config.scaled_s(self.config.effective_handshake_timeout_ms)
         conn.timer = loop.call_later(timeout_s, self._on_handshake_timeout, conn)
         try:
@@ -331,10 +339,10 @@ class GatewayStub:
             return
         loop = asyncio.get_running_loop()
         conn.timed_out_after_ms = (loop.time() - conn.opened_at) * 1000.0
-        conn.close_cause = "handshake-timeout"
+        conn.close_cause = CAUSE_HANDSHAKE_TIMEOUT
         self.metrics.bump("handshakes_timed_out")
-        message = f"handshake timeout conn={conn.id} peer={conn.peer} remote={conn.remote_ip}" + self._phase(conn)
-        self.log.both("ws.handshake_timeout", "warn", WS_SUBSYSTEM, message, connId=conn.id)
+        message = f"{MSG_HANDSHAKE_TIMEOUT} conn={conn.id} peer={conn.peer} remote={conn.remote_ip}" + self._phase(conn)
+        self.log.both(StubEvent.WS_HANDSHAKE_TIMEOUT, "warn", WS_SUBSYSTEM, message, connId=conn.id)
         # close() with no arguments, as the real gateway does: 1000 and an empty reason.
         self._spawn(conn.ws.close())
 
@@ -447,7 +455,7 @@ class GatewayStub:
         self.metrics.bump("handshakes_succeeded")
         self.metrics.handshake_ms.observe(handshake_ms)
         client_name = decision.client.get("displayName") or decision.client["id"]
-        self.log.record("ws.hello", "info", WS_SUBSYSTEM, f"hello conn={conn.id} client={client_name!r}",
+        self.log.record(StubEvent.WS_HELLO, "info", WS_SUBSYSTEM, f"hello conn={conn.id} client={client_name!r}",
                         {"handshakeMs": round(handshake_ms), "role": decision.role}, connId=conn.id)
         self._colocated_cost(self.config.colocated_hello_cost)
         self._request_health_refresh()
@@ -473,7 +481,7 @@ class GatewayStub:
     async def _reject_connect(self, conn: Connection, request: proto.Request, decision: proto.Rejected) -> None:
         counter = "handshakes_auth_failed" if decision.auth_failure else "handshakes_rejected_other"
         self.metrics.bump(counter)
-        self.log.record("ws.connect_rejected", "warn", WS_SUBSYSTEM,
+        self.log.record(StubEvent.WS_CONNECT_REJECTED, "warn", WS_SUBSYSTEM,
                         f"connect rejected conn={conn.id} code={decision.error.code}",
                         {"error": decision.error.message, "closeCode": decision.close_code}, connId=conn.id)
         if decision.auth_failure and self.config.auth_failure_delay and self.profile.loopback_auth_failure_delay:
@@ -537,16 +545,16 @@ class GatewayStub:
         if conn.accepted is None:
             self._preauth.discard(conn)
             self.metrics.bump("closed_before_connect")
-            message = (f"closed before connect {self._describe(conn)} code={na(code)} reason={na(reason)}"
+            message = (f"{MSG_CLOSED_BEFORE_CONNECT} {self._describe(conn)} code={na(code)} reason={na(reason)}"
                        + self._phase(conn))
-            self.log.both("ws.closed_before_connect", "warn", WS_SUBSYSTEM, message,
+            self.log.both(StubEvent.WS_CLOSED_BEFORE_CONNECT, "warn", WS_SUBSYSTEM, message,
                           self._closed_before_connect_fields(conn, duration_ms),
                           console_fields=self.profile.console_appends_fields, connId=conn.id)
         else:
             self._authenticated.discard(conn)
             self._conns_by_id.pop(conn.id, None)
             message = f"closed conn={conn.id} code={na(code)} reason={na(reason)}"
-            self.log.record("ws.close", "info", WS_SUBSYSTEM, message, {"durationMs": round(duration_ms)},
+            self.log.record(StubEvent.WS_CLOSE, "info", WS_SUBSYSTEM, message, {"durationMs": round(duration_ms)},
                             connId=conn.id)
 
     def _closed_before_connect_fields(self, conn: Connection, duration_ms: float) -> dict[str, Any]:
@@ -642,7 +650,6 @@ class GatewayStub:
             await conn.ws.send(frame)
 
     async def _refresh_health_forever(self) -> None:
-        # The real gateway's healthInterval (HEALTH_REFRESH_INTERVAL_MS = 60 000, server-maintenance.ts).
         while True:
             await asyncio.sleep(self.config.scaled_s(HEALTH_REFRESH_INTERVAL_MS))
             self._request_health_refresh()

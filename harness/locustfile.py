@@ -23,7 +23,6 @@ from gevent.event import Event
 from locust import User, constant, events, task
 from locust.env import Environment
 
-from gateway_stub.device_auth import DeviceIdentity
 from harness.accounts.account import CoordinatorRuntime, FakeAccount
 from harness.accounts.connect_shape import ClientShape
 from harness.accounts.handler_client import ClientSettings
@@ -37,6 +36,7 @@ from harness.policy.backoff import BootstrapRetry
 from harness.policy.bootstrap import AccountBootstrap
 from harness.policy.coordinator import CoordinatorSettings, StartCoordinator
 from harness.target import require_loopback_url
+from openclaw_wire.device_auth import DeviceIdentity
 
 REQUEST_TYPE = "WS"
 REQUEST_NAME = "connect"

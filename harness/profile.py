@@ -70,7 +70,7 @@ import yaml
 
 from gateway_stub.config import ConfigError, StubConfig
 from gateway_stub.cost import parse_cost
-from harness.agents.agent import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS, AgentSettings
+from harness.agents.agent import AgentSettings
 from harness.agents.operator import OperatorSettings
 from harness.errors import BadInput
 from harness.faults.timeline import FaultSpecError, FaultWindow, parse_faults
@@ -78,6 +78,7 @@ from harness.policy.arms import ARMS
 from harness.policy.coordinator import CoordinatorSettings
 from harness.target import require_loopback_url
 from harness.verdict.thresholds import Threshold, parse_threshold
+from openclaw_wire.constants import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS
 
 CHANNELS = ("matrix", "telegram")
 MAX_ACCOUNTS = 2000

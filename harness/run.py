@@ -33,7 +33,6 @@ from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from websockets.exceptions import ConnectionClosed
 
-from gateway_stub.device_auth import DeviceIdentity
 from harness.accounts.connect_shape import ClientShape
 from harness.accounts.ledger import Ledger, Outcome
 from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, short_session
@@ -52,6 +51,8 @@ from harness.policy.arms import ARMS, Arm
 from harness.profile import STUB_OPTIONS, Profile
 from harness.verdict.duplicates import summarize_duplicates, write_intents_csv
 from harness.verdict.figures import RunRecord, check_thresholds, summarize, timeline
+from openclaw_wire.device_auth import DeviceIdentity
+from openclaw_wire.log_records import read_records
 
 SCHEMA_VERSION = 1
 PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
@@ -392,20 +393,10 @@ def _loop_lag(target: _Target, time_scale: float) -> dict[str, float | None] | N
 def _gateway_records(target: _Target, out_dir: Path) -> list[dict[str, Any]] | None:
     """The gateway's own log records of this run: the stub's JSON log, or the real gateway's (copied to the run)."""
     if target.openclaw is None:
-        return _read_jsonl(out_dir / "stub.jsonl")
+        return read_records(out_dir / "stub.jsonl")
     records = target.openclaw.json_log_records()
     with (out_dir / "gateway.jsonl").open("w", encoding="utf-8") as copy:
         copy.writelines(json.dumps(record) + "\n" for record in records)
-    return records
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]] | None:
-    if not path.exists():
-        return None
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(ValueError):
-            records.append(json.loads(line))
     return records
 
 

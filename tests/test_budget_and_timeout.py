@@ -20,7 +20,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import USER_AGENT
 
 from gateway_stub import GatewayStub, StubConfig
-from gateway_stub.gateway_log import GatewayLog, fields
+from gateway_stub.gateway_log import GatewayLog
+from openclaw_wire.log_records import fields
 
 BUDGET_BODY = b"Too many unauthenticated sockets"
 # 10 000 ms scaled by 0.05: the handshake timer fires after 0.5 s of real time.

@@ -37,10 +37,10 @@ from conftest import (
 )
 from websockets.asyncio.client import ClientConnection
 
-from gateway_stub.device_auth import DeviceIdentity
 from harness.accounts.session import signed
 from harness.backends.embedded import EmbeddedStub
 from harness.backends.openclaw import OpenClawGateway
+from openclaw_wire.device_auth import DeviceIdentity
 
 pytestmark = pytest.mark.openclaw
 

@@ -28,8 +28,8 @@ from websockets.typing import Origin
 
 from gateway_stub import GatewayStub
 from gateway_stub.cost import parse_cost
-from gateway_stub.device_auth import DeviceIdentity
 from gateway_stub.profiles import APRIL_2026, CURRENT
+from openclaw_wire.device_auth import DeviceIdentity
 
 CLI_CLIENT = {"id": "cli", "version": "2026.4.24", "platform": "linux", "mode": "cli"}
 TEST_CLIENT = {"id": "test", "version": "2026.9.6", "platform": "linux", "mode": "test"}

@@ -14,7 +14,6 @@ from conftest import TOKEN, connect_params
 from gateway_stub.budget import UNKNOWN_CLIENT_IP, PreauthBudget
 from gateway_stub.config import ConfigError, config_from_args
 from gateway_stub.cost import NO_COST, CostBurner, Distribution, parse_cost
-from gateway_stub.device_auth import DeviceIdentity, DeviceProofError, verify_device_proof
 from gateway_stub.profiles import APRIL_2026, CURRENT, ProtocolProfile
 from gateway_stub.protocol import (
     MSG_CONTROL_UI_DEVICE,
@@ -31,6 +30,7 @@ from gateway_stub.protocol import (
     missing_scope,
     negotiate_protocol,
 )
+from openclaw_wire.device_auth import DeviceIdentity, DeviceProofError, verify_device_proof
 
 NONCE = "6f0c2a5e-1c1b-4c55-9a40-1d2f3e4a5b6c"
 NOW_MS = 1_795_262_509_198

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from gateway_stub.device_auth import DeviceIdentity
+from openclaw_wire.device_auth import DeviceIdentity
 
 CHANNEL_LABELS = {"matrix": "Matrix", "telegram": "Telegram"}
 CLIENT_VERSION = "2026.4.24"  # the version the fake clients report

@@ -28,8 +28,7 @@ from harness.accounts.ledger import Attempt, Disconnect, Outcome
 from harness.accounts.session import HandshakeFailed, close_quietly, open_session, recv_frame
 from harness.clock import ScaledClock
 from harness.policy.backoff import client_reconnect_backoff
-
-TICK_INTERVAL_MS = 30_000
+from openclaw_wire.constants import TICK_INTERVAL_MS
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,15 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from gateway_stub.device_auth import DeviceIdentity
 from harness.accounts import safe_close
 from harness.accounts.connect_shape import request_frame
 from harness.accounts.ledger import Outcome
 from harness.clock import ScaledClock
+from openclaw_wire.constants import CONNECT_CHALLENGE_TIMEOUT_MS, DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS
+from openclaw_wire.device_auth import DeviceIdentity
 
 safe_close.install()
 
-# packages/gateway-client/src/timeouts.ts and client.ts
-CONNECT_CHALLENGE_TIMEOUT_MS = 15_000
-DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS = 30_000
 # details.code values that pause reconnecting (shouldPauseGatewayReconnect, 9.6; the April list is unconfirmed).
 FATAL_DETAIL_CODES = frozenset({
     "AUTH_TOKEN_MISSING", "AUTH_BOOTSTRAP_TOKEN_INVALID", "AUTH_PASSWORD_MISSING", "AUTH_PASSWORD_MISMATCH",

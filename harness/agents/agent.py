@@ -28,8 +28,8 @@ from harness.accounts.connect_shape import ClientShape, request_frame
 from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, next_response, short_session
 from harness.agents.ledger import ApprovalLedger, RequestRecord
 from harness.clock import ScaledClock
+from openclaw_wire.constants import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS, MSG_APPROVAL_ALREADY_PENDING
 
-DEFAULT_EXEC_APPROVAL_TIMEOUT_MS = 1_800_000  # src/infra/exec-approvals-core.ts
 STABLE_ID_NAMESPACE = uuid.UUID("6f1c6a52-5f25-4a4e-9a0e-69478c0ffee0")
 
 
@@ -124,7 +124,7 @@ class FakeAgent:
             record.outcome = "no-route"  # a single res with decision null: nobody could be asked
             return None
         message = (reply.get("error") or {}).get("message", "")
-        if message == "approval id already pending":
+        if message == MSG_APPROVAL_ALREADY_PENDING:
             record.outcome = "already-pending"
             return record.approval_id
         record.outcome = f"error: {message}"

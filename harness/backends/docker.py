@@ -308,13 +308,13 @@ def build_stub_image(client: DockerClient, base_image: str) -> str:
 
 
 def build_context() -> io.BytesIO:
-    """The Dockerfile, the project's metadata and its two packages, and this machine's pip settings, as a tar."""
+    """The Dockerfile, the project's metadata and its three packages, and this machine's pip settings, as a tar."""
     if not (SOURCE_ROOT / "Dockerfile").is_file() or not (SOURCE_ROOT / "pyproject.toml").is_file():
         raise BackendError(f"the Docker backend builds the stub's image from a source checkout; no Dockerfile "
                            f"and pyproject.toml at {SOURCE_ROOT} (install with pip install -e)")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name in ("Dockerfile", "pyproject.toml", "README.md", "gateway_stub", "harness"):
+        for name in ("Dockerfile", "pyproject.toml", "README.md", "openclaw_wire", "gateway_stub", "harness"):
             tar.add(SOURCE_ROOT / name, arcname=name, filter=_reproducible)
         for name, data in pip_settings().items():
             entry = tarfile.TarInfo(name)

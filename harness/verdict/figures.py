@@ -18,16 +18,21 @@ Witnesses (Jepsen-style) name the accounts and times that prove a storm.
 
 from __future__ import annotations
 
-import re
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway_stub.gateway_log import fields, message_of
-from gateway_stub.metrics import percentile as nearest_rank
 from harness.accounts.ledger import STORM_KINDS, Attempt, Disconnect, Outcome
 from harness.verdict.thresholds import Threshold
+from openclaw_wire.log_records import (
+    closed_by_handshake_timer,
+    conn_id_of,
+    is_handshake_timeout_warning,
+    is_preauth_rejected,
+    written_by_stub,
+)
 
 WITNESSES = 10
 
@@ -48,11 +53,9 @@ class RunRecord:
 
 
 def percentile(samples: Iterable[float], fraction: float) -> float | None:
-    value = nearest_rank(samples, fraction)
-    return None if value is None else round(value, 3)
-
-
-_CONN_ID = re.compile(r"\bconn=(\S+)")
+    """Nearest-rank percentile, rounded to the microsecond; None for no samples."""
+    ordered = sorted(samples)
+    return round(ordered[max(1, math.ceil(fraction * len(ordered))) - 1], 3) if ordered else None
 
 
 def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
@@ -63,17 +66,11 @@ def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int 
     that is always there: on a loaded real gateway a late timer can fire after the connect frame has arrived
     but before it was handled, and the close is then logged as `→ close … handshake=connected` instead.
     """
-    closed, warned = [], []
-    for r in records:
-        message = message_of(dict(r))
-        conn = _CONN_ID.search(message)
-        if message.startswith("closed before connect") and fields(dict(r)).get("cause") == "handshake-timeout":
-            closed.append(conn.group(1) if conn else None)
-        elif message.startswith("handshake timeout") and conn:
-            warned.append(conn.group(1))
+    closed = [conn_id_of(r) for r in records if closed_by_handshake_timer(r)]
+    warned = [conn for r in records if is_handshake_timeout_warning(r) and (conn := conn_id_of(r))]
     timeouts = len(closed) + len(set(warned) - set(closed))
-    rejected = sum(1 for r in records if r.get("event") == "http.preauth_rejected")
-    is_stub = any("event" in r for r in records)
+    rejected = sum(1 for r in records if is_preauth_rejected(r))
+    is_stub = any(written_by_stub(r) for r in records)
     return {"handshake_timeout": timeouts, "preauth_rejected": rejected if is_stub else None, "connect_error": None}
 
 
