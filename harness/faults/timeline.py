@@ -12,27 +12,24 @@
         gateway_restart: true    # down as above, and at until_s every account re-registers, as the channel
                                  # accounts do when the real gateway process restarts (a new bootstrap generation)
 
-Toxic types, attribute names and units are Toxiproxy's. Durations in attributes (latency, jitter,
-delay, timeout: ms; slicer delay: µs) follow the time scale like everything else; a bandwidth rate is
-divided by it, so the same window means the same thing in profile time at any scale.
+Toxic types, attribute names and units are Toxiproxy's (harness/faults/toxic_types.py, the table the
+embedded proxy reads too). Durations in attributes (latency, jitter, delay, timeout: ms; slicer delay:
+µs) follow the time scale like everything else; a bandwidth rate is divided by it, so the same window
+means the same thing in profile time at any scale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-TOXIC_ATTRIBUTES: dict[str, dict[str, str]] = {
-    "latency": {"latency": "ms", "jitter": "ms"},
-    "bandwidth": {"rate": "rate"},
-    "slow_close": {"delay": "ms"},
-    "timeout": {"timeout": "ms"},
-    "reset_peer": {"timeout": "ms"},
-    "limit_data": {"bytes": "bytes"},
-    "slicer": {"average_size": "bytes", "size_variation": "bytes", "delay": "us"},
-}
-STREAMS = ("downstream", "upstream")
+from harness.faults.toxic_types import DEFAULT_STREAM, STREAMS, TOXIC_TYPES, Unit
+
+# The toxics a fault window may add: noop does nothing, so it is no fault.
+TOXIC_ATTRIBUTES: dict[str, Mapping[str, Unit]] = {
+    name: toxic.attributes for name, toxic in TOXIC_TYPES.items() if name != "noop"}
+FaultKind = Literal["toxic", "gateway_down", "gateway_restart"]
 
 
 class FaultSpecError(ValueError):
@@ -42,17 +39,17 @@ class FaultSpecError(ValueError):
 @dataclass(frozen=True)
 class ToxicSpec:
     type: str
-    stream: str = "downstream"
+    stream: str = DEFAULT_STREAM
     toxicity: float = 1.0
     attributes: Mapping[str, float] = field(default_factory=dict)
 
     def scaled_attributes(self, time_scale: float) -> dict[str, int]:
         out: dict[str, int] = {}
         for name, value in self.attributes.items():
-            kind = TOXIC_ATTRIBUTES[self.type][name]
-            if kind in ("ms", "us"):
+            unit = TOXIC_ATTRIBUTES[self.type][name]
+            if unit in ("ms", "us"):
                 value = value * time_scale
-            elif kind == "rate":
+            elif unit == "rate":
                 value = value / time_scale
             out[name] = int(round(value))
         return out
@@ -67,7 +64,7 @@ class FaultWindow:
     restart: bool = False  # gateway down, then the accounts re-register
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> FaultKind:
         if self.toxic is not None:
             return "toxic"
         return "gateway_restart" if self.restart else "gateway_down"
@@ -124,7 +121,7 @@ def _parse_toxic(raw: Any, where: str) -> ToxicSpec:
     kind = raw.get("type")
     if kind not in TOXIC_ATTRIBUTES:
         raise FaultSpecError(f"{where}.type: expected one of {', '.join(TOXIC_ATTRIBUTES)}, got {kind!r}")
-    stream = raw.get("stream", "downstream")
+    stream = raw.get("stream", DEFAULT_STREAM)
     if stream not in STREAMS:
         raise FaultSpecError(f"{where}.stream: expected downstream or upstream, got {stream!r}")
     toxicity = _number(raw.get("toxicity", 1.0), f"{where}.toxicity", required=True)
