@@ -29,9 +29,9 @@ async def _serve(stub: GatewayStub) -> None:
     await stub.start()
     try:
         ready = {"event": "ready", "url": stub.url, "http": stub.http_url, "port": stub.port,
-                 "token": stub.token, "profile": stub.profile.name, "pid": os.getpid()}
+                 "token": stub.token, "profile": stub.generation.name, "pid": os.getpid()}
         print(json.dumps(ready), flush=True)
-        stub.log.console("gateway", f"listening on {stub.url} (PID {os.getpid()}, profile {stub.profile.name})")
+        stub.log.console("gateway", f"listening on {stub.url} (PID {os.getpid()}, profile {stub.generation.name})")
         stub.log.console("gateway", "ready")
         await stop.wait()
     finally:

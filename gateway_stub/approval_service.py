@@ -6,7 +6,7 @@ loop. Timers are plain `call_later` handles like every other stub timer: expiry 
 drop after the grace fire late when the loop is busy, as Node's do.
 
 Events go out through `ApprovalClients` (the server), with each connection's own `seq` and
-`dropIfSlow`. Who receives them follows the profile (reference §10.4). The stub-only `intent` dedupe
+`dropIfSlow`. Who receives them follows the generation (reference §10.4). The stub-only `intent` dedupe
 (`--approval-dedup intent`) is a labelled fix arm: the real gateway dedupes approvals by id only (§11).
 """
 
@@ -30,7 +30,6 @@ from gateway_stub.approvals import (
     MSG_INVALID_DECISION,
     RESERVED_PLUGIN_APPROVAL_ID_PREFIX,
     ApprovalBroker,
-    ApprovalError,
     ApprovalRecord,
     Caller,
     build_request,
@@ -46,8 +45,8 @@ from gateway_stub.approvals import (
     unknown_or_expired,
 )
 from gateway_stub.gateway_log import GatewayLog
-from gateway_stub.profiles import ProtocolProfile
-from gateway_stub.protocol import (
+from gateway_stub.generations import Generation
+from gateway_stub.schema import (
     exec_approval_get_problem,
     exec_approval_request_problem,
     exec_approval_resolve_problem,
@@ -77,17 +76,17 @@ class ApprovalClients(Protocol):
 
 
 class ApprovalService:
-    def __init__(self, profile: ProtocolProfile, clients: ApprovalClients, log: GatewayLog, *,
+    def __init__(self, generation: Generation, clients: ApprovalClients, log: GatewayLog, *,
                  scaled_s: Callable[[float], float], dedup: ApprovalDedup, max_pending: int,
                  clock: Callable[[], float] = time.time) -> None:
-        self.profile = profile
+        self.generation = generation
         # Expiry and grace follow the stub's time scale; the wire keeps real epoch ms (see ApprovalBroker).
         self.broker = ApprovalBroker(scaled_ms=lambda ms: scaled_s(ms) * 1000.0, max_pending=max_pending)
         self.dedup = dedup
         self._clients = clients
         self._log = log
         self._clock = clock
-        self._targeted = profile.approval_visibility == "deliverable-and-visible"
+        self._targeted = generation.approval_visibility == "deliverable-and-visible"
         self._decided: dict[str, asyncio.Future[str | None]] = {}
         self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
         self._timers: set[asyncio.TimerHandle] = set()
@@ -116,9 +115,9 @@ class ApprovalService:
 
     async def request(self, caller: Caller, params: Any, respond: Respond) -> dict[str, Any]:
         """exec.approval.request: returns the final res payload; with `twoPhase`, `respond` sends "accepted" first."""
-        problem = exec_approval_request_problem(params, self.profile)
+        problem = exec_approval_request_problem(params, self.generation)
         if problem is not None:
-            raise ApprovalError(problem)
+            raise invalid(problem)
         p: dict[str, Any] = params
         explicit_id = p["id"].strip() if isinstance(p.get("id"), str) and p["id"].strip() else None
         host = p["host"].strip() if isinstance(p.get("host"), str) else ""
@@ -146,7 +145,7 @@ class ApprovalService:
                 return await self._coalesce(existing, caller, explicit_id, two_phase, respond)
 
         record = self.broker.create(
-            request=build_request(p, extended=self.profile.approval_extended_payloads),
+            request=build_request(p, extended=self.generation.approval_extended_payloads),
             timeout_ms=p.get("timeoutMs", DEFAULT_EXEC_APPROVAL_TIMEOUT_MS),
             now_ms=self.now_ms(),
             approval_id=explicit_id or str(uuid.uuid4()),
@@ -160,12 +159,12 @@ class ApprovalService:
         self._log_requested(record, coalesced=False, requested_id=record.id, run_id=p.get("runId"))
 
         recipients = [] if p.get("suppressDelivery") is True else self._recipients(record, exclude=caller.conn_id)
-        payload = requested_payload(record, extended=self.profile.approval_extended_payloads)
+        payload = requested_payload(record, extended=self.generation.approval_extended_payloads)
         await self._broadcast(recipients, EVENT_REQUESTED, payload)
         # A route is an approval client other than the requester (4.29 hasExecApprovalClients(excludeConnId), observed:
         # an April requester alone gets decision null although it receives its own `requested`).
         has_route = any(c.conn_id != caller.conn_id for c in recipients)
-        keep_without_route = self.profile.honors_require_delivery_route and p.get("requireDeliveryRoute") is False
+        keep_without_route = self.generation.honors_require_delivery_route and p.get("requireDeliveryRoute") is False
         if not has_route and not keep_without_route:
             # No route (§10.2 step 4): the record expires at once and the request gets one res, decision null.
             self._expire_now(record, "no-approval-route")
@@ -188,7 +187,7 @@ class ApprovalService:
 
     def _accepted(self, record: ApprovalRecord, has_route: bool) -> dict[str, Any]:
         accepted: dict[str, Any] = {"status": "accepted", "id": record.id}
-        if self.profile.approval_extended_payloads:
+        if self.generation.approval_extended_payloads:
             accepted["deliveryRoute"] = "approval-client" if has_route else "none"
         accepted.update(createdAtMs=record.created_at_ms, expiresAtMs=record.expires_at_ms)
         return accepted
@@ -196,13 +195,13 @@ class ApprovalService:
     def list_pending(self, caller: Caller) -> list[dict[str, Any]]:
         """exec.approval.list: pending records (`current`: only those visible to the caller)."""
         # 9.6 lists each entry with `approvalKind` last (observed).
-        extra = {"approvalKind": "exec"} if self.profile.approval_extended_payloads else {}
+        extra = {"approvalKind": "exec"} if self.generation.approval_extended_payloads else {}
         return [{**r.entry(), **extra} for r in self.broker.pending() if self._sees(caller, r)]
 
     def get(self, caller: Caller, params: Any) -> dict[str, Any]:
         problem = exec_approval_get_problem(params)
         if problem is not None:
-            raise ApprovalError(problem)
+            raise invalid(problem)
         record = self.broker.lookup(params["id"], "pending", self._visible_to(caller))
         if record is None:
             raise unknown_or_expired()
@@ -219,16 +218,16 @@ class ApprovalService:
             raise invalid(MSG_EXPIRED_OR_NOT_FOUND)
         await self._decision_of(record)
         payload = record.decision_payload()
-        if self.profile.approval_extended_payloads:
+        if self.generation.approval_extended_payloads:
             reason = record.terminal_reason
             payload["terminalReason"] = WIRE_TERMINAL_REASONS.get(reason, reason) if reason else reason
         return payload
 
     async def resolve(self, caller: Caller, params: Any, respond: Respond) -> None:
         """exec.approval.resolve: answers through `respond`, then broadcasts `resolved`, then wakes the waiters."""
-        problem = exec_approval_resolve_problem(params, self.profile)
+        problem = exec_approval_resolve_problem(params, self.generation)
         if problem is not None:
-            raise ApprovalError(problem)
+            raise invalid(problem)
         decision = params["decision"]
         if decision not in DECISIONS:
             raise invalid(MSG_INVALID_DECISION)
@@ -244,7 +243,7 @@ class ApprovalService:
             await respond({"ok": True})
             return
         if decision not in record.request.get("allowedDecisions", DECISIONS):
-            raise invalid(self.profile.allow_always_unavailable_message,
+            raise invalid(self.generation.allow_always_unavailable_message,
                           {"reason": "APPROVAL_ALLOW_ALWAYS_UNAVAILABLE"})
         self.broker.resolve(record, decision, caller.resolver_name, self.now_ms())
         self._settled(record)
@@ -275,7 +274,7 @@ class ApprovalService:
         openclaw#69482) and return the snapshot. `baseHash` is accepted and not compared."""
         problem = exec_approvals_set_problem(params)
         if problem is not None:
-            raise ApprovalError(problem)
+            raise invalid(problem)
         self._file = json.loads(json.dumps(params["file"]))
         self._file_exists = True
         return self.snapshot()
@@ -288,7 +287,7 @@ class ApprovalService:
         allowlist = agents.setdefault(agent, {}).setdefault("allowlist", [])
         entry: dict[str, Any] = {"id": str(uuid.uuid4()), "pattern": request.get("resolvedPath") or request["command"],
                                  "lastUsedAt": self.now_ms(), "lastUsedCommand": request["command"]}
-        if self.profile.allow_always_grants_carry_source:
+        if self.generation.allow_always_grants_carry_source:
             entry["source"] = "allow-always"
         allowlist.append(entry)
         self._file_exists = True
@@ -336,7 +335,7 @@ class ApprovalService:
         self.expired_total += 1
         self._log.record(StubEvent.APPROVAL_EXPIRED, "info", APPROVALS_SUBSYSTEM,
                          f"exec approval expired id={record.id}", {"id": record.id, "reason": record.terminal_reason})
-        if self.profile.resolved_event_on_expiry and record.terminal_reason == "expired":
+        if self.generation.resolved_event_on_expiry and record.terminal_reason == "expired":
             # 9.6 publishes the expiry as a denial by nobody (observed); April sends nothing (§10.6, observed).
             payload = {**resolved_payload(record, self.now_ms()), "decision": "deny"}
             self._spawn(self._broadcast(self._recipients(record, exclude=None), EVENT_RESOLVED, payload))

@@ -90,9 +90,10 @@ class ApprovalRecord:
     request: dict[str, Any]
     created_at_ms: int
     expires_at_ms: int
+    # Visibility reads these two. The real gateway also binds `requestedByClientId`, which no rule the
+    # stub imitates reads, so it is not kept.
     requested_by_conn_id: str | None
     requested_by_device_id: str | None
-    requested_by_client_id: str | None
     reviewer_device_ids: tuple[str, ...] = ()
     intent: IntentKey | None = None
     size_bytes: int = 0
@@ -194,7 +195,6 @@ class ApprovalBroker:
             expires_at_ms=now_ms + round(self._scaled_ms(timeout_ms)),
             requested_by_conn_id=requester.conn_id if requester else None,
             requested_by_device_id=requester.device_id if requester else None,
-            requested_by_client_id=requester.client_id if requester else None,
             reviewer_device_ids=reviewer_device_ids,
             intent=intent,
             size_bytes=RECORD_OVERHEAD_BYTES + len(approval_id) + len(json.dumps(request, separators=(",", ":"))),

@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway_stub.approvals import DEFAULT_MAX_PENDING_APPROVALS
 from gateway_stub.cost import NO_COST, CostClock, CostSpec, parse_cost
-from gateway_stub.profiles import DEFAULT_PROFILE, PROFILES, ProtocolProfile
+from gateway_stub.generations import DEFAULT_GENERATION, GENERATIONS, Generation
 from openclaw_wire.constants import (
     DEFAULT_MAX_PREAUTH_CONNECTIONS_PER_IP,
     KEEPALIVE_PING_INTERVAL_MS,
@@ -42,10 +42,10 @@ class ConfigError(ValueError):
 class StubConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    profile: str = DEFAULT_PROFILE
+    profile: str = DEFAULT_GENERATION  # a generation's name, called after the --profile option users pass
     auth_mode: str = "token"
     token: str | None = None
-    handshake_timeout_ms: int | None = None  # None: the profile's
+    handshake_timeout_ms: int | None = None  # None: the generation's
     max_preauth_per_ip: int = DEFAULT_MAX_PREAUTH_CONNECTIONS_PER_IP
     time_scale: float = 1.0
     upgrade_cost: CostSpec = NO_COST
@@ -70,8 +70,8 @@ class StubConfig:
 
     def __post_init__(self) -> None:
         _check_loopback(self.host)
-        if self.profile not in PROFILES:
-            raise ConfigError(f"--profile: expected one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.profile not in GENERATIONS:
+            raise ConfigError(f"--profile: expected one of {', '.join(GENERATIONS)}, got {self.profile!r}")
         if self.auth_mode not in ("token", "none"):
             raise ConfigError(f"--auth: expected token or none, got {self.auth_mode!r}")
         if not 0 <= self.port <= 65535:
@@ -90,12 +90,12 @@ class StubConfig:
                 f"--max-pending-approvals: expected an integer >= 1, got {self.max_pending_approvals}")
 
     @property
-    def protocol_profile(self) -> ProtocolProfile:
-        return PROFILES[self.profile]
+    def generation(self) -> Generation:
+        return GENERATIONS[self.profile]
 
     @property
     def effective_handshake_timeout_ms(self) -> int:
-        return self.handshake_timeout_ms or self.protocol_profile.handshake_timeout_ms
+        return self.handshake_timeout_ms or self.generation.handshake_timeout_ms
 
     def scaled_s(self, ms: float) -> float:
         """Unscaled milliseconds to the real seconds the stub waits: the one place the scale applies."""
@@ -212,8 +212,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--host", "host", _text, "loopback address to bind (default 127.0.0.1)", "GATEWAY_STUB_HOST"),
     Option("--port", "port", _port, f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})",
            "OPENCLAW_GATEWAY_PORT"),
-    Option("--profile", "profile", _choice(*PROFILES), f"protocol profile (default {DEFAULT_PROFILE})",
-           "GATEWAY_STUB_PROFILE", "{" + ",".join(PROFILES) + "}"),
+    Option("--profile", "profile", _choice(*GENERATIONS), f"protocol profile (default {DEFAULT_GENERATION})",
+           "GATEWAY_STUB_PROFILE", "{" + ",".join(GENERATIONS) + "}"),
     Option("--auth", "auth_mode", _choice("token", "none"), "auth mode (default token)", "GATEWAY_STUB_AUTH",
            "{token,none}"),
     Option("--token", "token", _text, "shared gateway token (default: a random one, printed at start)",

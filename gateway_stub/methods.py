@@ -71,7 +71,7 @@ def unknown_method(name: str) -> GatewayError:
 
 
 async def _health(gateway: GatewayView, params: Any, call: MethodCall) -> dict[str, Any]:
-    """The profile's recorded health payload, with this stub's time, connections and event-loop delay."""
+    """The generation's recorded health payload, with this stub's time, connections and event-loop delay."""
     started = time.perf_counter()
     stats = gateway.stats()
     payload = gateway.health_template()

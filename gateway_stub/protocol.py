@@ -1,18 +1,21 @@
-"""The gateway's wire protocol with no I/O: frames in, decisions and frames out.
+"""The gateway's wire protocol with no I/O: frames, the connect decision, hello-ok and scopes.
 
-Everything here is a pure function of its arguments (no clock, no sockets), so each rule of the
-pre-auth handshake can be tested directly and the server module only wires these to `websockets`.
-Facts and exact strings come from ../shared/reference/openclaw-gateway.md, sections 2-6 and 12.5.
+Everything here is a pure function of its arguments (no clock, no sockets): frame builders and the
+request-envelope parser, the decision on a `connect` (schema, protocol negotiation, auth, device proof,
+which scopes a client keeps), the hello-ok payload, and the scope check after hello. The params
+schemas live in schema.py; what happens when on one connection lives in handshake.py. Facts and exact
+strings come from ../shared/reference/openclaw-gateway.md, sections 2-6 and 12.5.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway_stub.profiles import ProtocolProfile
+from gateway_stub.generations import Generation
+from gateway_stub.schema import connect_params_problem
 from openclaw_wire.device_auth import DeviceProofError, verify_device_proof
 
 # src/gateway/server-constants.ts
@@ -32,13 +35,7 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
 
-# packages/gateway-protocol/src/client-info.ts
-CLIENT_IDS = (
-    "webchat-ui", "openclaw-control-ui", "openclaw-browser-copilot", "openclaw-tui", "webchat", "cli",
-    "gateway-client", "openclaw-macos", "openclaw-linux", "openclaw-ios", "openclaw-watchos",
-    "openclaw-android", "node-host", "openclaw-worker", "test", "fingerprint", "openclaw-probe",
-)
-CLIENT_MODES = ("webchat", "cli", "ui", "backend", "node", "worker", "probe", "test")
+# packages/gateway-protocol/src/client-info.ts (the full id and mode lists are in schema.py)
 UI_CLIENT_IDS = frozenset({"webchat-ui", "openclaw-control-ui", "openclaw-tui"})
 ROLES = ("operator", "node", "worker")
 SCOPE_ADMIN = "operator.admin"
@@ -100,10 +97,10 @@ def close_reason(text: str) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
-def challenge_payload(profile: ProtocolProfile, nonce: str, now_ms: int) -> dict[str, Any]:
+def challenge_payload(generation: Generation, nonce: str, now_ms: int) -> dict[str, Any]:
     payload: dict[str, Any] = {"nonce": nonce, "ts": now_ms}
-    if profile.challenge_capabilities is not None:
-        payload["capabilities"] = list(profile.challenge_capabilities)
+    if generation.challenge_capabilities is not None:
+        payload["capabilities"] = list(generation.challenge_capabilities)
     return payload
 
 
@@ -156,303 +153,12 @@ def first_request_not_connect(request: Request) -> CloseWith:
 
 
 # ---------------------------------------------------------------------------------------------
-# The closed ConnectParamsSchema (packages/gateway-protocol/src/schema/frames.ts), with the real
-# gateway's error messages (AJV's, except unknown keys: "unexpected property '<name>'").
-# A checker returns None when the value is fine, else (path, message).
-
-Problem = tuple[str, str]
-Checker = Callable[[Any, str], Problem | None]
-
-
-def _string(min_length: int = 0, max_length: int | None = None) -> Checker:
-    def check(value: Any, path: str) -> Problem | None:
-        if not isinstance(value, str):
-            return path, "must be string"
-        if len(value) < min_length:
-            return path, f"must NOT have fewer than {min_length} characters"
-        if max_length is not None and len(value) > max_length:
-            return path, f"must NOT have more than {max_length} characters"
-        return None
-
-    return check
-
-
-def _integer(minimum: int, maximum: int | None = None) -> Checker:
-    def check(value: Any, path: str) -> Problem | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return path, "must be integer"
-        if value < minimum:
-            return path, f"must be >= {minimum}"
-        if maximum is not None and value > maximum:
-            return path, f"must be <= {maximum}"
-        return None
-
-    return check
-
-
-def _boolean(value: Any, path: str) -> Problem | None:
-    return None if isinstance(value, bool) else (path, "must be boolean")
-
-
-def _number(value: Any, path: str) -> Problem | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return None if ok else (path, "must be number")
-
-
-def _null(value: Any, path: str) -> Problem | None:
-    return None if value is None else (path, "must be null")
-
-
-def _any_of(*options: Checker) -> Checker:
-    """TypeBox's Union: AJV reports a value matching none of the branches as failing `anyOf`."""
-    def check(value: Any, path: str) -> Problem | None:
-        if any(option(value, path) is None for option in options):
-            return None
-        return path, "must match a schema in anyOf"
-
-    return check
-
-
-def _record_of(item: Checker) -> Checker:
-    """TypeBox's Record(NonEmptyString, item): an object whose values all fit `item`."""
-    def check(value: Any, path: str) -> Problem | None:
-        if not isinstance(value, dict):
-            return path, "must be object"
-        for name, element in value.items():
-            problem = item(element, f"{path}/{name}")
-            if problem:
-                return problem
-        return None
-
-    return check
-
-
-def _enum(allowed: tuple[str, ...]) -> Checker:
-    def check(value: Any, path: str) -> Problem | None:
-        return None if value in allowed else (path, "must be equal to one of the allowed values")
-
-    return check
-
-
-def _array_of(item: Checker) -> Checker:
-    def check(value: Any, path: str) -> Problem | None:
-        if not isinstance(value, list):
-            return path, "must be array"
-        for index, element in enumerate(value):
-            problem = item(element, f"{path}/{index}")
-            if problem:
-                return problem
-        return None
-
-    return check
-
-
-def _any(value: Any, path: str) -> Problem | None:
-    return None
-
-
-def _plain_object(value: Any, path: str) -> Problem | None:
-    return None if isinstance(value, dict) else (path, "must be object")
-
-
-def _object(properties: Mapping[str, Checker], required: tuple[str, ...] = ()) -> Checker:
-    def check(value: Any, path: str) -> Problem | None:
-        if not isinstance(value, dict):
-            return path, "must be object"
-        for name in required:
-            if name not in value:
-                return path, f"must have required property '{name}'"
-        for name in value:
-            if name not in properties:
-                # The real gateway's wording (observed on 2026.9.6), not AJV's "must NOT have additional properties".
-                return path, f"unexpected property '{name}'"
-        for name, checker in properties.items():
-            if name in value:
-                problem = checker(value[name], f"{path}/{name}")
-                if problem:
-                    return problem
-        return None
-
-    return check
-
-
-_NON_EMPTY = _string(min_length=1)
-_CLIENT = _object(
-    {
-        "id": _enum(CLIENT_IDS),
-        "displayName": _string(),
-        "version": _NON_EMPTY,
-        "platform": _NON_EMPTY,
-        "deviceFamily": _string(),
-        "modelIdentifier": _string(),
-        "mode": _enum(CLIENT_MODES),
-        "instanceId": _string(),
-        "buildId": _string(max_length=96),
-        "timeZone": _string(max_length=64),
-    },
-    required=("id", "version", "platform", "mode"),
-)
-_DEVICE = _object(
-    {
-        "id": _NON_EMPTY,
-        "publicKey": _NON_EMPTY,
-        "signature": _NON_EMPTY,
-        "signedAt": _integer(0),
-        "nonce": _NON_EMPTY,
-    },
-    required=("id", "publicKey", "signature", "signedAt", "nonce"),
-)
-_AUTH_KEYS = (
-    "token", "password", "bootstrapToken", "deviceToken", "approvalRuntimeToken", "agentRuntimeIdentityToken",
-)
-_CONNECT_PROPERTIES: dict[str, Checker] = {
-    "minProtocol": _integer(1),
-    "maxProtocol": _integer(1),
-    "client": _CLIENT,
-    "caps": _array_of(_string()),
-    "commands": _array_of(_string()),
-    "permissions": _plain_object,
-    "pathEnv": _string(),
-    "role": _string(),
-    "scopes": _array_of(_string()),
-    "device": _DEVICE,
-    "auth": _any,  # replaced per profile below: its closed key set differs by version
-    "locale": _string(),
-    "userAgent": _string(),
-    "modelCatalog": _any,
-    "computerUse": _any,
-    "workerRuns": _any,
-}
-
-
-def _connect_schema(profile: ProtocolProfile) -> Checker:
-    auth = _object({k: _string() for k in _AUTH_KEYS if k not in profile.unknown_auth_keys})
-    properties = {k: v for k, v in _CONNECT_PROPERTIES.items() if k not in profile.unknown_connect_keys}
-    properties["auth"] = auth
-    return _object(properties, required=("minProtocol", "maxProtocol", "client"))
-
-
-def connect_params_problem(params: Any, profile: ProtocolProfile) -> str | None:
-    """The AJV-style message for invalid connect params, or None when they fit the closed schema."""
-    problem = _connect_schema(profile)(params, "")
-    if problem is None:
-        return None
-    path, message = problem
-    return f"invalid connect params: at {path or 'root'}: {message}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Params of the exec-approval methods (packages/gateway-protocol/src/schema/exec-approvals.ts, reference §10).
-# Closed like the connect schema; each generation drops the keys it does not know (see profiles.py).
-
-_STRING_OR_NULL = _any_of(_string(), _null)
-_EXEC_APPROVAL_REQUEST_PROPERTIES: dict[str, Checker] = {
-    "id": _string(min_length=1, max_length=128),
-    "command": _NON_EMPTY,
-    "commandArgv": _array_of(_string()),
-    "systemRunPlan": _plain_object,
-    "env": _record_of(_string()),
-    "cwd": _STRING_OR_NULL,
-    "nodeId": _any_of(_NON_EMPTY, _null),
-    "host": _STRING_OR_NULL,
-    "security": _STRING_OR_NULL,
-    "ask": _STRING_OR_NULL,
-    "warningText": _STRING_OR_NULL,
-    "scope": _any,
-    "unavailableDecisions": _array_of(_enum(("allow-always",))),
-    "commandSpans": _array_of(_object({"startIndex": _integer(0), "endIndex": _integer(0)},
-                                      required=("startIndex", "endIndex"))),
-    "agentId": _STRING_OR_NULL,
-    "resolvedPath": _STRING_OR_NULL,
-    "sessionKey": _STRING_OR_NULL,
-    "sessionId": _STRING_OR_NULL,
-    "runId": _STRING_OR_NULL,
-    "toolCallId": _STRING_OR_NULL,
-    "turnSourceChannel": _STRING_OR_NULL,
-    "turnSourceTo": _STRING_OR_NULL,
-    "turnSourceAccountId": _STRING_OR_NULL,
-    "turnSourceThreadId": _any_of(_string(), _number, _null),
-    "approvalReviewerDeviceIds": _array_of(_string()),
-    "requireDeliveryRoute": _boolean,
-    "suppressDelivery": _boolean,
-    "deliverToApprovalClientsOnly": _boolean,
-    "timeoutMs": _integer(1),
-    "twoPhase": _boolean,
-}
-_EXEC_APPROVAL_RESOLVE_PROPERTIES: dict[str, Checker] = {
-    "id": _NON_EMPTY,
-    "decision": _NON_EMPTY,
-    "reviewer": _plain_object,
-    "grantExpiresInDays": _integer(1, 3650),
-}
-_EXEC_APPROVAL_GET = _object({"id": _NON_EMPTY}, required=("id",))
-_ALLOWLIST_ENTRY = _object(
-    {
-        "id": _NON_EMPTY,
-        "pattern": _string(),
-        "source": _enum(("allow-always",)),  # openclaw#69482: what an allow-always grant writes
-        "commandText": _string(),
-        "argPattern": _string(),
-        "lastUsedAt": _integer(0),
-        "lastUsedCommand": _string(),
-        "lastResolvedPath": _string(),
-    },
-    required=("pattern",),
-)
-def _version_1(value: Any, path: str) -> Problem | None:
-    ok = value == 1 and not isinstance(value, bool)
-    return None if ok else (path, "must be equal to constant")
-
-
-_EXEC_APPROVALS_POLICY: dict[str, Checker] = {
-    "security": _string(), "ask": _string(), "askFallback": _string(), "autoAllowSkills": _boolean,
-}
-_EXEC_APPROVALS_FILE = _object(
-    {
-        "version": _version_1,
-        "socket": _object({"path": _string(), "token": _string()}),
-        "defaults": _object(_EXEC_APPROVALS_POLICY),
-        "agents": _record_of(_object({**_EXEC_APPROVALS_POLICY, "allowlist": _array_of(_ALLOWLIST_ENTRY)})),
-    },
-    required=("version",),
-)
-_EXEC_APPROVALS_SET = _object({"file": _EXEC_APPROVALS_FILE, "baseHash": _NON_EMPTY}, required=("file",))
-
-
-def _invalid_params(method: str, problem: Problem | None) -> GatewayError | None:
-    if problem is None:
-        return None
-    path, message = problem
-    return GatewayError("INVALID_REQUEST", f"invalid {method} params: at {path or 'root'}: {message}")
-
-
-def exec_approval_request_problem(params: Any, profile: ProtocolProfile) -> GatewayError | None:
-    properties = {k: v for k, v in _EXEC_APPROVAL_REQUEST_PROPERTIES.items()
-                  if k not in profile.unknown_approval_request_keys}
-    return _invalid_params("exec.approval.request", _object(properties)(params, ""))
-
-
-def exec_approval_resolve_problem(params: Any, profile: ProtocolProfile) -> GatewayError | None:
-    properties = {k: v for k, v in _EXEC_APPROVAL_RESOLVE_PROPERTIES.items()
-                  if k not in profile.unknown_approval_resolve_keys}
-    return _invalid_params("exec.approval.resolve", _object(properties, required=("id", "decision"))(params, ""))
-
-
-def exec_approval_get_problem(params: Any) -> GatewayError | None:
-    return _invalid_params("exec.approval.get", _EXEC_APPROVAL_GET(params, ""))
-
-
-def exec_approvals_set_problem(params: Any) -> GatewayError | None:
-    return _invalid_params("exec.approvals.set", _EXEC_APPROVALS_SET(params, ""))
-
-
-# ---------------------------------------------------------------------------------------------
 # Deciding a connect
 
 
 @dataclass(frozen=True)
 class ConnectContext:
-    profile: ProtocolProfile
+    generation: Generation
     auth_mode: str  # "token" | "none"
     shared_secret: str | None
     peer_is_loopback: bool
@@ -487,11 +193,11 @@ class Rejected:
 
 
 def negotiate_protocol(
-    min_protocol: int, max_protocol: int, role: str, mode: str, profile: ProtocolProfile
+    min_protocol: int, max_protocol: int, role: str, mode: str, generation: Generation
 ) -> int | None:
     node_or_probe = role == "node" or mode in ("node", "probe")
-    floor = profile.min_node_or_probe_protocol if node_or_probe else profile.protocol
-    for candidate in range(profile.protocol, floor - 1, -1):
+    floor = generation.min_node_or_probe_protocol if node_or_probe else generation.protocol
+    for candidate in range(generation.protocol, floor - 1, -1):
         if min_protocol <= candidate <= max_protocol:
             return candidate
     return None
@@ -502,22 +208,22 @@ def _reject(error: GatewayError, code: int = CLOSE_POLICY_VIOLATION, *, auth_fai
 
 
 def decide_connect(params: Any, ctx: ConnectContext) -> Accepted | Rejected:
-    profile = ctx.profile
-    problem = connect_params_problem(params, profile)
+    generation = ctx.generation
+    problem = connect_params_problem(params, generation)
     if problem:
         return _reject(GatewayError("INVALID_REQUEST", problem))
     client: dict[str, Any] = params["client"]
     role: str = params.get("role", "operator")
-    protocol = negotiate_protocol(params["minProtocol"], params["maxProtocol"], role, client["mode"], profile)
+    protocol = negotiate_protocol(params["minProtocol"], params["maxProtocol"], role, client["mode"], generation)
     if protocol is None:
-        details: dict[str, Any] = {"expectedProtocol": profile.protocol}
-        if profile.full_protocol_mismatch_details:
+        details: dict[str, Any] = {"expectedProtocol": generation.protocol}
+        if generation.full_protocol_mismatch_details:
             details = {
                 "code": "PROTOCOL_MISMATCH",
                 "clientMinProtocol": params["minProtocol"],
                 "clientMaxProtocol": params["maxProtocol"],
-                "expectedProtocol": profile.protocol,
-                "minimumProbeProtocol": profile.min_node_or_probe_protocol,
+                "expectedProtocol": generation.protocol,
+                "minimumProbeProtocol": generation.min_node_or_probe_protocol,
             }
         return _reject(GatewayError("INVALID_REQUEST", "protocol mismatch", details), CLOSE_PROTOCOL_ERROR)
     if role not in ROLES:
@@ -570,7 +276,7 @@ def decide_connect(params: Any, ctx: ConnectContext) -> Accepted | Rejected:
     shape = (client["id"], client["mode"])
     local_backend = direct_local and shape == ("gateway-client", "backend") and not ctx.has_origin
     keeps_scopes = device_id is not None or local_backend or (
-        direct_local and shape == ("cli", "cli") and profile.preserves_local_cli_scopes
+        direct_local and shape == ("cli", "cli") and generation.preserves_local_cli_scopes
     )
     return Accepted(
         protocol=protocol,
@@ -611,7 +317,7 @@ def loopback_auth_failure_delay_ms(failures_in_window: int) -> int:
 
 
 def hello_ok_payload(
-    profile: ProtocolProfile,
+    generation: Generation,
     accepted: Accepted,
     *,
     conn_id: str,
@@ -622,8 +328,8 @@ def hello_ok_payload(
     http_base: str = "",
     recovery_scope: str = "",
 ) -> dict[str, Any]:
-    """Fill the profile's recorded hello-ok template with this connection's and this boot's values."""
-    template = profile.hello_template()
+    """Fill the generation's recorded hello-ok template with this connection's and this boot's values."""
+    template = generation.hello_template()
     payload: dict[str, Any] = json.loads(json.dumps(template))  # a deep copy of plain JSON
     payload["protocol"] = accepted.protocol
     server = payload["server"]
@@ -666,8 +372,8 @@ def missing_scope(granted: tuple[str, ...], required: tuple[str, ...]) -> str | 
     return required[0]
 
 
-def forbidden(scope: str, required: tuple[str, ...], profile: ProtocolProfile) -> GatewayError:
-    if not profile.scope_errors_forbidden:
+def forbidden(scope: str, required: tuple[str, ...], generation: Generation) -> GatewayError:
+    if not generation.scope_errors_forbidden:
         return GatewayError("INVALID_REQUEST", f"missing scope: {scope}")
     details = {"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": list(required)}
     return GatewayError("FORBIDDEN", f"missing scope: {scope}", details)

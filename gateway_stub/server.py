@@ -1,9 +1,11 @@
-"""The asyncio server: wires the protocol, cost model, budget, log and metrics to `websockets`.
+"""The asyncio server: wires the handshake, protocol, cost model, budget, log and metrics to `websockets`.
 
-One event loop serves everything, as the real gateway's Node loop does, so CPU burned for one
-handshake delays every other socket's frames and timers. Timers are plain `call_later` handles:
-when the loop is busy they fire late, exactly like Node's, and that lateness is the storm.
-The HTTP side (same port, like the real gateway): `/healthz`, `/readyz`, `/metrics`, `/stats`, `/`.
+Each connection's handshake rules live in a `Handshake` (handshake.py, no I/O); this module owns what it
+cannot: the sockets, the timers, the cost burned on the loop, and carrying out the actions the handshake
+answers. One event loop serves everything, as the real gateway's Node loop does, so CPU burned for one
+handshake delays every other socket's frames and timers. Timers are plain `call_later` handles: when the
+loop is busy they fire late, exactly like Node's, and that lateness is the storm. The HTTP side (same port,
+like the real gateway): `/healthz`, `/readyz`, `/metrics`, `/stats`, `/`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from gateway_stub import protocol as proto
 from gateway_stub.approval_service import ApprovalDedup, ApprovalService
@@ -32,17 +35,28 @@ from gateway_stub.approvals import Caller
 from gateway_stub.budget import BUDGET_EXCEEDED_BODY, PreauthBudget, PreauthSlot
 from gateway_stub.config import StubConfig
 from gateway_stub.cost import CostBurner, CostSpec
-from gateway_stub.gateway_log import GatewayLog, na
+from gateway_stub.gateway_log import GatewayLog
+from gateway_stub.handshake import (
+    Action,
+    Bump,
+    Close,
+    ConsoleLine,
+    DelayRejection,
+    Dispatch,
+    Endpoint,
+    Handshake,
+    Peer,
+    Phase,
+    Ready,
+    Record,
+    Register,
+    Send,
+    StartConnect,
+)
 from gateway_stub.methods import METHODS, RESPONDED, MethodCall, MethodError, unknown_method
 from gateway_stub.metrics import StubMetrics, render_prometheus, watch_event_loop_lag
 from openclaw_wire.constants import HEALTH_REFRESH_INTERVAL_MS
-from openclaw_wire.log_records import (
-    CAUSE_HANDSHAKE_TIMEOUT,
-    MSG_CLOSED_BEFORE_CONNECT,
-    MSG_HANDSHAKE_TIMEOUT,
-    WS_SUBSYSTEM,
-    StubEvent,
-)
+from openclaw_wire.log_records import WS_SUBSYSTEM, StubEvent
 
 # Failures counted for the loopback auth delay within this window (auth-rate-limit.ts: 60 000 ms).
 AUTH_FAILURE_WINDOW_MS = 60_000
@@ -54,41 +68,32 @@ _ws_logger.setLevel(logging.ERROR)
 
 @dataclass(eq=False)
 class Connection:
-    """One WebSocket, from open to close."""
+    """One WebSocket, from open to close: the socket, its timer and tasks here, its handshake's state in
+    `handshake`."""
 
-    id: str
     ws: ServerConnection
+    handshake: Handshake
     slot: PreauthSlot | None
-    opened_at: float
-    remote: Endpoint
-    local: Endpoint
-    origin: str | None
-    host: str | None
-    user_agent: str | None
-    forwarded_for: str | None
+    opened_at: float  # loop time
     nonce: str
-    phase: str = "ws_upgrade_started"
     timer: asyncio.TimerHandle | None = None
-    timed_out_after_ms: float | None = None
-    close_cause: str | None = None
-    connect_task: asyncio.Task[None] | None = None
-    pending_frames: list[str | bytes] = field(default_factory=list)
-    accepted: proto.Accepted | None = None
     seq: int = 0
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
-    def remote_ip(self) -> str:
-        return self.remote.ip
+    def id(self) -> str:
+        return self.handshake.peer.conn_id
 
     @property
-    def peer(self) -> str:
-        """OpenClaw's `peer=`: remoteIp:remotePort->localIp:localPort."""
-        return f"{self.remote}->{self.local}"
+    def socket_open(self) -> bool:
+        return self.ws.state is State.OPEN
 
     @property
     def closing(self) -> bool:
-        return self.close_cause is not None or self.ws.state.name in ("CLOSING", "CLOSED")
+        return self.handshake.is_closing(socket_open=self.socket_open)
+
+    def elapsed_ms(self) -> float:
+        return (asyncio.get_running_loop().time() - self.opened_at) * 1000.0
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -102,26 +107,12 @@ class Connection:
             self.slot.release()
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    ip: str
-    port: int | None
-
-    @classmethod
-    def of(cls, address: Any) -> Endpoint:
-        """From a socket address tuple; `n/a` when unknown."""
-        return cls(str(address[0]), int(address[1])) if address else cls("n/a", None)
-
-    def __str__(self) -> str:
-        return f"{self.ip}:{self.port}" if self.port is not None else "n/a"
-
-
 class GatewayStub:
     """A running (or not yet started) gateway stub. Use `async with GatewayStub(config) as stub:`."""
 
     def __init__(self, config: StubConfig, log: GatewayLog | None = None) -> None:
         self.config = config
-        self.profile = config.protocol_profile
+        self.generation = config.generation
         self.token = config.token if config.token is not None else secrets.token_urlsafe(24)
         self.log = log if log is not None else GatewayLog(json_path=config.log_file)
         self.metrics = StubMetrics()
@@ -141,7 +132,7 @@ class GatewayStub:
         self._boot_id = str(uuid.uuid4())
         self._recovery_scope = secrets.token_urlsafe(32)
         dedup: ApprovalDedup = "intent" if config.approval_dedup == "intent" else "off"
-        self.approvals = ApprovalService(self.profile, self, self.log, scaled_s=config.scaled_s, dedup=dedup,
+        self.approvals = ApprovalService(self.generation, self, self.log, scaled_s=config.scaled_s, dedup=dedup,
                                          max_pending=config.max_pending_approvals)
         self.port = 0
 
@@ -213,10 +204,10 @@ class GatewayStub:
 
     @property
     def server_version(self) -> str:
-        return self.profile.server_version
+        return self.generation.server_version
 
     def health_template(self) -> dict[str, Any]:
-        recorded = self.profile.hello_template()["snapshot"].get("health") or {}
+        recorded = self.generation.hello_template()["snapshot"].get("health") or {}
         copied: dict[str, Any] = json.loads(json.dumps(recorded))
         return copied
 
@@ -241,8 +232,8 @@ class GatewayStub:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "profile": self.profile.name,
-            "protocol": self.profile.protocol,
+            "profile": self.generation.name,
+            "protocol": self.generation.protocol,
             "time_scale": self.config.time_scale,
             "handshake_timeout_ms": self.config.effective_handshake_timeout_ms,
             "uptime_ms": self.uptime_ms(),
@@ -251,6 +242,8 @@ class GatewayStub:
             "handshake_ms": self.metrics.handshake_ms.summary(),
             "event_loop_lag_ms": self.metrics.loop_lag_ms.summary(),
             "approvals": self.approvals.stats(),
+            # Whether a refresh burns now and one more is queued (rearm): lets a reader wait for it to end.
+            "health_refresh": {"running": self._health_refresh_running, "pending": self._health_refresh_pending},
             "config": self.config.describe(),
         }
 
@@ -287,7 +280,7 @@ class GatewayStub:
         if path == "/stats":
             return _json_response(connection, self.stats())
         if path == "/metrics":
-            labels = {"profile": self.profile.name}
+            labels = {"profile": self.generation.name}
             text = render_prometheus(self.metrics, self.gauges(), labels)
             return _text_response(connection, text, "text/plain; version=0.0.4; charset=utf-8")
         if path == "/":
@@ -300,194 +293,148 @@ class GatewayStub:
     async def _handle(self, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
         headers: Headers = ws.request.headers if ws.request else Headers()
-        conn = Connection(
-            id=str(uuid.uuid4()),
-            ws=ws,
-            slot=self._pending_slots.pop(ws, None),
-            opened_at=loop.time(),
+        peer = Peer(
+            conn_id=str(uuid.uuid4()),
             remote=Endpoint.of(ws.remote_address),
             local=Endpoint.of(ws.local_address),
             origin=headers.get("Origin"),
             host=headers.get("Host"),
             user_agent=headers.get("User-Agent"),
             forwarded_for=headers.get("X-Forwarded-For") or headers.get("X-Real-IP"),
-            nonce=str(uuid.uuid4()),
         )
+        delays_auth_failures = self.config.auth_failure_delay and self.generation.loopback_auth_failure_delay
+        handshake = Handshake(peer, self.generation, auth_failure_delay=delays_auth_failures)
+        conn = Connection(ws=ws, handshake=handshake, slot=self._pending_slots.pop(ws, None), opened_at=loop.time(),
+                          nonce=str(uuid.uuid4()))
         self._preauth.add(conn)
-        self.metrics.bump("handshakes_started")
-        self.log.record(StubEvent.WS_OPEN, "debug", WS_SUBSYSTEM, f"open conn={conn.id} peer={conn.peer}",
-                        connId=conn.id)
+        self._carry_out_now(conn, handshake.opened())
         timeout_s = self.config.scaled_s(self.config.effective_handshake_timeout_ms)
-        conn.timer = loop.call_later(timeout_s, self._on_handshake_timeout, conn)
+        conn.timer = loop.call_later(timeout_s, self._on_handshake_timer, conn)
         try:
             await asyncio.sleep(self.config.scaled_s(self.config.challenge_latency_ms))
-            challenge = proto.challenge_payload(self.profile, conn.nonce, int(time.time() * 1000))
+            challenge = proto.challenge_payload(self.generation, conn.nonce, int(time.time() * 1000))
             await ws.send(proto.event_frame("connect.challenge", challenge))
             self._colocated_cost(self.config.colocated_challenge_cost)
             async for message in ws:
-                if conn.accepted is None:
-                    await self._on_preauth_frame(conn, message)
-                else:
-                    self._on_request_frame(conn, message)
+                await self._carry_out(conn, handshake.frame_received(message, socket_open=conn.socket_open))
         except ConnectionClosed:
             pass
         finally:
             self._on_closed(conn)
 
-    def _on_handshake_timeout(self, conn: Connection) -> None:
-        if conn.accepted is not None or conn.closing:
-            return
-        loop = asyncio.get_running_loop()
-        conn.timed_out_after_ms = (loop.time() - conn.opened_at) * 1000.0
-        conn.close_cause = CAUSE_HANDSHAKE_TIMEOUT
-        self.metrics.bump("handshakes_timed_out")
-        message = f"{MSG_HANDSHAKE_TIMEOUT} conn={conn.id} peer={conn.peer} remote={conn.remote_ip}" + self._phase(conn)
-        self.log.both(StubEvent.WS_HANDSHAKE_TIMEOUT, "warn", WS_SUBSYSTEM, message, connId=conn.id)
-        # close() with no arguments, as the real gateway does: 1000 and an empty reason.
-        self._spawn(conn.ws.close())
+    def _on_handshake_timer(self, conn: Connection) -> None:
+        self._carry_out_now(conn, conn.handshake.timer_fired(conn.elapsed_ms(), socket_open=conn.socket_open))
 
-    def _phase(self, conn: Connection) -> str:
-        return f" phase={conn.phase}" if self.profile.log_phase else ""
+    async def _carry_out(self, conn: Connection, actions: list[Action]) -> None:
+        """Carry out the handshake's actions in order, waiting where an action has to."""
+        for action in actions:
+            match action:
+                case Send(frame):
+                    with contextlib.suppress(ConnectionClosed):
+                        await conn.ws.send(frame)
+                case Close(code, reason, background=False):
+                    await conn.ws.close(code, reason)
+                case DelayRejection():
+                    delay_ms = self._auth_failure_delay_ms(conn.handshake.peer.remote.ip)
+                    await asyncio.sleep(self.config.scaled_s(delay_ms))
+                    await self._carry_out(conn, conn.handshake.rejection_due(socket_open=conn.socket_open))
+                case _:
+                    self._carry_out_now(conn, [action])
 
-    async def _close(self, conn: Connection, code: int, reason: str, cause: str, reply: str | None = None) -> None:
-        if conn.closing:
-            return
-        conn.close_cause = cause
-        if reply is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await conn.ws.send(reply)
-        await conn.ws.close(code, reason)
-
-    async def _on_preauth_frame(self, conn: Connection, message: str | bytes) -> None:
-        # April answers every request already read with the one sent during connect, then closes.
-        answering_early = (conn.close_cause == "invalid-handshake" and conn.connect_task is not None
-                           and conn.ws.state.name == "OPEN")
-        if conn.closing and not answering_early:
-            return
-        if proto.preauth_frame_size(message) > proto.MAX_PREAUTH_PAYLOAD_BYTES:
-            self.metrics.bump("handshakes_rejected_other")
-            await self._close(conn, proto.CLOSE_TOO_BIG, proto.REASON_PREAUTH_TOO_LARGE, "preauth-payload-too-large")
-            return
-        if conn.connect_task is not None and self.profile.queues_handshake_frames:
-            conn.pending_frames.append(message)
-            if len(conn.pending_frames) > proto.MAX_PENDING_HANDSHAKE_FRAMES:
-                self.metrics.bump("handshakes_rejected_other")
-                await self._close(conn, proto.CLOSE_POLICY_VIOLATION, proto.REASON_TOO_MANY_PENDING,
-                                  "too-many-pending-frames")
-            return
-        parsed = proto.parse_request(message)
-        if isinstance(parsed, proto.Request) and conn.connect_task is not None:
-            # April: any request while a connect is in flight counts as a first request that is not connect.
-            # Each one gets its own res and the 1008 close follows the frames already read (recorded on 4.24
-            # and 4.29: 20 requests in one TCP write got 20 res, then the close; the connect got none).
-            refused = proto.first_request_not_connect(parsed)
-            assert refused.reply is not None
-            with contextlib.suppress(ConnectionClosed):
-                await conn.ws.send(refused.reply)
-            if conn.close_cause is None:
-                self.metrics.bump("handshakes_rejected_other")
-                conn.close_cause = "invalid-handshake"
-                self._spawn(conn.ws.close(refused.code, refused.reason))
-            return
-        if conn.closing:
-            return
-        if isinstance(parsed, proto.Request) and parsed.method != "connect":
-            parsed = proto.first_request_not_connect(parsed)
-        if isinstance(parsed, proto.CloseWith):
-            self.metrics.bump("handshakes_rejected_other")
-            if parsed.log == "invalid handshake":
-                self.log.console(WS_SUBSYSTEM, f"invalid handshake {self._describe(conn)}")
-            elif parsed.log:
-                self.log.console(WS_SUBSYSTEM, f"{parsed.log} conn={conn.id}")
-            await self._close(conn, parsed.code, parsed.reason, "invalid-handshake", reply=parsed.reply)
-            return
-        conn.phase = "auth_credentials_received"
-        conn.connect_task = asyncio.create_task(self._process_connect(conn, parsed))
-        conn.tasks.add(conn.connect_task)
-
-    def _describe(self, conn: Connection) -> str:
-        return (f"conn={conn.id} peer={conn.peer} remote={conn.remote_ip} fwd={na(conn.forwarded_for)} "
-                f"origin={na(conn.origin)} host={na(conn.host)} ua={na(conn.user_agent)}")
+    def _carry_out_now(self, conn: Connection, actions: list[Action]) -> None:
+        """The actions that need no waiting: all a timer callback may be given."""
+        for action in actions:
+            match action:
+                case Close(code, reason, background=True):
+                    self._spawn(conn.ws.close(code, reason))
+                case Record(event, level, message, fields, console, console_fields):
+                    extra = dict(fields) if fields is not None else None
+                    if console:
+                        self.log.both(event, level, WS_SUBSYSTEM, message, extra, console_fields=console_fields,
+                                      connId=conn.id)
+                    else:
+                        self.log.record(event, level, WS_SUBSYSTEM, message, extra, connId=conn.id)
+                case ConsoleLine(message):
+                    self.log.console(WS_SUBSYSTEM, message)
+                case Bump(counter):
+                    self.metrics.bump(counter)
+                case StartConnect(request):
+                    conn.tasks.add(asyncio.create_task(self._process_connect(conn, request)))
+                case Register():
+                    conn.end_preauth()
+                    self._preauth.discard(conn)
+                    self._authenticated.add(conn)
+                    self._conns_by_id[conn.id] = conn
+                case Ready(handshake_ms):
+                    self._after_hello(conn, handshake_ms)
+                case Dispatch(message):
+                    self._on_request_frame(conn, message)
+                case Send() | Close() | DelayRejection():
+                    raise AssertionError(f"{action} has to be awaited: use _carry_out")
+                case _:
+                    assert_never(action)
 
     async def _process_connect(self, conn: Connection, request: proto.Request) -> None:
         loop = asyncio.get_running_loop()
+        handshake = conn.handshake
         received_at = loop.time()
         await self._burner.burn(self.config.connect_cost_before_timer)
-        if conn.closing:
+
+        def decide() -> proto.Accepted | proto.Rejected:
+            return proto.decide_connect(request.params, self._connect_context(conn))
+
+        await self._carry_out(conn, handshake.connect_cost_done(decide, socket_open=conn.socket_open))
+        decision = handshake.accepted
+        if decision is None:  # refused, or dropped because it was cut during the cost
             return
-        decision = proto.decide_connect(request.params, self._connect_context(conn))
-        if isinstance(decision, proto.Rejected):
-            await self._reject_connect(conn, request, decision)
-            return
-        conn.phase = "auth_validated"
         idle_left_s = self.config.scaled_s(self.config.hello_latency_ms) - (loop.time() - received_at)
         # Always yield at least once: the real connect path awaits I/O before registering the client,
         # and Node runs overdue timers before such a continuation. asyncio would resume this task first,
         # so a timer that fell due during the cost is fired here explicitly.
         await asyncio.sleep(max(0.0, idle_left_s))
         if conn.timer is not None and loop.time() >= conn.timer.when():
-            self._on_handshake_timeout(conn)
-        if conn.closing:
+            self._on_handshake_timer(conn)
+        await self._carry_out(conn, handshake.hello_due(socket_open=conn.socket_open))
+        if not handshake.registered:
             return
         # Registered: from here the handshake timer cannot fire, and the budget slot is free again.
-        conn.end_preauth()
-        conn.accepted = decision
-        self._preauth.discard(conn)
-        self._authenticated.add(conn)
-        self._conns_by_id[conn.id] = conn
         await self._burner.burn(self.config.connect_cost_after_timer)
         device_token = None
         if decision.device_id is not None and decision.device_paired:
             device_token = secrets.token_urlsafe(24)
             self._device_tokens[device_token] = decision.device_id
         payload = proto.hello_ok_payload(
-            self.profile, decision, conn_id=conn.id, uptime_ms=self.uptime_ms(), boot_id=self._boot_id,
+            self.generation, decision, conn_id=conn.id, uptime_ms=self.uptime_ms(), boot_id=self._boot_id,
             device_token=device_token, now_ms=int(time.time() * 1000), http_base=self.http_url,
             recovery_scope=self._recovery_scope,
         )
-        conn.phase = "hello_payload_prepared"
-        handshake_ms = (loop.time() - conn.opened_at) * 1000.0
+        self._carry_out_now(conn, handshake.hello_prepared(conn.elapsed_ms()))
         try:
             await conn.ws.send(proto.ok_frame(request.id, payload))
         except ConnectionClosed:
             return
-        conn.phase = "ready"
-        self.metrics.bump("handshakes_succeeded")
+        await self._carry_out(conn, handshake.hello_sent())
+
+    def _after_hello(self, conn: Connection, handshake_ms: float) -> None:
         self.metrics.handshake_ms.observe(handshake_ms)
-        client_name = decision.client.get("displayName") or decision.client["id"]
-        self.log.record(StubEvent.WS_HELLO, "info", WS_SUBSYSTEM, f"hello conn={conn.id} client={client_name!r}",
-                        {"handshakeMs": round(handshake_ms), "role": decision.role}, connId=conn.id)
         self._colocated_cost(self.config.colocated_hello_cost)
         self._request_health_refresh()
-        loop.call_later(self.config.scaled_s(self.profile.health_event_after_hello_ms), self._health_event_due, conn)
-        conn.connect_task = None
-        queued, conn.pending_frames = conn.pending_frames, []
-        for frame in queued:
-            self._on_request_frame(conn, frame)
+        asyncio.get_running_loop().call_later(self.config.scaled_s(self.generation.health_event_after_hello_ms),
+                                              self._health_event_due, conn)
 
     def _connect_context(self, conn: Connection) -> proto.ConnectContext:
+        peer = conn.handshake.peer
         return proto.ConnectContext(
-            profile=self.profile,
+            generation=self.generation,
             auth_mode=self.config.auth_mode,
             shared_secret=self.token,
-            peer_is_loopback=_is_loopback(conn.remote_ip),
-            has_origin=conn.origin is not None,
-            has_forwarded_headers=conn.forwarded_for is not None,
+            peer_is_loopback=_is_loopback(peer.remote.ip),
+            has_origin=peer.origin is not None,
+            has_forwarded_headers=peer.forwarded_for is not None,
             challenge_nonce=conn.nonce,
             now_ms=int(time.time() * 1000),
             issued_device_tokens=self._device_tokens,
         )
-
-    async def _reject_connect(self, conn: Connection, request: proto.Request, decision: proto.Rejected) -> None:
-        counter = "handshakes_auth_failed" if decision.auth_failure else "handshakes_rejected_other"
-        self.metrics.bump(counter)
-        self.log.record(StubEvent.WS_CONNECT_REJECTED, "warn", WS_SUBSYSTEM,
-                        f"connect rejected conn={conn.id} code={decision.error.code}",
-                        {"error": decision.error.message, "closeCode": decision.close_code}, connId=conn.id)
-        if decision.auth_failure and self.config.auth_failure_delay and self.profile.loopback_auth_failure_delay:
-            await asyncio.sleep(self.config.scaled_s(self._auth_failure_delay_ms(conn.remote_ip)))
-        reply = proto.error_frame(request.id, decision.error)
-        await self._close(conn, decision.close_code, decision.close_reason, "connect-rejected", reply=reply)
 
     def _auth_failure_delay_ms(self, remote_ip: str) -> int:
         now = time.monotonic()
@@ -539,38 +486,11 @@ class GatewayStub:
         conn.end_preauth()
         for task in conn.tasks:
             task.cancel()
-        loop = asyncio.get_running_loop()
-        duration_ms = round((loop.time() - conn.opened_at) * 1000.0, 3)
-        code, reason = conn.ws.close_code, conn.ws.close_reason
-        if conn.accepted is None:
-            self._preauth.discard(conn)
-            self.metrics.bump("closed_before_connect")
-            message = (f"{MSG_CLOSED_BEFORE_CONNECT} {self._describe(conn)} code={na(code)} reason={na(reason)}"
-                       + self._phase(conn))
-            self.log.both(StubEvent.WS_CLOSED_BEFORE_CONNECT, "warn", WS_SUBSYSTEM, message,
-                          self._closed_before_connect_fields(conn, duration_ms),
-                          console_fields=self.profile.console_appends_fields, connId=conn.id)
-        else:
-            self._authenticated.discard(conn)
-            self._conns_by_id.pop(conn.id, None)
-            message = f"closed conn={conn.id} code={na(code)} reason={na(reason)}"
-            self.log.record(StubEvent.WS_CLOSE, "info", WS_SUBSYSTEM, message, {"durationMs": round(duration_ms)},
-                            connId=conn.id)
-
-    def _closed_before_connect_fields(self, conn: Connection, duration_ms: float) -> dict[str, Any]:
-        """The structured fields of the real gateway's record, in its order (recorded on 2026.9.6)."""
-        out: dict[str, Any] = {}
-        if conn.close_cause:
-            out["cause"] = conn.close_cause
-        out.update(durationMs=round(duration_ms), handshake="failed")
-        if self.profile.log_phase:
-            out["phase"] = conn.phase
-        out.update(host=na(conn.host), userAgent=na(conn.user_agent), remoteAddr=conn.remote.ip,
-                   remotePort=conn.remote.port, localAddr=conn.local.ip, localPort=conn.local.port,
-                   endpoint=conn.peer)
-        if conn.timed_out_after_ms is not None:
-            out["handshakeMs"] = round(conn.timed_out_after_ms)
-        return out
+        actions = conn.handshake.closed(conn.ws.close_code, conn.ws.close_reason, conn.elapsed_ms())
+        self._preauth.discard(conn)
+        self._authenticated.discard(conn)
+        self._conns_by_id.pop(conn.id, None)
+        self._carry_out_now(conn, actions)
 
     # -- after hello ------------------------------------------------------------------------------
 
@@ -584,16 +504,17 @@ class GatewayStub:
         task.add_done_callback(conn.tasks.discard)
 
     async def _run_method(self, conn: Connection, request: proto.Request) -> None:
-        assert conn.accepted is not None
+        accepted = conn.handshake.accepted
+        assert accepted is not None
         self.metrics.bump("requests_total")
         method = METHODS.get(request.method)
         # An unknown method is gated like an admin one first (observed on 2026.9.6): a non-admin client
         # learns only that it lacks operator.admin.
         required = method.required_scopes if method else (proto.SCOPE_ADMIN,)
         try:
-            missing = proto.missing_scope(conn.accepted.scopes, required)
+            missing = proto.missing_scope(accepted.scopes, required)
             if missing is not None:
-                raise MethodError(proto.forbidden(missing, required, self.profile))
+                raise MethodError(proto.forbidden(missing, required, self.generation))
             if method is None:
                 raise MethodError(unknown_method(request.method))
             result = await method.handler(self, request.params, self._method_call(conn, request.id))
@@ -627,7 +548,7 @@ class GatewayStub:
 
     def approval_callers(self) -> list[Caller]:
         """Every connection past hello, as the approval rules see it."""
-        return [_caller(c) for c in self._authenticated if c.phase == "ready" and not c.closing]
+        return [_caller(c) for c in self._authenticated if c.handshake.phase is Phase.READY and not c.closing]
 
     async def send_approval_event(self, conn_id: str, event: str, payload: Any) -> None:
         """A targeted approval event with the connection's next `seq`, sent `dropIfSlow`: a client whose
@@ -644,7 +565,7 @@ class GatewayStub:
     async def _send(self, conn: Connection, frame: str) -> None:
         transport = conn.ws.transport
         if transport is not None and transport.get_write_buffer_size() > proto.MAX_BUFFERED_BYTES:
-            await self._close(conn, proto.CLOSE_POLICY_VIOLATION, proto.REASON_SLOW_CONSUMER, "slow-consumer")
+            await self._carry_out(conn, conn.handshake.slow_consumer(socket_open=conn.socket_open))
             return
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(frame)
@@ -665,7 +586,7 @@ class GatewayStub:
 
 
 def _caller(conn: Connection) -> Caller:
-    accepted = conn.accepted
+    accepted = conn.handshake.accepted
     assert accepted is not None
     return Caller(conn_id=conn.id, client_id=str(accepted.client["id"]),
                   display_name=accepted.client.get("displayName"), device_id=accepted.device_id,

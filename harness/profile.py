@@ -378,7 +378,7 @@ def _parse_target(target: _Fields) -> Target:
     except ConfigError as exc:
         message = str(exc).split(": ", 1)[-1]
         raise BadInput(f"target: {message}") from None
-    protocol = protocol or stub.protocol_profile.protocol
+    protocol = protocol or stub.generation.protocol
     return Target("stub", stub, tuple(args), None, None, protocol, bool(device_signed or protocol == 4),
                   backend=backend)
 

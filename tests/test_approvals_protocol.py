@@ -56,7 +56,7 @@ class Client(FrameClient):
 async def client(stub: GatewayStub, name: str, *, scopes: tuple[str, ...] = ("operator.approvals",),
                  caps: tuple[str, ...] = ()) -> Client:
     """A gateway-client/backend connection on loopback (keeps its scopes without a device, reference §3.4)."""
-    protocol = stub.profile.protocol
+    protocol = stub.generation.protocol
     params = connect_params(protocol, scopes=list(scopes), caps=list(caps))
     params["client"] = {**params["client"], "displayName": name, "version": stub.server_version}
     ws, hello = await handshake(stub.url, params)
@@ -66,7 +66,7 @@ async def client(stub: GatewayStub, name: str, *, scopes: tuple[str, ...] = ("op
 
 async def approver(stub: GatewayStub, name: str = "approver") -> Client:
     """A connection that receives approvals in both profiles: admin + cap `approvals` (observed on 9.6)."""
-    if stub.profile.name == "current":
+    if stub.generation.name == "current":
         return await client(stub, name, scopes=("operator.admin",), caps=("approvals",))
     return await client(stub, name)
 
@@ -416,7 +416,7 @@ async def test_allow_always_unavailable_when_the_request_asks_always(make_stub: 
     requested = await watcher.event("exec.approval.requested")
     assert requested["payload"]["request"]["allowedDecisions"] == ["allow-once", "deny"]
     refused = await watcher.call("exec.approval.resolve", {"id": "ask-1", "decision": "allow-always"})
-    message = stub.profile.allow_always_unavailable_message  # worded differently by 4.29 and 9.6 (observed)
+    message = stub.generation.allow_always_unavailable_message  # worded differently by 4.29 and 9.6 (observed)
     assert refused == err(refused["id"], invalid(message, reason="APPROVAL_ALLOW_ALWAYS_UNAVAILABLE"))
     assert [e["id"] for e in (await watcher.call("exec.approval.list", {}))["payload"]] == ["ask-1"]  # still pending
 

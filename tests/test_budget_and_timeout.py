@@ -1,4 +1,4 @@
-"""The per-IP pre-auth budget (reference §5) and the handshake timeout with its log lines (§4)."""
+"""The per-IP pre-auth budget (reference §5), the handshake timeout and the handshake's log lines (§4)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST, StubFactory, handshake, raw_upgrade, recv_json, wait_closed, wait_until
+from conftest import (
+    FAST,
+    StubFactory,
+    connect_frame,
+    connect_params,
+    handshake,
+    raw_upgrade,
+    recv_json,
+    wait_closed,
+    wait_until,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import USER_AGENT
@@ -231,6 +241,44 @@ async def test_never_connect_is_closed_1000_at_timeout_with_log_lines(
     assert ("phase" in closed_fields) == (profile == "current")
     assert stub.metrics.counters["handshakes_timed_out"] == 1
     assert stub.metrics.counters["closed_before_connect"] == 1
+
+
+@pytest.mark.parametrize(
+    ("frame", "close", "cause", "console"),
+    [
+        pytest.param(json.dumps({"type": "event", "event": "tick", "payload": {}}), (1008, "invalid request frame"),
+                     "invalid-handshake", "invalid handshake", id="not-a-request"),
+        pytest.param(connect_frame(connect_params(4, auth={"token": "wrong"})),
+                     (1008, "unauthorized: gateway token mismatch (provide gateway auth token)"),
+                     "connect-rejected", None, id="wrong-token"),
+    ],
+)
+async def test_refused_socket_logs_its_close_cause(
+    make_logged_stub: LoggedStubFactory, frame: str, close: tuple[int, str], cause: str, console: str | None
+) -> None:
+    logged = await make_logged_stub(profile="current")
+    ws = await open_idle(logged.stub.url)
+    client_port = ws.local_address[1]
+    await ws.send(frame)
+    assert await wait_closed(ws) == close
+    await wait_until(lambda: len(logged.records("ws.closed_before_connect")) == 1)
+    [opened] = logged.records("ws.open")
+    [closed] = logged.records("ws.closed_before_connect")
+    conn_id = opened["connId"]
+    assert closed["connId"] == conn_id
+    closed_fields = fields(closed)
+    assert closed_fields["cause"] == cause
+    assert "handshakeMs" not in closed_fields  # only the timer records how long the handshake ran
+    assert closed["message"].endswith(f" code={close[0]} reason={close[1]} phase={closed_fields['phase']}")
+    described = (f"conn={conn_id} peer=127.0.0.1:{client_port}->127.0.0.1:{logged.stub.port} remote=127.0.0.1 "
+                 f"fwd=n/a origin=n/a host=127.0.0.1:{logged.stub.port} ua={USER_AGENT}")
+    lines = logged.console_lines()
+    if console is None:
+        assert [r["connId"] for r in logged.records("ws.connect_rejected")] == [conn_id]
+        assert len(lines) == 1 and "closed before connect" in lines[0]
+    else:
+        assert len(lines) == 2 and lines[0].endswith(f"[ws] {console} {described}"), lines
+    assert logged.records("ws.handshake_timeout") == []
 
 
 async def test_completed_handshake_is_not_timed_out(make_logged_stub: LoggedStubFactory) -> None:

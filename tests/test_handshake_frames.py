@@ -1,6 +1,8 @@
 """The handshake over real sockets: exact frames, close codes and reasons, against the in-process stub.
 
-Expected values come from ../shared/reference/openclaw-gateway.md, sections 2-6 and 12.5.
+The pre-auth rules themselves are unit-tested on the `Handshake` object (test_handshake_unit.py); here one case
+per close path shows the server carries them out on the wire, beside the challenge, hello-ok and what follows
+hello. Expected values come from ../shared/reference/openclaw-gateway.md, sections 2-6 and 12.5.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from websockets.typing import Origin
 
 from gateway_stub import GatewayStub
 from gateway_stub.cost import parse_cost
-from gateway_stub.profiles import APRIL_2026, CURRENT
+from gateway_stub.generations import APRIL_2026, CURRENT
 from openclaw_wire.device_auth import DeviceIdentity
 
 CLI_CLIENT = {"id": "cli", "version": "2026.4.24", "platform": "linux", "mode": "cli"}
@@ -216,53 +218,22 @@ MISMATCH_ERROR = {
 }
 
 
-def without_auth() -> dict[str, Any]:
-    params = connect_params()
-    del params["auth"]
-    return params
-
-
 @pytest.mark.parametrize(
     ("profile", "params", "error", "code", "reason"),
     [
         pytest.param("april-2026", connect_params(auth={"token": "wrong"}), MISMATCH_ERROR, 1008,
                      MISMATCH_ERROR["message"], id="wrong-token"),
-        pytest.param("current", connect_params(4, auth={"token": "wrong"}), MISMATCH_ERROR, 1008,
-                     MISMATCH_ERROR["message"], id="wrong-token-current"),
-        pytest.param("april-2026", without_auth(),
-                     {"code": "NOT_PAIRED", "message": "device identity required",
-                      "details": {"code": "DEVICE_IDENTITY_REQUIRED"}},
-                     1008, "device identity required", id="no-auth"),
         pytest.param("current", connect_params(3),
                      {"code": "INVALID_REQUEST", "message": "protocol mismatch",
                       "details": {"code": "PROTOCOL_MISMATCH", "clientMinProtocol": 3, "clientMaxProtocol": 3,
                                   "expectedProtocol": 4, "minimumProbeProtocol": 3}},
                      1002, "protocol mismatch", id="protocol-mismatch-current"),
-        pytest.param("april-2026", connect_params(4),  # details recorded on 2026.4.24 and 4.29
-                     {"code": "INVALID_REQUEST", "message": "protocol mismatch", "details": {"expectedProtocol": 3}},
-                     1002, "protocol mismatch", id="protocol-mismatch-april"),
         pytest.param("april-2026",
                      connect_params(client={"id": "matrix", "version": "1", "platform": "linux", "mode": "backend"}),
                      {"code": "INVALID_REQUEST",
                       "message": "invalid connect params: at /client/id: must be equal to one of the allowed values"},
                      1008, "invalid connect params: at /client/id: must be equal to one of the allowed values",
                      id="schema-client-id"),
-        pytest.param("april-2026", connect_params(modelCatalog={}),
-                     {"code": "INVALID_REQUEST",
-                      "message": "invalid connect params: at root: unexpected property 'modelCatalog'"},
-                     1008, "invalid connect params: at root: unexpected property 'modelCatalog'",
-                     id="schema-april-model-catalog"),
-        pytest.param("april-2026", connect_params(role="superuser"),
-                     {"code": "INVALID_REQUEST", "message": "invalid role"}, 1008, "invalid role",
-                     id="invalid-role"),
-        pytest.param("april-2026",
-                     connect_params(client={"id": "openclaw-control-ui", "version": "1", "platform": "web",
-                                            "mode": "ui"}),
-                     {"code": "INVALID_REQUEST",
-                      "message": "control ui requires device identity (use HTTPS or localhost secure context)",
-                      "details": {"code": "CONTROL_UI_DEVICE_IDENTITY_REQUIRED"}},
-                     1008, "control ui requires device identity (use HTTPS or localhost secure context)",
-                     id="ui-without-device"),
     ],
 )
 async def test_connect_rejected(
@@ -283,9 +254,7 @@ async def test_first_request_not_connect(stub: GatewayStub) -> None:
     assert await wait_closed(ws) == (1008, message)
 
 
-@pytest.mark.parametrize("message", ["hello", "{", b"\xff\xfe\x00binary", b"hello"], ids=["text", "partial-json",
-                                                                                          "binary-bytes",
-                                                                                          "binary-ascii"])
+@pytest.mark.parametrize("message", ["{", b"\xff\xfe\x00binary"], ids=["partial-json", "binary-bytes"])
 async def test_non_json_first_frame_closes_1000_without_res(stub: GatewayStub, message: str | bytes) -> None:
     ws, _ = await open_socket(stub.url)
     await ws.send(message)
@@ -293,22 +262,9 @@ async def test_non_json_first_frame_closes_1000_without_res(stub: GatewayStub, m
     assert (ws.close_code, ws.close_reason) == (1000, "")
 
 
-@pytest.mark.parametrize(
-    "frame",
-    [
-        {"type": "event", "event": "tick", "payload": {}},
-        {"type": "res", "id": "1", "ok": True},
-        {"type": "req", "method": "connect", "params": {}},
-        {"type": "req", "id": "", "method": "connect"},
-        {"type": "req", "id": "1", "method": 7},
-        [1, 2, 3],
-        "just a string",
-    ],
-    ids=["event", "res", "req-without-id", "req-empty-id", "req-bad-method", "array", "json-string"],
-)
-async def test_json_that_is_not_a_request_closes_1008(stub: GatewayStub, frame: Any) -> None:
+async def test_json_that_is_not_a_request_closes_1008(stub: GatewayStub) -> None:
     ws, _ = await open_socket(stub.url)
-    await ws.send(json.dumps(frame))
+    await ws.send(json.dumps({"type": "event", "event": "tick", "payload": {}}))
     assert await frames_until_closed(ws) == []
     assert (ws.close_code, ws.close_reason) == (1008, "invalid request frame")
 
@@ -330,22 +286,6 @@ async def test_oversized_first_frame_closes_1009(make_stub: StubFactory, profile
     assert await frames_until_closed(ws) == []
     assert (ws.close_code, ws.close_reason) == (1009, "")
     assert stub.stats()["counters"]["handshakes_rejected_other"] == 1
-
-
-@pytest.mark.parametrize("profile", ["april-2026", "current"])
-async def test_oversized_binary_frame_closes_1009(make_stub: StubFactory, profile: str) -> None:
-    stub = await make_stub(profile=profile)
-    ws, _ = await open_socket(stub.url)
-    await ws.send(b"\x00" * 65_537)
-    assert await wait_closed(ws) == (1009, "")
-
-
-@pytest.mark.parametrize("profile", ["april-2026", "current"])
-async def test_first_frame_of_exactly_64_kib_is_not_too_large(make_stub: StubFactory, profile: str) -> None:
-    stub = await make_stub(profile=profile)
-    ws, _ = await open_socket(stub.url)
-    await ws.send("x" * 65_536)
-    assert await wait_closed(ws) == (1000, "")  # parsed (and refused as non-JSON), not 1009
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,10 +310,8 @@ async def test_sixteenth_pending_frame_closes_1008_on_current(make_stub: StubFac
     assert stub.stats()["counters"].get("handshakes_succeeded", 0) == 0
 
 
-@pytest.mark.parametrize("queued", [3, 15])
-async def test_frames_queued_during_connect_are_answered_after_hello_on_current(
-    make_stub: StubFactory, queued: int
-) -> None:
+async def test_frames_queued_during_connect_are_answered_after_hello_on_current(make_stub: StubFactory) -> None:
+    queued = 15
     stub = await make_stub(profile="current", **SLOW_CONNECT)
     ws, _ = await open_socket(stub.url)
     started = time.monotonic()
@@ -388,17 +326,14 @@ async def test_frames_queued_during_connect_are_answered_after_hello_on_current(
     await ws.close()
 
 
-@pytest.mark.parametrize("sent", [1, 3, 16])
-@pytest.mark.parametrize("token", [TOKEN, "wrong"], ids=["valid-token", "wrong-token"])
-async def test_april_answers_each_frame_sent_during_connect_then_closes_1008(
-    make_stub: StubFactory, sent: int, token: str
-) -> None:
+async def test_april_answers_each_frame_sent_during_connect_then_closes_1008(make_stub: StubFactory) -> None:
     # April has no pending-frame queue (recorded on 2026.4.24 and 4.29, one TCP write of connect + 20 health):
     # every request read while the connect is processed gets its own "first request must be connect" res,
-    # then the socket closes 1008; the connect gets no reply, valid token or not.
+    # then the socket closes 1008; the connect gets no reply, not even a wrong token's.
+    sent = 3
     stub = await make_stub(**SLOW_CONNECT)
     ws, _ = await open_socket(stub.url)
-    params = connect_params(auth={"token": token})
+    params = connect_params(auth={"token": "wrong"})
     send_burst(ws, [connect_frame(params), *(request(f"h{index}", "health") for index in range(sent))])
     frames = [json.loads(frame) for frame in await frames_until_closed(ws)]
     assert frames == [first_request_error(f"h{index}") for index in range(sent)]
@@ -407,21 +342,6 @@ async def test_april_answers_each_frame_sent_during_connect_then_closes_1008(
     assert counters.get("handshakes_succeeded", 0) == 0
     assert counters.get("handshakes_auth_failed", 0) == 0
     assert counters["handshakes_rejected_other"] == 1
-
-
-async def test_april_request_while_connect_waits_closes_1008_without_hello(make_stub: StubFactory) -> None:
-    # Sent in its own TCP write while the connect is pending (recorded: only that frame is answered).
-    stub = await make_stub(hello_latency_ms=300)
-    ws, _ = await open_socket(stub.url)
-    await ws.send(connect_frame())
-    await asyncio.sleep(0.05)
-    await ws.send(request("h0", "health"))
-    frames = [json.loads(frame) for frame in await frames_until_closed(ws)]
-    assert frames == [first_request_error("h0")]
-    assert (ws.close_code, ws.close_reason) == (1008, MSG_FIRST_REQUEST)
-    await asyncio.sleep(0.4)  # past the hello latency: the abandoned connect sends nothing and registers nothing
-    assert stub.stats()["counters"].get("handshakes_succeeded", 0) == 0
-    assert stub.gauges()["authenticated_sockets"] == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pure unit tests of the stub's protocol rules: no sockets, no event loop.
+"""Pure unit tests of the stub's protocol and schema rules: no sockets, no event loop.
 
 Expected values come from ../shared/reference/openclaw-gateway.md, sections 2-6 and 12.5.
 """
@@ -14,7 +14,7 @@ from conftest import TOKEN, connect_params
 from gateway_stub.budget import UNKNOWN_CLIENT_IP, PreauthBudget
 from gateway_stub.config import ConfigError, config_from_args
 from gateway_stub.cost import NO_COST, CostBurner, Distribution, parse_cost
-from gateway_stub.profiles import APRIL_2026, CURRENT, ProtocolProfile
+from gateway_stub.generations import APRIL_2026, CURRENT, Generation
 from gateway_stub.protocol import (
     MSG_CONTROL_UI_DEVICE,
     MSG_DEVICE_REQUIRED,
@@ -23,12 +23,18 @@ from gateway_stub.protocol import (
     ConnectContext,
     Rejected,
     close_reason,
-    connect_params_problem,
     decide_connect,
     forbidden,
     loopback_auth_failure_delay_ms,
     missing_scope,
     negotiate_protocol,
+)
+from gateway_stub.schema import (
+    connect_params_problem,
+    exec_approval_get_problem,
+    exec_approval_request_problem,
+    exec_approval_resolve_problem,
+    exec_approvals_set_problem,
 )
 from openclaw_wire.device_auth import DeviceIdentity, DeviceProofError, verify_device_proof
 
@@ -37,7 +43,7 @@ NOW_MS = 1_795_262_509_198
 
 
 def ctx(
-    profile: ProtocolProfile = APRIL_2026,
+    generation: Generation = APRIL_2026,
     *,
     auth_mode: str = "token",
     loopback: bool = True,
@@ -48,7 +54,7 @@ def ctx(
     issued: dict[str, str] | None = None,
 ) -> ConnectContext:
     return ConnectContext(
-        profile=profile,
+        generation=generation,
         auth_mode=auth_mode,
         shared_secret=TOKEN,
         peer_is_loopback=loopback,
@@ -78,7 +84,7 @@ def rejected(decision: Accepted | Rejected) -> Rejected:
 # connect_params_problem: the closed ConnectParamsSchema with AJV messages
 
 
-def test_valid_params_have_no_problem_on_both_profiles() -> None:
+def test_valid_params_have_no_problem_on_both_generations() -> None:
     assert connect_params_problem(connect_params(3), APRIL_2026) is None
     assert connect_params_problem(connect_params(4), CURRENT) is None
 
@@ -191,11 +197,59 @@ def test_april_rejects_model_catalog_current_accepts() -> None:
     assert connect_params_problem(connect_params(4, modelCatalog={"snapshot": True}), CURRENT) is None
 
 
-def test_auth_is_closed_on_both_profiles() -> None:
+def test_auth_is_closed_on_both_generations() -> None:
     params = connect_params(4, auth={"token": TOKEN, "apiKey": "x"})
     assert connect_params_problem(params, CURRENT) == (
         "invalid connect params: at /auth: unexpected property 'apiKey'"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The exec-approval params schemas
+
+
+def test_exec_approval_request_schema_is_closed_per_generation() -> None:
+    params = {"command": "ls", "runId": "r1", "toolCallId": "t1"}
+    assert exec_approval_request_problem(params, CURRENT) is None
+    assert exec_approval_request_problem(params, APRIL_2026) == (
+        "invalid exec.approval.request params: at root: unexpected property 'runId'")
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"command": "ls", "timeoutMs": 0}, "at /timeoutMs: must be >= 1"),
+    ({"command": "ls", "timeoutMs": True}, "at /timeoutMs: must be integer"),
+    ({"command": ""}, "at /command: must NOT have fewer than 1 characters"),
+    ({"id": "x" * 129}, "at /id: must NOT have more than 128 characters"),
+    ({"env": {"PATH": 1}}, "at /env/PATH: must be string"),
+    ({"turnSourceThreadId": True}, "at /turnSourceThreadId: must match a schema in anyOf"),
+    ({"unavailableDecisions": ["deny"]}, "at /unavailableDecisions/0: must be equal to one of the allowed values"),
+    ({"commandSpans": [{"startIndex": 0}]}, "at /commandSpans/0: must have required property 'endIndex'"),
+    ([], "at root: must be object"),
+])
+def test_exec_approval_request_schema_messages(params: object, expected: str) -> None:
+    assert exec_approval_request_problem(params, CURRENT) == f"invalid exec.approval.request params: {expected}"
+
+
+def test_exec_approval_resolve_schema() -> None:
+    assert exec_approval_resolve_problem({"id": "a", "decision": "deny"}, APRIL_2026) is None
+    assert exec_approval_resolve_problem({"id": "a"}, CURRENT) == (
+        "invalid exec.approval.resolve params: at root: must have required property 'decision'")
+    granted = {"id": "a", "decision": "allow-always", "grantExpiresInDays": 3651}
+    assert exec_approval_resolve_problem(granted, CURRENT) == (
+        "invalid exec.approval.resolve params: at /grantExpiresInDays: must be <= 3650")
+    assert exec_approval_resolve_problem({**granted, "grantExpiresInDays": 30}, APRIL_2026) == (
+        "invalid exec.approval.resolve params: at root: unexpected property 'grantExpiresInDays'")
+
+
+def test_exec_approval_get_and_approvals_set_schemas() -> None:
+    assert exec_approval_get_problem({}) == (
+        "invalid exec.approval.get params: at root: must have required property 'id'")
+    assert exec_approval_get_problem({"id": "a"}) is None
+    allowlist = [{"pattern": "ls", "source": "allow-always"}]
+    assert exec_approvals_set_problem({"file": {"version": 1, "agents": {"main": {"allowlist": allowlist}}}}) is None
+    for version in (2, True):
+        assert exec_approvals_set_problem({"file": {"version": version}}) == (
+            "invalid exec.approvals.set params: at /file/version: must be equal to constant")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,8 +454,8 @@ def test_not_direct_local_loses_scopes(loopback: bool, forwarded: bool) -> None:
     # cli/cli keeps its scopes only on `current`, so that shape is checked there.
     cases = [(APRIL_2026, connect_params(3)), (CURRENT, connect_params(4)),
              (CURRENT, connect_params(4, client=client("cli", "cli")))]
-    for profile, params in cases:
-        assert accepted(decide_connect(params, ctx(profile, loopback=loopback, forwarded=forwarded))).scopes == ()
+    for generation, params in cases:
+        assert accepted(decide_connect(params, ctx(generation, loopback=loopback, forwarded=forwarded))).scopes == ()
 
 
 def signed_params(

@@ -1,8 +1,10 @@
-"""Protocol profiles: the two OpenClaw gateway generations the stub can imitate.
+"""Gateway generations: the two OpenClaw gateway versions the stub can imitate, as data.
 
 `april-2026` is the gateway that stormed (openclaw 2026.4.20-4.29, protocol 3); `current` is
-openclaw 2026.9.6 (protocol 4). Everything that differs between them on the wire lives here, as
-data, so the protocol and server modules never branch on a version string.
+openclaw 2026.9.6 (protocol 4). Everything that differs between them on the wire lives here, so the
+protocol, schema, handshake and server modules never branch on a version string. The user picks one
+with `--profile` (`StubConfig.profile`); inside the code it is a `Generation`, because in this project
+a "profile" is a scenario YAML file.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ ApprovalVisibility = Literal["approvals-scoped", "deliverable-and-visible"]
 
 
 @dataclass(frozen=True)
-class ProtocolProfile:
+class Generation:
     name: str
     protocol: int
     # Lowest protocol a node (`role:"node"`/`mode:"node"`) or `mode:"probe"` client may speak.
@@ -88,7 +90,7 @@ def _load_fixture(name: str) -> dict[str, Any]:
     return loaded
 
 
-APRIL_2026 = ProtocolProfile(
+APRIL_2026 = Generation(
     name="april-2026",
     protocol=PROTOCOL_APRIL,
     min_node_or_probe_protocol=3,
@@ -118,7 +120,7 @@ APRIL_2026 = ProtocolProfile(
     hello_fixture="hello-april-2026.json",
 )
 
-CURRENT = ProtocolProfile(
+CURRENT = Generation(
     name="current",
     protocol=PROTOCOL_CURRENT,
     min_node_or_probe_protocol=3,
@@ -146,5 +148,5 @@ CURRENT = ProtocolProfile(
     hello_fixture="hello-current.json",
 )
 
-PROFILES: dict[str, ProtocolProfile] = {p.name: p for p in (APRIL_2026, CURRENT)}
-DEFAULT_PROFILE = APRIL_2026.name
+GENERATIONS: dict[str, Generation] = {g.name: g for g in (APRIL_2026, CURRENT)}
+DEFAULT_GENERATION = APRIL_2026.name
