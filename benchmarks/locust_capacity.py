@@ -4,7 +4,7 @@ For each N it runs `harness run` with a generated profile: N accounts, shipped a
 with no handshake cost and a pre-auth budget large enough not to interfere, 60 s at time scale 1.
 An N is sustained when every account connects and stays connected with no storm entry. It reports
 time to all connected and the handshake p99 beside the same figures for N=1 measured in the same run
-(the baseline), as ratios. Every run is bounded (60 s of profile time plus teardown).
+(the baseline), as ratios. Every run is bounded (60 s of scenario time plus teardown).
 
     python benchmarks/locust_capacity.py [--counts 1 100 250 500 1000 2000] [--json]
 """

@@ -48,15 +48,14 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.backends.cpu_throttle import CLOCK_TICKS, cpu_seconds, throttle_cpu
+from harness.backends.embedded import EmbeddedStub
+from harness.backends.openclaw import OpenClawGateway, session_pids
+from harness.client.connect_shape import backend_connect_params, handler_display_name, request_frame
+from harness.verdict.figures import gateway_storm_counts, percentile
+from openclaw_wire.device_auth import DeviceIdentity
 
-from harness.accounts.connect_shape import backend_connect_params, handler_display_name, request_frame  # noqa: E402
-from harness.backends.cpu_throttle import CLOCK_TICKS, cpu_seconds, throttle_cpu  # noqa: E402
-from harness.backends.embedded import EmbeddedStub  # noqa: E402
-from harness.backends.openclaw import OpenClawGateway, session_pids  # noqa: E402
-from harness.verdict.figures import gateway_storm_counts, percentile  # noqa: E402
-from openclaw_wire.device_auth import DeviceIdentity  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # Waits: a wave gives up this long after the slowest expected close (handshake timeout + the reference
 # client's 30 s request timeout), so every loop here ends.
@@ -378,7 +377,7 @@ def split_experiment(version: str, quota: float, count: int, out: Path, device: 
         "hellos_after_timeout": sum(a.outcome == "hello" and (a.done_ms or 0) > timeout_ms for a in attempts),
         "cut_by_timeout": sum(a.outcome == "timeout" for a in attempts),
         "cut_after_connect_sent": sum(a.outcome == "timeout" and a.connect_sent_ms is not None for a in attempts),
-        "log_handshake_timeouts": gateway_storm_counts(records)["handshake_timeout"],
+        "log_handshake_timeouts": gateway_storm_counts(records).handshake_timeout,
         "log_handshake_ms": handshake_ms,
     }
     print(f"split {version} quota {quota:g} c={count} timeout {timeout_ms} ms: hellos {result['hellos']} "
@@ -421,7 +420,7 @@ def storm_check(version: str, quota: float, duration_s: float, out: Path) -> dic
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     result = {"version": version, "quota": quota, "duration_s": duration_s, "exit_code": completed.returncode,
               "throttle": throttle,
-              "gateway_log_handshake_timeouts": gateway_storm_counts(records)["handshake_timeout"],
+              "gateway_log_handshake_timeouts": gateway_storm_counts(records).handshake_timeout,
               **{key: summary.get(key) for key in STORM_FIGURES}}
     if not summary:
         result["stderr_tail"] = completed.stderr.strip().splitlines()[-5:]

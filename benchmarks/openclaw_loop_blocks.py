@@ -37,13 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.openclaw_calibration import (  # noqa: E402
+from openclaw_calibration import (
     Target,
     _floats,
     real_gateway,
@@ -51,9 +45,14 @@ from benchmarks.openclaw_calibration import (  # noqa: E402
     signed_connect_frame,
     warm_up,
 )
-from harness.accounts.connect_shape import request_frame  # noqa: E402
-from harness.backends.cpu_throttle import throttle_cpu  # noqa: E402
-from openclaw_wire.device_auth import DeviceIdentity  # noqa: E402
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from harness.backends.cpu_throttle import throttle_cpu
+from harness.client.connect_shape import request_frame
+from openclaw_wire.device_auth import DeviceIdentity
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TRACE_JS = ROOT / "benchmarks" / "node_loop_trace.cjs"
 WINDOWS = ("idle", "handshake", "after hello", "after health")

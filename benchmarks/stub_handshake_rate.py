@@ -28,10 +28,9 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.client.connect_shape import handler_connect_params, request_frame
 
-from harness.accounts.connect_shape import handler_connect_params, request_frame  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ROUND_TIME_LIMIT_S = 30.0
 ECHO_SERVER = """

@@ -26,7 +26,6 @@ DEFAULT_PROFILES = ("matrix-11-accounts", "telegram-4-bots", "single-account")
 
 
 def expected_verdicts(profile: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
     from harness.profile import load_profile
 
     loaded = load_profile(profile)

@@ -2,7 +2,7 @@
 
 Counters only grow; gauges are read from the server's live state at scrape time, so they cannot
 drift from it. Handshake durations and event-loop lag are real (scaled) milliseconds as measured;
-the stats carry the time scale so a reader can convert them back to profile time.
+the stats carry the time scale so a reader can convert them back to scenario time.
 """
 
 from __future__ import annotations

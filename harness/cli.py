@@ -30,9 +30,9 @@ import locust  # noqa: F401,I001  (gevent's monkey-patching must come before soc
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
-from harness.accounts.connect_shape import handler_connect_params, request_frame
-from harness.accounts.session import RequestTimedOut, next_response
 from harness.backends.embedded import EmbeddedStub
+from harness.client.connect_shape import handler_connect_params, request_frame
+from harness.client.session import RequestTimedOut, next_response
 from harness.clock import ScaledClock
 from harness.errors import (
     EXIT_BAD_INPUT,
@@ -109,10 +109,12 @@ def run_or_compare(args: argparse.Namespace) -> int:
     from harness.profile import load_profile
     from harness.report.table import render
     from harness.run import run_profile
+    from harness.summary import Comparison
+    from harness.target import StubTarget
 
     profile = load_profile(args.profile).with_overrides(seed=args.seed, time_scale=args.time_scale)
     if args.backend:
-        if profile.target.kind != "stub":
+        if not isinstance(profile.target, StubTarget):
             raise BadInput(f"--backend: only with target kind stub, this profile's is {profile.target.kind}")
         profile = dataclasses.replace(profile, target=dataclasses.replace(profile.target, backend=args.backend))
     if args.command == "run":
@@ -129,8 +131,7 @@ def run_or_compare(args: argparse.Namespace) -> int:
     summaries = [r.summary for r in results]
     print(render(summaries, f"{profile.name} ({profile.account_count} accounts, seed {profile.seed})"))
     if args.command == "compare":
-        (out / "compare.json").write_text(json.dumps({"profile": profile.name, "arms": summaries}, indent=2) + "\n",
-                                          encoding="utf-8")
+        Comparison(profile=profile.name, arms=summaries).write(out / "compare.json")
     print(f"results: {out}", file=sys.stderr)
     return EXIT_OK if all(r.passed for r in results) else EXIT_THRESHOLD_FAILED
 

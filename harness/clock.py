@@ -1,9 +1,9 @@
-"""Profile time versus real time: the one place the harness applies the time scale.
+"""Scenario time versus real time: the one place the harness applies the time scale.
 
-Policies, ledgers and figures speak profile (unscaled) milliseconds, the way a profile states
+Policies, ledgers and figures speak scenario (unscaled) milliseconds, the way a profile states
 durations and OpenClaw's constants are written; sockets and sleeps run in real seconds.
-`real_s(ms)` turns a profile duration into the seconds to wait, and `now_ms()` reads the real clock
-back in profile milliseconds since the run started.
+`real_s(ms)` turns a scenario duration into the seconds to wait, and `now_ms()` reads the real clock
+back in scenario milliseconds since the run started.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ class ScaledClock:
     def restart(self) -> None:
         self.started = time.monotonic()
 
-    def real_s(self, profile_ms: float) -> float:
-        return max(0.0, profile_ms) * self.time_scale / 1000.0
+    def real_s(self, scenario_ms: float) -> float:
+        return max(0.0, scenario_ms) * self.time_scale / 1000.0
 
     def now_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0 / self.time_scale
 
-    def profile_ms(self, real_seconds: float) -> float:
+    def scenario_ms(self, real_seconds: float) -> float:
         return real_seconds * 1000.0 / self.time_scale

@@ -6,7 +6,7 @@ It also works on its own for the web UI:
     locust -f harness/locustfile.py --gateway-url ws://127.0.0.1:18789/ --gateway-token TOKEN \\
         --arm shipped --users 11 --spawn-rate 11
 
-Every handshake attempt is a Locust request `WS connect` (response time in profile milliseconds),
+Every handshake attempt is a Locust request `WS connect` (response time in scenario milliseconds),
 failed with the cause's name (`handshake_timeout`, `preauth_rejected`, `network_error`, …), so
 Locust's own stats, CSV and charts show the storm.
 """
@@ -24,13 +24,12 @@ from locust import User, constant, events, task
 from locust.env import Environment
 
 from harness.accounts.account import CoordinatorRuntime, FakeAccount
-from harness.accounts.connect_shape import ClientShape
 from harness.accounts.handler_client import ClientSettings
-from harness.accounts.ledger import Attempt, Ledger, Outcome
 from harness.agents.chat import ApprovalChat
-from harness.agents.ledger import ApprovalLedger
 from harness.agents.operator import Operator
+from harness.client.connect_shape import ClientShape
 from harness.clock import ScaledClock
+from harness.events import AccountLedger, ApprovalLedger, Attempt, Outcome
 from harness.policy.arms import ARMS, Arm
 from harness.policy.backoff import BootstrapRetry
 from harness.policy.bootstrap import AccountBootstrap
@@ -42,8 +41,8 @@ REQUEST_TYPE = "WS"
 REQUEST_NAME = "connect"
 
 
-class HandshakeFailed(Exception):
-    """A failed `WS connect`; its text is the cause, so Locust groups failures by cause."""
+class ConnectFailure(Exception):
+    """A failed `WS connect` as Locust's stats show it; its text is the cause, so Locust groups failures by cause."""
 
 
 @dataclass
@@ -58,7 +57,7 @@ class RunContext:
     handshake_timeout_ms: int = 10_000
     keep_reconnecting_after_failed_start: bool = False
     seed: int | None = None
-    ledger: Ledger = field(default_factory=Ledger)
+    ledger: AccountLedger = field(default_factory=AccountLedger)
     accounts: list[FakeAccount] = field(default_factory=list)
     all_arrived: Event = field(default_factory=Event)
     runtime: CoordinatorRuntime | None = None
@@ -136,7 +135,7 @@ class NativeApprovalsAccount(User):
         self.account.stop()
 
     def _report(self, attempt: Attempt) -> None:
-        failed = None if attempt.outcome is Outcome.HELLO else HandshakeFailed(attempt.outcome.value)
+        failed = None if attempt.outcome is Outcome.HELLO else ConnectFailure(attempt.outcome.value)
         self.environment.events.request.fire(
             request_type=REQUEST_TYPE, name=REQUEST_NAME, response_time=attempt.latency_ms, response_length=0,
             exception=failed, context={"account": attempt.account, "handler": attempt.handler_id},

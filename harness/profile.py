@@ -38,7 +38,7 @@ The shape, with defaults:
     coordinator: {}                   # start_jitter_ms, max_concurrent_starts, start_slot_max_hold_ms;
                                       # unset ones come from OPENCLAW_APPROVAL_HANDLER_* (PR parsing) or the PR defaults
     time_scale: 1.0                   # > 0
-    duration_s: 120                   # profile time, > 0, at most 86400
+    duration_s: 120                   # scenario time, > 0, at most 86400
     windows: {startup_s: 30, final_s: 30}
     probe: {interval_ms: 1000}        # health RPC latency probe; 0 turns it off
     seed: null
@@ -70,19 +70,17 @@ import yaml
 
 from gateway_stub.config import ConfigError, StubConfig
 from gateway_stub.cost import parse_cost
-from harness.agents.agent import AgentSettings
-from harness.agents.operator import OperatorSettings
+from harness.agents.settings import AgentSettings, OperatorSettings
 from harness.errors import BadInput
 from harness.faults.timeline import FaultSpecError, FaultWindow, parse_faults
 from harness.policy.arms import ARMS
 from harness.policy.coordinator import CoordinatorSettings
-from harness.target import require_loopback_url
+from harness.target import STUB_BACKENDS, OpenClawTarget, StubTarget, Target, UrlTarget, require_loopback_url
 from harness.verdict.thresholds import Threshold, parse_threshold
-from openclaw_wire.constants import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS
+from openclaw_wire.constants import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS, protocol_for_version
 
 CHANNELS = ("matrix", "telegram")
 MAX_ACCOUNTS = 2000
-BACKENDS = ("embedded", "docker")  # where a stub target runs
 MAX_DURATION_S = 86_400
 DEFAULT_ANSWER_AFTER_MS = 25_000
 OPENCLAW_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
@@ -90,33 +88,6 @@ STUB_OPTIONS = ("profile", "handshake_timeout_ms", "max_preauth_per_ip", "connec
                 "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
                 "health_refresh_cost", "health_refresh_coalesce", "cost_clock", "challenge_latency_ms",
                 "hello_latency_ms")
-
-
-@dataclass(frozen=True)
-class Target:
-    kind: str
-    stub: StubConfig | None
-    stub_args: tuple[str, ...]  # the same options, for `python -m gateway_stub`
-    url: str | None
-    token: str | None
-    protocol: int
-    device_signed: bool = False  # one Ed25519 device key signs every fake client's connect
-    openclaw: OpenClawTarget | None = None
-    backend: str = "embedded"  # stub: where it runs, "embedded" (a child process) or "docker" (containers)
-
-
-@dataclass(frozen=True)
-class OpenClawTarget:
-    """The real gateway from npm: `openclaw@<version>`, with the environment it is started with."""
-
-    version: str
-    handshake_timeout_ms: int | None  # OPENCLAW_HANDSHAKE_TIMEOUT_MS; None keeps the version's default
-    max_preauth_per_ip: int | None  # OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP
-    cpu_quota: float | None  # a fraction of one core for the gateway's processes; None: unthrottled
-
-    @property
-    def effective_handshake_timeout_ms(self) -> int:
-        return self.handshake_timeout_ms or (10_000 if protocol_for_version(self.version) == 3 else 15_000)
 
 
 @dataclass(frozen=True)
@@ -321,18 +292,9 @@ def _parse_agents(root: _Fields) -> tuple[AgentSettings | None, OperatorSettings
 
 
 def _check_real_time(target: Target, time_scale: float, where: str) -> None:
-    if target.kind == "openclaw" and time_scale != 1:
+    if isinstance(target, OpenClawTarget) and time_scale != 1:
         raise BadInput(f"{where}: the real gateway runs in real time; expected 1 with target kind openclaw, "
                        f"got {time_scale:g}")
-
-
-def protocol_for_version(version: str) -> int:
-    """The protocol an OpenClaw release speaks: 3 up to the 2026.4.x releases, 4 from 2026.5 (reference §1)."""
-    try:
-        year, month = (int(part) for part in version.split(".")[:2])
-    except ValueError:
-        return 4
-    return 3 if (year, month) <= (2026, 4) else 4
 
 
 def _parse_target(target: _Fields) -> Target:
@@ -343,7 +305,7 @@ def _parse_target(target: _Fields) -> Target:
         url = require_loopback_url(target.get("url", str, required=True), target.where("url"))
         token = target.get("token", str, required=True)
         target.done()
-        return Target("url", None, (), url, token, protocol or 3, bool(device_signed or protocol == 4))
+        return UrlTarget(url, token, protocol or 3, bool(device_signed or protocol == 4))
     if kind == "openclaw":
         return _parse_openclaw_target(target, protocol, device_signed)
     if kind != "stub":
@@ -370,8 +332,8 @@ def _parse_target(target: _Fields) -> Target:
         if target.get(key, str) is not None:
             raise BadInput(f"{target.where(key)}: only with kind: url (this target is the gateway stub)")
     backend = target.get("backend", str, "embedded")
-    if backend not in BACKENDS:
-        raise BadInput(f"{target.where('backend')}: expected {' or '.join(BACKENDS)}, got {backend!r}")
+    if backend not in STUB_BACKENDS:
+        raise BadInput(f"{target.where('backend')}: expected {' or '.join(STUB_BACKENDS)}, got {backend!r}")
     target.done()
     try:
         stub = StubConfig(port=0, **options)
@@ -379,11 +341,10 @@ def _parse_target(target: _Fields) -> Target:
         message = str(exc).split(": ", 1)[-1]
         raise BadInput(f"target: {message}") from None
     protocol = protocol or stub.generation.protocol
-    return Target("stub", stub, tuple(args), None, None, protocol, bool(device_signed or protocol == 4),
-                  backend=backend)
+    return StubTarget(stub, tuple(args), protocol, bool(device_signed or protocol == 4), backend=backend)
 
 
-def _parse_openclaw_target(target: _Fields, protocol: int | None, device_signed: bool | None) -> Target:
+def _parse_openclaw_target(target: _Fields, protocol: int | None, device_signed: bool | None) -> OpenClawTarget:
     version = target.get("version", (str, float), required=True)
     version = str(version)
     if not OPENCLAW_VERSION_RE.match(version):
@@ -396,10 +357,8 @@ def _parse_openclaw_target(target: _Fields, protocol: int | None, device_signed:
             raise BadInput(f"{target.where(key)}: not an option of kind: openclaw (expected version, "
                            f"handshake_timeout_ms, max_preauth_per_ip, cpu_quota, protocol, device_signed)")
     target.done()
-    openclaw = OpenClawTarget(version, handshake_timeout_ms, max_preauth,
-                              None if cpu_quota is None else float(cpu_quota))
-    return Target("openclaw", None, (), None, None, protocol or protocol_for_version(version),
-                  True if device_signed is None else device_signed, openclaw)
+    return OpenClawTarget(version, handshake_timeout_ms, max_preauth, None if cpu_quota is None else float(cpu_quota),
+                          protocol or protocol_for_version(version), True if device_signed is None else device_signed)
 
 
 def _parse_channels(accounts: _Fields, count: int) -> tuple[str, ...]:

@@ -1,11 +1,25 @@
-"""Where load may go: loopback only. A target outside 127.0.0.0/8 or ::1 is refused."""
+"""The gateway a run aims at, as types, and where load may go: loopback only.
+
+A profile's `target:` is one of three kinds, each its own type: the gateway stub (`StubTarget`, run by
+the harness in a child process or containers), a gateway already running at a loopback URL
+(`UrlTarget`), or the real OpenClaw gateway from npm (`OpenClawTarget`, started by the harness). A run
+picks the backend for its target in one place (`harness.backends.open_backend`). A URL outside
+127.0.0.0/8, ::1 or localhost is refused.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
+from gateway_stub.config import StubConfig
 from harness.errors import BadInput
+from openclaw_wire.constants import handshake_timeout_ms_for_protocol, protocol_for_version
+
+StubBackendName = Literal["embedded", "docker"]
+STUB_BACKENDS: tuple[StubBackendName, ...] = ("embedded", "docker")
 
 
 def require_loopback_url(url: str, field: str = "target.url") -> str:
@@ -21,3 +35,56 @@ def require_loopback_url(url: str, field: str = "target.url") -> str:
         if not loopback:
             raise BadInput(f"{field}: refused {host!r}: load goes to loopback only (127.0.0.0/8, ::1, localhost)")
     return url
+
+
+@dataclass(frozen=True)
+class StubTarget:
+    """The gateway stub, as the profile configures it."""
+
+    kind: ClassVar[str] = "stub"
+    config: StubConfig  # the options as the stub will run them (port 0: a free one)
+    args: tuple[str, ...]  # the same options, for `python -m gateway_stub`
+    protocol: int  # the accounts' protocol
+    device_signed: bool  # one Ed25519 device key signs every fake client's connect
+    backend: StubBackendName = "embedded"  # where it runs: a child process, or Docker containers
+
+    @property
+    def effective_handshake_timeout_ms(self) -> int:
+        return self.config.effective_handshake_timeout_ms
+
+
+@dataclass(frozen=True)
+class UrlTarget:
+    """A gateway already running at a loopback URL, with its token."""
+
+    kind: ClassVar[str] = "url"
+    url: str
+    token: str
+    protocol: int
+    device_signed: bool
+
+    @property
+    def effective_handshake_timeout_ms(self) -> int:
+        # The gateway's own is unknown: a client assumes its protocol generation's.
+        return handshake_timeout_ms_for_protocol(self.protocol)
+
+
+@dataclass(frozen=True)
+class OpenClawTarget:
+    """The real gateway from npm: `openclaw@<version>`, with the environment it is started with."""
+
+    kind: ClassVar[str] = "openclaw"
+    version: str
+    handshake_timeout_ms: int | None  # OPENCLAW_HANDSHAKE_TIMEOUT_MS; None keeps the version's default
+    max_preauth_per_ip: int | None  # OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP
+    cpu_quota: float | None  # a fraction of one core for the gateway's processes; None: unthrottled
+    protocol: int
+    device_signed: bool
+
+    @property
+    def effective_handshake_timeout_ms(self) -> int:
+        return self.handshake_timeout_ms or handshake_timeout_ms_for_protocol(
+            protocol_for_version(self.version))
+
+
+Target = StubTarget | UrlTarget | OpenClawTarget

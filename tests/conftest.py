@@ -22,6 +22,13 @@ from gateway_stub import GatewayStub, StubConfig
 from harness.backends.embedded import EmbeddedStub
 
 TOKEN = "test-token"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real gateway and Docker are slow by nature: out of the quick tier (`pytest -m "not slow"`)."""
+    for item in items:
+        if item.get_closest_marker("openclaw") or item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.slow)
 # Idle latencies off and no auth delay: tests state the timing they depend on.
 FAST = dict(port=0, token=TOKEN, challenge_latency_ms=0, hello_latency_ms=0, auth_failure_delay=False)
 

@@ -37,9 +37,9 @@ from conftest import (
 )
 from websockets.asyncio.client import ClientConnection
 
-from harness.accounts.session import signed
 from harness.backends.embedded import EmbeddedStub
 from harness.backends.openclaw import OpenClawGateway
+from harness.client.session import signed
 from openclaw_wire.device_auth import DeviceIdentity
 
 pytestmark = pytest.mark.openclaw

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from conftest import FrameClient, StubProcess, connect_frame, handshake, recv_json, wait_closed
+from conftest import FrameClient, StubProcess, connect_frame, handshake, recv_json, wait_closed, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
 StartStub = Callable[..., StubProcess]
@@ -50,6 +50,17 @@ def get_stats(proc: StubProcess) -> dict[str, Any]:
     with urllib.request.urlopen(proc.http_url + "stats", timeout=5) as response:
         stats: dict[str, Any] = json.loads(response.read())
         return stats
+
+
+async def refreshes_over(proc: StubProcess, timeout: float = 10.0) -> dict[str, int]:
+    """Wait until no health refresh runs or is queued in the stub; return its counters then."""
+    def idle() -> bool:
+        refresh = get_stats(proc)["health_refresh"]
+        return not refresh["running"] and not refresh["pending"]
+
+    await wait_until(idle, timeout)
+    counters: dict[str, int] = get_stats(proc)["counters"]
+    return counters
 
 
 async def test_cost_before_timer_serialises_simultaneous_connects(stub_process: StartStub) -> None:
@@ -228,8 +239,7 @@ async def test_health_refresh_is_coalesced_and_delays_other_sockets(stub_process
     assert challenge_s >= 0.7 * refresh_s
     assert challenge_s < N * refresh_s / 2
     assert plain_challenge_s < 0.5 * refresh_s
-    await asyncio.sleep(3 * refresh_s)  # let a refresh that was still running end
-    counters = get_stats(refreshing)["counters"]
+    counters = await refreshes_over(refreshing)
     assert counters["handshakes_succeeded"] == N
     assert 1 <= counters["health_refreshes"] <= 3
     assert counters["health_refreshes"] + counters["health_refresh_joins"] == N
@@ -253,12 +263,11 @@ async def test_health_refresh_join_and_rearm(stub_process: StartStub) -> None:
     rearm = stub_process(*NO_IDLE, *cost, "--health-refresh-coalesce", "rearm")
     assert await _hellos_during_one_refresh(join.url, 4) < 1.0
     assert await _hellos_during_one_refresh(rearm.url, 4) < 1.0
-    await asyncio.sleep(2.5)  # past the first refresh: join is done, rearm runs its one re-armed refresh
     # join (openclaw 2026.4.24: the running refresh's promise is returned): one refresh for all four hellos.
-    counters = get_stats(join)["counters"]
+    counters = await refreshes_over(join)
     assert (counters["health_refreshes"], counters["health_refresh_joins"]) == (1, 3)
     # rearm: three hellos during the refresh fold into one more, not three.
-    counters = get_stats(rearm)["counters"]
+    counters = await refreshes_over(rearm)
     assert (counters["health_refreshes"], counters["health_refresh_joins"]) == (2, 3)
     stats = get_stats(rearm)["config"]
     assert (stats["health_refresh_cost"], stats["health_refresh_coalesce"]) == ("fixed:1500@10", "rearm")
@@ -266,14 +275,15 @@ async def test_health_refresh_join_and_rearm(stub_process: StartStub) -> None:
 
 def test_health_refresh_in_a_profile_reaches_the_stub() -> None:
     from harness.profile import parse_profile
+    from harness.target import StubTarget
 
     data = {"name": "p", "accounts": {"count": 1, "channels": {"matrix": 1}},
             "target": {"kind": "stub", "health_refresh_cost": "fixed:6000", "health_refresh_coalesce": "rearm"}}
     target = parse_profile(data, environ={}).target
-    assert target.stub is not None
-    assert target.stub.health_refresh_cost.describe() == "fixed:6000"
-    assert target.stub.health_refresh_coalesce == "rearm"
-    args = target.stub_args
+    assert isinstance(target, StubTarget)
+    assert target.config.health_refresh_cost.describe() == "fixed:6000"
+    assert target.config.health_refresh_coalesce == "rearm"
+    args = target.args
     assert args[args.index("--health-refresh-cost") + 1] == "fixed:6000"
     assert args[args.index("--health-refresh-coalesce") + 1] == "rearm"
 
@@ -283,11 +293,11 @@ async def test_a_health_request_also_requests_a_refresh(stub_process: StartStub)
     proc = stub_process(*NO_IDLE, "--health-refresh-cost", "fixed:300@10")
     ws, hello = await handshake(proc.url)
     assert hello["ok"] is True
-    await asyncio.sleep(0.6)  # the hello's refresh is over
+    counters = await refreshes_over(proc)  # the hello's refresh is over
+    assert (counters["health_refreshes"], counters["health_refresh_joins"]) == (1, 0)
     client = FrameClient(ws)
     assert (await client.call("health"))["ok"] is True
     await client.call("health")  # while the second refresh runs: joins it
-    await asyncio.sleep(0.6)
+    counters = await refreshes_over(proc)
     await ws.close()
-    counters = get_stats(proc)["counters"]
     assert (counters["health_refreshes"], counters["health_refresh_joins"]) == (2, 1)

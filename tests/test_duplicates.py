@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-from harness.agents.ledger import ApprovalLedger, Click, RequestRecord
+import pytest
+from schema_check import load_comparison
+
+from harness.events import ApprovalLedger, ApprovalRequest, Click
 from harness.verdict.duplicates import peak_rate_per_s, summarize_duplicates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +20,7 @@ def shipped_cascade() -> ApprovalLedger:
     ledger = ApprovalLedger()
     ledger.start_run("agent-1", "run-1", "df -h")
     for attempt, approval_id in enumerate(["id-1", "id-2", "id-3"], start=1):
-        ledger.requests.append(RequestRecord("agent-1", "run-1", attempt, approval_id, attempt * 10_000.0,
+        ledger.requests.append(ApprovalRequest("agent-1", "run-1", attempt, approval_id, attempt * 10_000.0,
                                              "accepted", waited_on=approval_id))
         ledger.post_prompt("telegram-1", approval_id, "df -h", attempt * 10_000.0 + 5)
     ledger.clicks.append(Click("id-1", "allow-once", 35_000, accepted=True))
@@ -27,32 +29,32 @@ def shipped_cascade() -> ApprovalLedger:
 
 def test_every_failover_is_a_new_prompt_and_the_late_answer_is_lost() -> None:
     figures = summarize_duplicates(shipped_cascade())
-    assert figures["intents"] == 1
-    assert (figures["prompts_total"], figures["max_prompts_per_intent"], figures["duplicate_prompts"]) == (3, 3, 2)
-    assert figures["decisions_lost"] == 1
-    assert figures["intents_decided"] == 0
+    assert figures.intents == 1
+    assert (figures.prompts_total, figures.max_prompts_per_intent, figures.duplicate_prompts) == (3, 3, 2)
+    assert figures.decisions_lost == 1
+    assert figures.intents_decided == 0
 
 
 def test_a_chat_shows_an_id_once_and_two_chats_are_not_duplicates() -> None:
     ledger = ApprovalLedger()
-    ledger.requests.append(RequestRecord("a", "r", 1, "id-1", 0, "accepted", waited_on="id-1"))
+    ledger.requests.append(ApprovalRequest("a", "r", 1, "id-1", 0, "accepted", waited_on="id-1"))
     assert ledger.post_prompt("telegram-1", "id-1", "ls", 1) is True
     assert ledger.post_prompt("telegram-1", "id-1", "ls", 2) is False  # a replay of the same id
     assert ledger.post_prompt("matrix-1", "id-1", "ls", 3) is True
     figures = summarize_duplicates(ledger)
-    assert (figures["prompts_total"], figures["duplicate_prompts"], figures["max_prompts_per_intent"]) == (2, 0, 1)
+    assert (figures.prompts_total, figures.duplicate_prompts, figures.max_prompts_per_intent) == (2, 0, 1)
 
 
 def test_a_decision_on_the_id_the_gateway_coalesced_into_is_not_lost() -> None:
     ledger = ApprovalLedger()
-    ledger.requests.append(RequestRecord("a", "r", 1, "id-1", 0, "accepted", waited_on="id-1"))
+    ledger.requests.append(ApprovalRequest("a", "r", 1, "id-1", 0, "accepted", waited_on="id-1"))
     # The retry minted id-2, but the gateway coalesced it into id-1, which it then waited on and got.
-    ledger.requests.append(RequestRecord("a", "r", 2, "id-2", 10_000, "accepted", waited_on="id-1",
+    ledger.requests.append(ApprovalRequest("a", "r", 2, "id-2", 10_000, "accepted", waited_on="id-1",
                                          decision="allow-once"))
     ledger.post_prompt("telegram-1", "id-1", "ls", 1)
     ledger.clicks.append(Click("id-1", "allow-once", 15_000, accepted=True))
     figures = summarize_duplicates(ledger)
-    assert (figures["decisions_lost"], figures["intents_decided"], figures["max_prompts_per_intent"]) == (0, 1, 1)
+    assert (figures.decisions_lost, figures.intents_decided, figures.max_prompts_per_intent) == (0, 1, 1)
 
 
 def test_peak_prompt_rate_counts_the_busiest_second() -> None:
@@ -60,6 +62,7 @@ def test_peak_prompt_rate_counts_the_busiest_second() -> None:
     assert peak_rate_per_s([]) == 0
 
 
+@pytest.mark.slow
 def test_the_cascade_and_its_fixes_end_to_end(tmp_path: Path) -> None:
     text = (ROOT / "profiles" / "heartbeat-failover-telegram.yaml").read_text(encoding="utf-8")
     short = text.replace("duration_s: 300", "duration_s: 110").replace("heartbeat_ms: 120000", "heartbeat_ms: 60000")
@@ -69,7 +72,7 @@ def test_the_cascade_and_its_fixes_end_to_end(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "harness.cli", "compare", str(profile), "--out", str(tmp_path / "o")]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    arms = {s["arm"]: s["duplicates"] for s in json.loads((tmp_path / "o" / "compare.json").read_text())["arms"]}
+    arms = {arm: s["duplicates"] for arm, s in load_comparison(tmp_path / "o" / "compare.json").items()}
     assert arms["none"]["max_prompts_per_intent"] == 3 and arms["none"]["duplicate_prompts"] >= 6
     assert arms["none"]["intents_decided"] == 0
     for fixed in ("stable-id", "gateway-dedup"):

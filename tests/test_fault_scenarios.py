@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from schema_check import load_comparison
+
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -15,7 +18,7 @@ def compare(profile: str, out: Path) -> dict[str, dict[str, Any]]:
     result = subprocess.run([sys.executable, "-m", "harness.cli", "compare", str(ROOT / "profiles" / profile),
                              "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    return {s["arm"]: s for s in json.loads((out / "compare.json").read_text(encoding="utf-8"))["arms"]}
+    return load_comparison(out / "compare.json")
 
 
 def storm_seconds(summary: dict[str, Any]) -> list[float]:

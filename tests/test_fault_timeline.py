@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from harness.clock import ScaledClock
 from harness.faults.client import FaultError
 from harness.faults.scheduler import FaultScheduler
 from harness.faults.timeline import FaultSpecError, ToxicSpec, parse_faults
@@ -80,24 +79,34 @@ class RecordingProxy:
 
 def test_the_scheduler_applies_and_removes_in_time_order_and_records_it() -> None:
     windows = parse_faults([
-        {"at_s": 0.02, "until_s": 0.05, "toxic": {"type": "latency", "attributes": {"latency": 1000}}},
-        {"at_s": 0.03, "until_s": 0.04, "gateway_restart": True},
-    ], duration_s=1)
-    restarted: list[bool] = []
+        {"at_s": 20, "until_s": 50, "toxic": {"type": "latency", "attributes": {"latency": 1000}}},
+        {"at_s": 30, "until_s": 40, "gateway_restart": True},
+        {"at_s": 50, "gateway_down": True},
+    ], duration_s=100)
+    restarted: list[float] = []
     proxy = RecordingProxy()
-    scheduler = FaultScheduler(proxy, windows, ScaledClock(0.5), on_restart=lambda: restarted.append(True))  # type: ignore[arg-type]
-    scheduler.run()
-    assert [name for name, _ in proxy.calls] == ["add_toxic", "disable", "enable", "destroy_toxic"]
+    scheduler = FaultScheduler(proxy, windows, 0.5, on_restart=lambda: restarted.append(now_s))  # type: ignore[arg-type]
+    steps = scheduler.steps()
+    # At 50 s the latency toxic's removal and the outage's start are due together: applies go first.
+    assert [(s.at_s, s.window.index, s.apply) for s in steps] == [
+        (20, 0, True), (30, 1, True), (40, 1, False), (50, 2, True), (50, 0, False)]
+    for step in steps:
+        now_s = step.at_s + 0.25  # the driver wakes a little late
+        scheduler.carry_out(step, now_s)
+    assert [name for name, _ in proxy.calls] == ["add_toxic", "disable", "enable", "disable", "destroy_toxic"]
     assert proxy.calls[0][1]["attributes"] == {"latency": 500}  # scaled by 0.5
-    assert restarted == [True]
+    assert restarted == [40.25]  # the accounts re-register when the restarted gateway is back
     described = scheduler.describe()
-    assert [(d["kind"], d["applied_at_s"] is not None, d["removed_at_s"] is not None) for d in described] == [
-        ("toxic", True, True), ("gateway_restart", True, True)]
+    assert [(d.kind, d.applied_at_s, d.removed_at_s) for d in described] == [
+        ("toxic", 20.25, 50.25), ("gateway_restart", 30.25, 40.25), ("gateway_down", 50.25, None)]
+    assert described[0].type == "latency" and described[1].type is None
 
 
 def test_a_refused_fault_is_recorded_and_the_run_goes_on() -> None:
     windows = parse_faults([{"at_s": 0.01, "until_s": 0.02, "toxic": {"type": "timeout"}}], duration_s=1)
-    scheduler = FaultScheduler(RecordingProxy(fail_on="add_toxic"), windows, ScaledClock(1.0))  # type: ignore[arg-type]
-    scheduler.run()
+    scheduler = FaultScheduler(RecordingProxy(fail_on="add_toxic"), windows, 1.0)  # type: ignore[arg-type]
+    for step in scheduler.steps():
+        scheduler.carry_out(step, step.at_s)
     [described] = scheduler.describe()
-    assert described["applied_at_s"] is None and described["errors"] == ["add_toxic refused"]
+    assert described.applied_at_s is None and described.errors == ["add_toxic refused"]
+    assert described.removed_at_s == 0.02  # the removal was still carried out

@@ -27,8 +27,8 @@ from conftest import (
     wait_closed,
 )
 
-from harness.accounts.connect_shape import backend_connect_params, handler_display_name
 from harness.backends.openclaw import OpenClawGateway, session_pids
+from harness.client.connect_shape import backend_connect_params, handler_display_name
 
 pytestmark = pytest.mark.openclaw
 

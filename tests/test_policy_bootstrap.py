@@ -5,14 +5,14 @@ from __future__ import annotations
 from harness.policy.backoff import BootstrapRetry
 from harness.policy.bootstrap import AccountBootstrap, Phase, SetTimer, StartHandler, StopHandler
 from harness.policy.coordinator import CoordinatorSettings, StartCoordinator
-from harness.policy.virtual_time import Outcome, VirtualDriver
+from harness.policy.virtual_time import StartOutcome, VirtualDriver
 
 
-def always(duration_ms: float, succeeded: bool) -> Outcome:
+def always(duration_ms: float, succeeded: bool) -> StartOutcome:
     return lambda account, handler_id, attempt, now: (duration_ms, succeeded)
 
 
-def driver(outcome: Outcome, accounts: list[str], *, k: int = 3, jitter_ms: int = 2000, hold_ms: int = 30_000,
+def driver(outcome: StartOutcome, accounts: list[str], *, k: int = 3, jitter_ms: int = 2000, hold_ms: int = 30_000,
            rng: float = 0.5, retry: str = "shipped", coordinated: bool = True) -> VirtualDriver:
     settings = CoordinatorSettings(jitter_ms, k, hold_ms)
     coordinator = StartCoordinator(settings, random=lambda: rng) if coordinated else None
@@ -67,7 +67,7 @@ def test_k1_drains_three_bootstraps_fifo_with_one_in_flight() -> None:
 
 
 def test_slot_is_released_after_a_failed_start() -> None:
-    outcome: Outcome = lambda account, handler_id, attempt, now: (100, account != "bad")  # noqa: E731
+    outcome: StartOutcome = lambda account, handler_id, attempt, now: (100, account != "bad")  # noqa: E731
     d = driver(outcome, ["bad", "good"], k=1, jitter_ms=0)
     d.register("bad")
     d.register("good", time_ms=1)
@@ -85,7 +85,7 @@ def test_retries_are_not_re_jittered() -> None:
 
 def test_hold_timeout_releases_a_stuck_slot() -> None:
     # "stuck" never finishes its start; K=1 would block "next" forever without the hold timeout.
-    outcome: Outcome = lambda account, handler_id, attempt, now: (10**9 if account == "stuck" else 50, True)  # noqa: E731
+    outcome: StartOutcome = lambda account, handler_id, attempt, now: (10**9 if account == "stuck" else 50, True)  # noqa: E731
     d = driver(outcome, ["stuck", "next"], k=1, jitter_ms=0, hold_ms=30_000)
     d.register("stuck")
     d.register("next", time_ms=1)

@@ -11,6 +11,7 @@ import yaml
 
 from harness.errors import BadInput
 from harness.profile import load_profile, parse_profile
+from harness.target import OpenClawTarget
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 MINIMAL: dict[str, Any] = {"name": "t", "accounts": {"count": 2}}
@@ -97,9 +98,10 @@ def test_bad_profiles_name_the_field(data: dict[str, Any], message: str) -> None
 def test_openclaw_targets_speak_their_versions_protocol_and_sign_by_default(version: str, protocol: int) -> None:
     profile = parse_profile({**MINIMAL, "target": {"kind": "openclaw", "version": version, "cpu_quota": 0.1}},
                             environ={})
-    assert profile.target.protocol == protocol and profile.target.device_signed
-    assert profile.target.openclaw is not None and profile.target.openclaw.cpu_quota == 0.1
-    assert profile.target.openclaw.effective_handshake_timeout_ms == (10_000 if protocol == 3 else 15_000)
+    target = profile.target
+    assert isinstance(target, OpenClawTarget)
+    assert target.protocol == protocol and target.device_signed and target.cpu_quota == 0.1
+    assert target.effective_handshake_timeout_ms == (10_000 if protocol == 3 else 15_000)
     with pytest.raises(BadInput, match="^--time-scale: the real gateway runs in real time"):
         profile.with_overrides(time_scale=0.5)
 

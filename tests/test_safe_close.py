@@ -1,4 +1,4 @@
-"""harness.accounts.safe_close: a connection closed from outside waits for its reader to leave the selector.
+"""harness.client.safe_close: a connection closed from outside waits for its reader to leave the selector.
 
 The crash it prevents (libev aborting on a watcher whose file was closed under it) needs gevent and luck to
 reproduce; what can be checked is the order it enforces: when `close_socket()` runs the original from a
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from harness.accounts import safe_close
+from harness.client import safe_close
 
 
 @pytest.fixture

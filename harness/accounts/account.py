@@ -15,8 +15,8 @@ import gevent
 from gevent.queue import Queue
 
 from harness.accounts.handler_client import ClientSettings, HandlerClient
-from harness.accounts.ledger import Attempt, Ledger, Outcome
 from harness.clock import ScaledClock
+from harness.events import AccountLedger, Attempt, Outcome
 from harness.policy.bootstrap import AccountBootstrap, Command, NotifyGranted, SetTimer, StartHandler, StopHandler
 from harness.policy.coordinator import StartCoordinator, Waiter
 
@@ -54,7 +54,7 @@ class CoordinatorRuntime:
 
 class FakeAccount:
     def __init__(self, name: str, bootstrap: AccountBootstrap, client_settings: ClientSettings, clock: ScaledClock,
-                 ledger: Ledger, runtime: CoordinatorRuntime | None,
+                 ledger: AccountLedger, runtime: CoordinatorRuntime | None,
                  report_attempt: Callable[[Attempt], None] | None = None,
                  on_frame: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.name = name

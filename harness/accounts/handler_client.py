@@ -1,7 +1,7 @@
 """One native-approvals handler's gateway client, over a real socket (gevent + `websockets.sync`).
 
 It behaves like the April reference client (reference §7, §8.3-8.4): open the session (see
-`harness.accounts.session`), then `exec.approval.list` and stay connected, passing every event to
+`harness.client.session`), then `exec.approval.list` and stay connected, passing every event to
 `on_event` and watching ticks (nothing for 2 x tickIntervalMs closes 4000 "tick timeout"). Every close
 schedules its own reconnect, 1 s doubling to 30 s with no jitter, reset on hello; fatal error codes
 pause it.
@@ -23,10 +23,10 @@ import gevent
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from harness.accounts.connect_shape import ClientShape, request_frame
-from harness.accounts.ledger import Attempt, Disconnect, Outcome
-from harness.accounts.session import HandshakeFailed, close_quietly, open_session, recv_frame
+from harness.client.connect_shape import ClientShape, request_frame
+from harness.client.session import HandshakeFailed, close_quietly, open_session, recv_frame
 from harness.clock import ScaledClock
+from harness.events import Attempt, Disconnect, Outcome
 from harness.policy.backoff import client_reconnect_backoff
 from openclaw_wire.constants import TICK_INTERVAL_MS
 

@@ -17,29 +17,20 @@ from __future__ import annotations
 import contextlib
 import random
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import gevent
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from harness.accounts.connect_shape import ClientShape, request_frame
-from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, next_response, short_session
-from harness.agents.ledger import ApprovalLedger, RequestRecord
+from harness.agents.settings import AgentSettings
+from harness.client.connect_shape import ClientShape, request_frame
+from harness.client.session import HandshakeFailed, RequestTimedOut, call, next_response, short_session
 from harness.clock import ScaledClock
-from openclaw_wire.constants import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS, MSG_APPROVAL_ALREADY_PENDING
+from harness.events import ApprovalLedger, ApprovalRequest
+from openclaw_wire.constants import MSG_APPROVAL_ALREADY_PENDING
 
 STABLE_ID_NAMESPACE = uuid.UUID("6f1c6a52-5f25-4a4e-9a0e-69478c0ffee0")
-
-
-@dataclass(frozen=True)
-class AgentSettings:
-    count: int
-    heartbeat_ms: float
-    provider_timeouts_ms: tuple[float, ...]
-    command: str
-    approval_timeout_ms: int = DEFAULT_EXEC_APPROVAL_TIMEOUT_MS
 
 
 class FakeAgent:
@@ -84,14 +75,13 @@ class FakeAgent:
             if self.approval_fix == "cancel-on-failover" and previous is not None:
                 self._withdraw(previous)
             approval_id = stable_id if self.approval_fix == "stable-id" else str(uuid.uuid4())
-            record = RequestRecord(self.name, run_id, attempt, approval_id, self._clock.now_ms())
+            record = ApprovalRequest(self.name, run_id, attempt, approval_id, self._clock.now_ms())
             self._ledger.requests.append(record)
             waiting_on = self._request(record, run_id)
             record.waited_on = waiting_on
             if waiting_on is None:
                 return None  # no route, or refused: the exec is not approved and the run ends
             decision, decided = self._wait(waiting_on, timeout_ms)
-            record.waited_until_ms = self._clock.now_ms()
             if decided:
                 record.decision = decision
                 return decision
@@ -103,7 +93,7 @@ class FakeAgent:
         return short_session(self._url, params, self._clock, handshake_timeout_ms=self._handshake_timeout_ms,
                              device=self._shape.device)
 
-    def _request(self, record: RequestRecord, run_id: str) -> str | None:
+    def _request(self, record: ApprovalRequest, run_id: str) -> str | None:
         """exec.approval.request on its own socket; the id to wait on, or None when the run cannot wait."""
         params: dict[str, Any] = {"id": record.approval_id, "command": self.settings.command, "host": "gateway",
                                   "agentId": self.name, "sessionKey": self.session_key, "twoPhase": True,

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from harness.agents.ledger import ApprovalLedger
 from harness.clock import ScaledClock
+from harness.events import ApprovalLedger
 
 
 class ApprovalChat:

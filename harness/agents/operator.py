@@ -7,24 +7,17 @@ when the operator gets to it is not clicked: it is gone from the chat.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import gevent
 from websockets.exceptions import ConnectionClosed
 
-from harness.accounts.connect_shape import ClientShape
-from harness.accounts.session import HandshakeFailed, RequestTimedOut, call, short_session
 from harness.agents.chat import ApprovalChat
-from harness.agents.ledger import ApprovalLedger, Click
+from harness.agents.settings import OperatorSettings
+from harness.client.connect_shape import ClientShape
+from harness.client.session import HandshakeFailed, RequestTimedOut, call, short_session
 from harness.clock import ScaledClock
+from harness.events import ApprovalLedger, Click
 
 OPERATOR_SENDER_ID = "operator-1"
-
-
-@dataclass(frozen=True)
-class OperatorSettings:
-    answer_after_ms: float | None  # None: away, never answers
-    decision: str = "allow-once"
 
 
 class Operator:

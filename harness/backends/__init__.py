@@ -1,1 +1,42 @@
-"""Where the target gateway runs: embedded child processes today; Docker and real OpenClaw later."""
+"""Where the target gateway runs: the stub in a child process or in containers, the real OpenClaw gateway
+from npm, or a gateway someone else runs at a loopback URL; each behind the `Backend` protocol
+(`harness.backends.base`), picked for a target in one place, `open_backend`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from harness.backends.base import Backend, UrlBackend
+from harness.target import OpenClawTarget, StubTarget, Target, UrlTarget
+
+__all__ = ["Backend", "open_backend"]
+
+
+@contextlib.contextmanager
+def open_backend(target: Target, out_dir: Path, stub_args: Sequence[str] = ()) -> Iterator[Backend]:
+    """Start the gateway for `target` (`stub_args`: the run's own options for a stub), stop it on exit."""
+    match target:
+        case UrlTarget():
+            yield UrlBackend(target)
+        case OpenClawTarget():
+            from harness.backends.openclaw import OpenClawBackend, OpenClawGateway
+
+            with OpenClawGateway(target.version, handshake_timeout_ms=target.handshake_timeout_ms,
+                                 max_preauth_per_ip=target.max_preauth_per_ip, cpu_quota=target.cpu_quota,
+                                 log_dir=out_dir) as gateway:
+                yield OpenClawBackend(target, gateway)
+        case StubTarget(backend="docker"):
+            from harness.backends.docker import DockerGateway
+            from harness.backends.stub import DockerStubBackend
+
+            with DockerGateway([*target.args, *stub_args], out_dir) as container:  # its JSON log: out_dir too
+                yield DockerStubBackend(target, container)
+        case StubTarget():
+            from harness.backends.embedded import EmbeddedStub
+            from harness.backends.stub import STUB_LOG, StubBackend
+
+            with EmbeddedStub([*target.args, *stub_args, "--log-file", str(out_dir / STUB_LOG)],
+                              log_path=out_dir / "stub.log") as stub:
+                yield StubBackend(target, stub)

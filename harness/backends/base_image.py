@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.backends.docker_daemon import docker_client, first_line
 from harness.errors import BackendError, HarnessError
 
 if TYPE_CHECKING:
@@ -170,14 +171,7 @@ def _has_image(client: DockerClient, tag: str) -> bool:
         return False
 
 
-def first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0] if lines else "no reason given"
-
-
 def main() -> int:
-    from harness.backends.docker import docker_client
-
     started = time.monotonic()
     try:
         tag = resolve_base_image(docker_client())

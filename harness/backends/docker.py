@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from harness.backends.base_image import first_line, resolve_base_image
+from harness.backends.base_image import resolve_base_image
+from harness.backends.docker_daemon import docker_client, first_line
 from harness.errors import BackendError
 from harness.target import require_loopback_url
 
@@ -47,14 +48,9 @@ if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.network import Network
 
-TESTCONTAINERS_DEFAULTS = {
-    "TESTCONTAINERS_RYUK_DISABLED": "true",
-    "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
-    "TC_HOST": "127.0.0.1",
-}
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 STUB_IMAGE_REPOSITORY = "gateway-storm-harness/stub"
-# Toxiproxy 2.12.0: the release whose API the embedded proxy follows (harness/faults/embedded_proxy.py).
+# Toxiproxy 2.12.0: the release whose API the embedded proxy follows (harness/faults/embedded_proxy/).
 TOXIPROXY_IMAGE = "ghcr.io/shopify/toxiproxy:2.12.0"
 GATEWAY_ALIAS = "gateway"
 GATEWAY_PORT = 18789  # the stub's container port (the bridge; published)
@@ -72,25 +68,6 @@ BRIDGE = ["python", "-m", "harness.backends.loopback_bridge"]
 
 _built_images: dict[str, str] = {}  # base image -> stub image, once per process
 _toxiproxy_unavailable: list[str] = []  # why the pinned Toxiproxy image could not be had, once per process
-
-
-def docker_client() -> DockerClient:
-    """A client for the daemon at DOCKER_HOST (or the default socket) that answered a ping, else BackendError."""
-    for name, value in TESTCONTAINERS_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    try:
-        import docker
-        import docker.errors
-    except ImportError:
-        raise BackendError("the Docker backend needs the testcontainers package: pip install -e .") from None
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        where = os.environ.get("DOCKER_HOST") or "the default socket"
-        raise BackendError(f"no Docker daemon answers at {where} ({first_line(str(exc))}); start one "
-                           f"(ci/docker-up) or use --backend embedded") from None
-    return client
 
 
 @dataclass(frozen=True)
@@ -166,14 +143,6 @@ class DockerGateway:
         with urllib.request.urlopen(self.http_url + "stats", timeout=timeout_s) as response:
             stats: dict[str, Any] = json.loads(response.read())
             return stats
-
-    def describe(self) -> dict[str, Any]:
-        """What summary.json's `target` says about the containers."""
-        described: dict[str, Any] = {"image": self.image, "base_image": self.base_image}
-        if self.toxiproxy_started is not None:
-            described["toxiproxy_image"] = self.toxiproxy_started.image
-            described["toxiproxy_fallback"] = self.toxiproxy_started.fallback
-        return described
 
     @contextlib.contextmanager
     def toxiproxy(self, log_path: Path) -> Iterator[ContainerToxiproxy]:

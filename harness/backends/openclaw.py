@@ -48,9 +48,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
+from harness.backends.base import ToxiproxyPlacement, local_toxiproxy
 from harness.backends.cpu_throttle import CpuThrottle, check_quota, throttle_cpu
 from harness.backends.embedded import die_with_parent
 from harness.errors import BackendError, BadInput
+from harness.summary import OpenClawTargetRecord, TargetRecord
+from harness.target import OpenClawTarget
 
 logger = logging.getLogger(__name__)
 
@@ -740,3 +743,43 @@ def _kill_group(pgid: int, sig: int) -> None:
 def _last_line(text: str) -> str:
     lines = [_ANSI_RE.sub("", line).strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
+
+
+class OpenClawBackend:
+    """The real gateway as a run's backend (see `harness.backends.base.Backend`)."""
+
+    coalesces_approvals = False
+
+    def __init__(self, target: OpenClawTarget, gateway: OpenClawGateway) -> None:
+        self._target = target
+        self._gateway = gateway
+
+    @property
+    def url(self) -> str:
+        return self._gateway.url
+
+    @property
+    def token(self) -> str:
+        return self._gateway.token
+
+    def stats(self) -> dict[str, Any] | None:
+        return None
+
+    def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
+        """This gateway's records from the shared JSON log, copied into the run's folder as gateway.jsonl."""
+        records = self._gateway.json_log_records()
+        with (out_dir / "gateway.jsonl").open("w", encoding="utf-8") as copy:
+            copy.writelines(json.dumps(record) + "\n" for record in records)
+        return records
+
+    def describe(self) -> TargetRecord:
+        target, gateway = self._target, self._gateway
+        return OpenClawTargetRecord(
+            kind="openclaw", protocol=target.protocol, device_signed=target.device_signed, version=target.version,
+            handshake_timeout_ms=target.handshake_timeout_ms, max_preauth_per_ip=target.max_preauth_per_ip,
+            cpu_quota=target.cpu_quota, effective_handshake_timeout_ms=target.effective_handshake_timeout_ms,
+            cpu_throttle=gateway.cpu_throttle, ready_after_s=round(gateway.ready_after_s or 0.0, 1),
+            external_sockets=list(gateway.external_sockets))
+
+    def toxiproxy(self, out_dir: Path) -> contextlib.AbstractContextManager[ToxiproxyPlacement]:
+        return local_toxiproxy(self.url, out_dir)

@@ -1,71 +1,84 @@
-"""Applies a fault timeline to one proxy at its profile times, and records what happened when.
+"""A fault timeline applied to one proxy, step by step, and a record of what really happened when.
 
-Runs as a greenlet in the harness. Each window is applied at `at_s` and removed at `until_s` (or at the
-end of the run); a failed operation is recorded with the server's message and the run goes on, so a
-summary always says which faults really happened.
+Pure of time: `steps()` says what to do at which scenario second, in order; the driver sleeps until each
+and calls `carry_out(step, now_s)`. Each window is applied at `at_s` and removed at `until_s` (or at the end
+of the run); a failed operation is recorded with the server's message and the run goes on, so a summary
+always says which faults really happened.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import gevent
-
-from harness.clock import ScaledClock
 from harness.faults.client import BoundProxy, FaultError
 from harness.faults.timeline import FaultWindow
+from harness.summary import FaultWindowRecord
+
+
+@dataclass(frozen=True)
+class FaultStep:
+    at_s: float
+    window: FaultWindow
+    apply: bool  # False: remove
+
+
+@dataclass(frozen=True)
+class _Done:
+    index: int
+    apply: bool
+    at_s: float
+    error: str | None
 
 
 @dataclass
 class FaultScheduler:
     proxy: BoundProxy
     windows: tuple[FaultWindow, ...]
-    clock: ScaledClock
+    time_scale: float
     on_restart: Callable[[], None] | None = None  # the accounts re-register when a restarted gateway is back
-    log: list[dict[str, Any]] = field(default_factory=list)
+    _done: list[_Done] = field(default_factory=list)
 
-    def run(self) -> None:
-        steps = sorted([(w.start_s, 0, w) for w in self.windows]
-                       + [(w.end_s, 1, w) for w in self.windows if w.end_s is not None],
-                       key=lambda step: (step[0], step[1]))
-        for at_s, removing, window in steps:
-            gevent.sleep(self.clock.real_s(at_s * 1000.0 - self.clock.now_ms()))
-            self._step(window, apply=not removing)
+    def steps(self) -> list[FaultStep]:
+        """Every apply and remove, in time order (an apply before a remove at the same second)."""
+        steps = [FaultStep(w.start_s, w, True) for w in self.windows]
+        steps += [FaultStep(w.end_s, w, False) for w in self.windows if w.end_s is not None]
+        return sorted(steps, key=lambda step: (step.at_s, not step.apply))
 
-    def _step(self, window: FaultWindow, *, apply: bool) -> None:
-        entry: dict[str, Any] = {"index": window.index, "action": "apply" if apply else "remove",
-                                 "at_s": round(self.clock.now_ms() / 1000.0, 3), "ok": True}
+    def carry_out(self, step: FaultStep, now_s: float) -> None:
+        window, error = step.window, None
         try:
             if window.toxic is None:
-                if apply:
-                    self.proxy.disable()
-                else:
-                    self.proxy.enable()
-                    if window.restart and self.on_restart is not None:
-                        self.on_restart()
-            elif apply:
+                self._outage(window, step.apply)
+            elif step.apply:
                 toxic = window.toxic
                 self.proxy.add_toxic(name=window.toxic_name, type=toxic.type, stream=toxic.stream,
-                                     toxicity=toxic.toxicity,
-                                     attributes=toxic.scaled_attributes(self.clock.time_scale))
+                                     toxicity=toxic.toxicity, attributes=toxic.scaled_attributes(self.time_scale))
             else:
                 self.proxy.destroy_toxic(window.toxic_name)
         except FaultError as exc:
-            entry.update(ok=False, error=str(exc))
-        self.log.append(entry)
+            error = str(exc)
+        self._done.append(_Done(window.index, step.apply, round(now_s, 3), error))
 
-    def describe(self) -> list[dict[str, Any]]:
-        """Each window with when it was really applied and removed (profile seconds) and any error."""
+    def _outage(self, window: FaultWindow, apply: bool) -> None:
+        if apply:
+            self.proxy.disable()
+            return
+        self.proxy.enable()
+        if window.restart and self.on_restart is not None:
+            self.on_restart()
+
+    def describe(self) -> list[FaultWindowRecord]:
+        """Each window with when it was really applied and removed (scenario seconds) and any error."""
         out = []
         for window in self.windows:
-            described = window.describe()
-            steps = [e for e in self.log if e["index"] == window.index]
-            described["applied_at_s"] = next((e["at_s"] for e in steps if e["action"] == "apply" and e["ok"]), None)
-            described["removed_at_s"] = next((e["at_s"] for e in steps if e["action"] == "remove" and e["ok"]), None)
-            errors = [e["error"] for e in steps if not e["ok"]]
-            if errors:
-                described["errors"] = errors
-            out.append(described)
+            done = [d for d in self._done if d.index == window.index]
+            toxic = window.toxic
+            out.append(FaultWindowRecord(
+                index=window.index, kind=window.kind, from_s=window.start_s, to_s=window.end_s,
+                type=toxic.type if toxic else None, stream=toxic.stream if toxic else None,
+                toxicity=toxic.toxicity if toxic else None, attributes=dict(toxic.attributes) if toxic else None,
+                applied_at_s=next((d.at_s for d in done if d.apply and d.error is None), None),
+                removed_at_s=next((d.at_s for d in done if not d.apply and d.error is None), None),
+                errors=[d.error for d in done if d.error is not None]))
         return out

@@ -1,7 +1,7 @@
 """A profile's `faults:` timeline, as data: which toxic or outage, from when, until when.
 
     faults:
-      - at_s: 60                 # profile time
+      - at_s: 60                 # scenario time
         until_s: 75              # omitted: until the run ends
         toxic: {type: latency, stream: downstream, toxicity: 1.0, attributes: {latency: 12000, jitter: 0}}
       - at_s: 80
@@ -15,7 +15,7 @@
 Toxic types, attribute names and units are Toxiproxy's (harness/faults/toxic_types.py, the table the
 embedded proxy reads too). Durations in attributes (latency, jitter, delay, timeout: ms; slicer delay:
 µs) follow the time scale like everything else; a bandwidth rate is divided by it, so the same window
-means the same thing in profile time at any scale.
+means the same thing in scenario time at any scale.
 """
 
 from __future__ import annotations

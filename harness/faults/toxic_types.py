@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 # "ms" and "us" are durations (they follow the time scale), "bytes" a size (it does not), "rate" KB/s
-# (divided by the time scale, so a throttle means the same amount of data per profile second).
+# (divided by the time scale, so a throttle means the same amount of data per scenario second).
 Unit = Literal["ms", "us", "bytes", "rate"]
 
 

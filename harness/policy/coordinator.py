@@ -67,7 +67,6 @@ class Grant:
 
     account: str
     generation: int
-    granted_at_ms: float
     hold_deadline_ms: float
     released: bool = False
     forced: bool = False  # released by the hold timeout rather than by the start ending
@@ -163,8 +162,8 @@ class StartCoordinator:
         granted: list[Waiter] = []
         while self._queue and len(self._held) < self.settings.max_concurrent_starts:
             waiter = self._queue.popleft()
-            grant = Grant(waiter.account, waiter.generation, now_ms,
-                          now_ms + self.settings.start_slot_max_hold_ms)
+            grant = Grant(waiter.account, waiter.generation,
+                          hold_deadline_ms=now_ms + self.settings.start_slot_max_hold_ms)
             self._held.append(grant)
             waiter.grant = grant
             self._granted_total += 1

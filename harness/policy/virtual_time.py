@@ -26,7 +26,7 @@ from harness.policy.bootstrap import (
 from harness.policy.coordinator import StartCoordinator
 
 # (account, handler id, attempt, now) -> (ms until the start ends, succeeded)
-Outcome = Callable[[str, int, int, float], tuple[float, bool]]
+StartOutcome = Callable[[str, int, int, float], tuple[float, bool]]
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Trace:
 
 
 class VirtualDriver:
-    def __init__(self, outcome: Outcome, coordinator: StartCoordinator | None = None) -> None:
+    def __init__(self, outcome: StartOutcome, coordinator: StartCoordinator | None = None) -> None:
         self.outcome = outcome
         self.coordinator = coordinator
         self.now_ms = 0.0

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from harness.verdict.thresholds import metric_value
+from harness.summary import Summary, metric_value
 
 ROWS: tuple[tuple[str, str], ...] = (
     ("verdict", "verdict"),
@@ -39,10 +38,10 @@ ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _cell(summary: Mapping[str, Any], key: str) -> str:
+def _cell(summary: Summary, key: str) -> str:
     if key == "_thresholds":
-        checks = summary.get("assertions", [])
-        failed = [c["metric"] for c in checks if not c["passed"]]
+        checks = summary.thresholds
+        failed = [c.metric for c in checks if not c.passed]
         return "none" if not checks else ("pass" if not failed else "FAIL: " + ", ".join(failed))
     value = metric_value(summary, key)
     if value is None:
@@ -54,9 +53,9 @@ def _cell(summary: Mapping[str, Any], key: str) -> str:
     return str(value)
 
 
-def render(summaries: Sequence[Mapping[str, Any]], title: str) -> str:
-    header = ["", *(str(s["arm"]) for s in summaries)]
-    with_duplicates = any("duplicates" in s for s in summaries)
+def render(summaries: Sequence[Summary], title: str) -> str:
+    header = ["", *(s.arm for s in summaries)]
+    with_duplicates = any(s.duplicates is not None for s in summaries)
     rows = [[label, *(_cell(s, key) for s in summaries)] for label, key in ROWS
             if with_duplicates or not key.startswith("duplicates.")]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

@@ -1,11 +1,11 @@
-"""From what a run recorded to the figures of summary.json and the verdict (pure: no I/O, no clock).
+"""The storm's figures and the verdict: pure functions from what a run recorded to numbers.
 
-All durations are in profile (unscaled) time. Storm entries are failed handshake attempts of three
-kinds (`harness.accounts.ledger.STORM_KINDS`), counted from the clients' ledger and, where the
-gateway's log can show them, from that log too:
-  handshake_timeout  `closed before connect` records with cause `handshake-timeout` (the stub's log and
-                     the real gateway's JSON log have the same shape);
-  preauth_rejected   the stub's `http.preauth_rejected` records (the real gateway logs no line for a 503);
+All durations are in scenario (unscaled) time. Storm entries are failed handshake attempts of three
+kinds (`harness.events.STORM_KINDS`), counted from the clients' ledger and, where the gateway's log can
+show them, from that log too (read with `openclaw_wire.log_records`):
+  handshake_timeout  connections the gateway's handshake timer closed (the stub's log and the real
+                     gateway's JSON log have the same shape);
+  preauth_rejected   the stub's 503s at the pre-auth budget (the real gateway logs no line for a 503);
   connect_error      clients only.
 The two sources agree when, for each kind both can count, they differ by no more than the attempts
 that can be in flight when the run stops (one per account); the gateway's count also holds the
@@ -24,8 +24,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.accounts.ledger import STORM_KINDS, Attempt, Disconnect, Outcome
-from harness.verdict.thresholds import Threshold
+from harness.events import STORM_KINDS, Outcome, RunRecord
+from harness.summary import (
+    GatewayLogCounts,
+    HealthRpcFigures,
+    LatencyFigures,
+    LoopLagFigures,
+    StormCounts,
+    StormSources,
+    TimelineRow,
+    Verdict,
+    Witness,
+)
 from openclaw_wire.log_records import (
     closed_by_handshake_timer,
     conn_id_of,
@@ -35,21 +45,25 @@ from openclaw_wire.log_records import (
 )
 
 WITNESSES = 10
+TIMELINE_MAX_ROWS = 600
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    accounts: Sequence[str]
-    attempts: Sequence[Attempt]
-    disconnects: Sequence[Disconnect]
-    connected_at_end: frozenset[str]
-    duration_ms: float
-    startup_window_ms: float
-    final_window_ms: float
-    gateway_records: Sequence[Mapping[str, Any]] | None = None  # the gateway's JSON log, if readable
-    health_rpc_ms: Sequence[float] = ()
-    event_loop_lag_ms: Mapping[str, float | None] | None = None  # p99, max, already in profile ms
-    other_client_handshake_timeouts: int = 0  # the harness's own probe, which the gateway also logs
+class StormFigures:
+    storm_entries: int
+    storm_entries_by_kind: StormCounts
+    storm_entries_by_source: StormSources
+    sources_agree: bool | None
+    final_window_storm_entries: int
+    storm_entries_after_startup: int
+    verdict: Verdict
+    time_to_all_connected_s: float | None
+    connected_accounts_at_end: int
+    handshake_attempts_total: int
+    handshake_ms: LatencyFigures
+    health_rpc_ms: HealthRpcFigures
+    event_loop_lag_ms: LoopLagFigures
+    witnesses: list[Witness]
 
 
 def percentile(samples: Iterable[float], fraction: float) -> float | None:
@@ -58,7 +72,7 @@ def percentile(samples: Iterable[float], fraction: float) -> float | None:
     return round(ordered[max(1, math.ceil(fraction * len(ordered))) - 1], 3) if ordered else None
 
 
-def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
+def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> GatewayLogCounts:
     """What the gateway's own log says: connections its handshake timer closed, and (stub) 503s at the budget.
 
     A timed-out connection is counted once by its conn id, from either of its two records: the `handshake
@@ -71,7 +85,8 @@ def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int 
     timeouts = len(closed) + len(set(warned) - set(closed))
     rejected = sum(1 for r in records if is_preauth_rejected(r))
     is_stub = any(written_by_stub(r) for r in records)
-    return {"handshake_timeout": timeouts, "preauth_rejected": rejected if is_stub else None, "connect_error": None}
+    return GatewayLogCounts(handshake_timeout=timeouts, preauth_rejected=rejected if is_stub else None,
+                            connect_error=None)
 
 
 def connected_over_time(record: RunRecord) -> Iterator[tuple[float, int]]:
@@ -91,58 +106,58 @@ def time_to_all_connected_ms(record: RunRecord) -> float | None:
     return next((t for t, n in connected_over_time(record) if n == len(record.accounts)), None)
 
 
-def summarize(record: RunRecord) -> dict[str, Any]:
+def verdict_of(record: RunRecord, final_window_storm_entries: int) -> Verdict:
+    if final_window_storm_entries:
+        return "storm"
+    return "converged" if len(record.connected_at_end) == len(record.accounts) else "degraded"
+
+
+def _sources_agree(record: RunRecord, clients: StormCounts, gateway: GatewayLogCounts | None) -> bool | None:
+    if gateway is None:
+        return None
+    tolerance = len(record.accounts)
+    seen_by_clients = clients.model_dump()
+    seen_by_clients["handshake_timeout"] += record.probe_handshake_timeouts
+    return all(abs(seen_by_clients[kind] - count) <= tolerance
+               for kind, count in gateway.model_dump().items() if count is not None)
+
+
+def summarize(record: RunRecord) -> StormFigures:
     storms = [a for a in record.attempts if a.storm_kind is not None]
     by_kind = Counter(a.storm_kind for a in storms)
-    client_counts = {kind: by_kind.get(kind, 0) for kind in STORM_KINDS}
+    clients = StormCounts(**{kind: by_kind.get(kind, 0) for kind in STORM_KINDS})
     final_from = record.duration_ms - record.final_window_ms
     final_window = [a for a in storms if a.ended_ms >= final_from]
-    after_startup = [a for a in storms if a.ended_ms >= record.startup_window_ms]
-    connected = len(record.connected_at_end)
-    if final_window:
-        verdict = "storm"
-    elif connected == len(record.accounts):
-        verdict = "converged"
-    else:
-        verdict = "degraded"
-    gateway_counts = gateway_storm_counts(record.gateway_records) if record.gateway_records is not None else None
-    agree = None
-    if gateway_counts is not None:
-        tolerance = len(record.accounts)
-        seen_by_clients = dict(client_counts)
-        seen_by_clients["handshake_timeout"] += record.other_client_handshake_timeouts
-        agree = all(abs(seen_by_clients[k] - v) <= tolerance for k, v in gateway_counts.items() if v is not None)
+    gateway = gateway_storm_counts(record.gateway_records) if record.gateway_records is not None else None
     all_connected_ms = time_to_all_connected_ms(record)
     hellos = [a.latency_ms for a in record.attempts if a.outcome is Outcome.HELLO]
     lag = record.event_loop_lag_ms or {}
-    return {
-        "storm_entries": len(storms),
-        "storm_entries_by_kind": client_counts,
-        "storm_entries_by_source": {"clients": client_counts, "gateway_log": gateway_counts},
-        "sources_agree": agree,
-        "final_window_storm_entries": len(final_window),
-        "storm_entries_after_startup": len(after_startup),
-        "verdict": verdict,
-        "time_to_all_connected_s": None if all_connected_ms is None else round(all_connected_ms / 1000.0, 3),
-        "connected_accounts_at_end": connected,
-        "handshake_attempts_total": len(record.attempts),
-        "handshake_ms": {"p50": percentile(hellos, 0.5), "p99": percentile(hellos, 0.99),
-                         "max": round(max(hellos), 3) if hellos else None},
-        "health_rpc_ms": {"p50": percentile(record.health_rpc_ms, 0.5),
-                          "p99": percentile(record.health_rpc_ms, 0.99), "samples": len(record.health_rpc_ms)},
-        "event_loop_lag_ms": {"p99": lag.get("p99"), "max": lag.get("max")},
-        "witnesses": [
-            {"account": a.account, "handler": a.handler_id, "at_s": round(a.ended_ms / 1000.0, 3),
-             "kind": a.storm_kind, "close_code": a.close_code}
-            for a in final_window[-WITNESSES:]
-        ],
-    }
+    return StormFigures(
+        storm_entries=len(storms),
+        storm_entries_by_kind=clients,
+        storm_entries_by_source=StormSources(clients=clients, gateway_log=gateway),
+        sources_agree=_sources_agree(record, clients, gateway),
+        final_window_storm_entries=len(final_window),
+        storm_entries_after_startup=sum(1 for a in storms if a.ended_ms >= record.startup_window_ms),
+        verdict=verdict_of(record, len(final_window)),
+        time_to_all_connected_s=None if all_connected_ms is None else round(all_connected_ms / 1000.0, 3),
+        connected_accounts_at_end=len(record.connected_at_end),
+        handshake_attempts_total=len(record.attempts),
+        handshake_ms=LatencyFigures(p50=percentile(hellos, 0.5), p99=percentile(hellos, 0.99),
+                                    max=round(max(hellos), 3) if hellos else None),
+        health_rpc_ms=HealthRpcFigures(p50=percentile(record.health_rpc_ms, 0.5),
+                                       p99=percentile(record.health_rpc_ms, 0.99), samples=len(record.health_rpc_ms)),
+        event_loop_lag_ms=LoopLagFigures(p99=lag.get("p99"), max=lag.get("max")),
+        witnesses=[Witness(account=a.account, handler=a.handler_id, at_s=round(a.ended_ms / 1000.0, 3),
+                           kind=kind, close_code=a.close_code)
+                   for a in final_window[-WITNESSES:] if (kind := a.storm_kind) is not None],
+    )
 
 
-def timeline(record: RunRecord, fault_windows: Sequence[Mapping[str, Any]] = (),
-             max_rows: int = 600) -> list[dict[str, Any]]:
-    """Per bucket of profile time (1 s, or coarser for long runs): attempts, hellos, storm entries,
-    accounts connected at the bucket's end, and the fault windows active in it."""
+def timeline(record: RunRecord, fault_spans: Sequence[tuple[int, float, float | None]] = (),
+             max_rows: int = TIMELINE_MAX_ROWS) -> list[TimelineRow]:
+    """Per bucket of scenario time (1 s, or coarser for long runs): attempts, hellos, storm entries, accounts
+    connected at the bucket's end, and the fault windows (index, from_s, to_s or None) active in it."""
     bucket_ms = max(1000.0, record.duration_ms / max_rows)
     buckets = int(record.duration_ms // bucket_ms) + (record.duration_ms % bucket_ms > 0)
     attempts = [[0, 0, 0] for _ in range(buckets)]
@@ -159,17 +174,7 @@ def timeline(record: RunRecord, fault_windows: Sequence[Mapping[str, Any]] = (),
             connected = changes[cursor][1]
             cursor += 1
         start_s, end_s = index * bucket_ms / 1000.0, end_ms / 1000.0
-        active = [w["index"] for w in fault_windows
-                  if w["from_s"] < end_s and (w.get("to_s") is None or w["to_s"] > start_s)]
-        rows.append({"t_s": round(start_s, 3), "attempts": attempts[index][0], "hellos": attempts[index][1],
-                     "storm_entries": attempts[index][2], "connected": connected, "faults": active})
+        active = [i for i, from_s, to_s in fault_spans if from_s < end_s and (to_s is None or to_s > start_s)]
+        rows.append(TimelineRow(t_s=round(start_s, 3), attempts=attempts[index][0], hellos=attempts[index][1],
+                                storm_entries=attempts[index][2], connected=connected, faults=active))
     return rows
-
-
-def check_thresholds(summary: Mapping[str, Any], thresholds: Sequence[Threshold]) -> list[dict[str, Any]]:
-    results = []
-    for threshold in thresholds:
-        actual, passed = threshold.check(summary)
-        results.append({"metric": threshold.metric, "threshold": threshold.describe(), "value": actual,
-                        "passed": passed})
-    return results

@@ -1,28 +1,20 @@
-"""Thresholds as data, k6-style: `metric: "OP NUMBER"` (or a verdict name), checked against summary figures.
+"""Thresholds as data, k6-style: `metric: "OP NUMBER"` (or a verdict name), checked against a summary.
 
-A threshold naming an unknown metric is refused when the profile is read, not when the run ends.
+A metric is a figure of `harness.summary.Summary` by dotted path (`handshake_ms.p99`); a threshold naming a
+figure that does not exist, or one that is not a number, is refused when the profile is read, not when the
+run ends.
 """
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-VERDICTS = ("storm", "converged", "degraded")
-NUMERIC_METRICS = (
-    "storm_entries", "final_window_storm_entries", "storm_entries_after_startup",
-    "storm_entries_by_kind.handshake_timeout", "storm_entries_by_kind.preauth_rejected",
-    "storm_entries_by_kind.connect_error", "time_to_all_connected_s", "connected_accounts_at_end",
-    "handshake_attempts_total", "handshake_ms.p50", "handshake_ms.p99", "handshake_ms.max",
-    "health_rpc_ms.p50", "health_rpc_ms.p99", "event_loop_lag_ms.p99", "event_loop_lag_ms.max",
-    "duplicates.intents", "duplicates.intents_decided", "duplicates.prompts_total",
-    "duplicates.max_prompts_per_intent", "duplicates.duplicate_prompts", "duplicates.peak_prompt_rate_per_s",
-    "duplicates.pending_approvals_max", "duplicates.decisions_lost",
-)
-METRICS = ("verdict", *NUMERIC_METRICS)
+from harness.summary import VERDICTS, MetricValue, Summary, ThresholdResult, metric_field, metric_value, metrics
+
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt,
 }
@@ -40,7 +32,7 @@ class Threshold:
             return " or ".join(self.value)
         return f"{self.op} {self.value:g}"
 
-    def check(self, summary: Mapping[str, Any]) -> tuple[Any, bool]:
+    def check(self, summary: Summary) -> tuple[MetricValue, bool]:
         actual = metric_value(summary, self.metric)
         if isinstance(self.value, tuple):
             return actual, actual in self.value
@@ -49,17 +41,20 @@ class Threshold:
         return actual, _OPERATORS[self.op](float(actual), self.value)
 
 
-def metric_value(summary: Mapping[str, Any], metric: str) -> Any:
-    value: Any = summary
-    for part in metric.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
+def check_thresholds(summary: Summary, thresholds: Sequence[Threshold]) -> list[ThresholdResult]:
+    results = []
+    for threshold in thresholds:
+        actual, passed = threshold.check(summary)
+        results.append(ThresholdResult(metric=threshold.metric, threshold=threshold.describe(), value=actual,
+                                       passed=passed))
+    return results
 
 
 def parse_threshold(metric: str, spec: Any) -> Threshold:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric (expected one of {', '.join(METRICS)})")
-    if metric == "verdict":
+    kind = metric_field(metric)
+    if kind is None:
+        raise ValueError(f"unknown metric (expected one of {', '.join(metrics())})")
+    if kind == "verdict":
         names = tuple(spec) if isinstance(spec, list) else (spec,)
         for name in names:
             if name not in VERDICTS:

@@ -3,7 +3,7 @@
 `open_session` connects, waits for `connect.challenge` (15 s), sends `connect` and waits for its answer
 (30 s request timeout); with a device key, the connect carries a device proof signed over the
 challenge's nonce and ts (reference §12.5). It returns the socket at hello, or raises `HandshakeFailed` with the outcome
-classified (see `harness.accounts.ledger.Outcome`). `call` sends one request and returns its response
+classified (see `harness.events.Outcome`). `call` sends one request and returns its response
 frame, skipping events and other responses. Handler clients, the health probe, the agents' short-lived
 sockets and the operator's click all use these, so they fail in the same words.
 """
@@ -18,10 +18,10 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from harness.accounts import safe_close
-from harness.accounts.connect_shape import request_frame
-from harness.accounts.ledger import Outcome
+from harness.client import safe_close
+from harness.client.connect_shape import request_frame
 from harness.clock import ScaledClock
+from harness.events import Outcome
 from openclaw_wire.constants import CONNECT_CHALLENGE_TIMEOUT_MS, DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS
 from openclaw_wire.device_auth import DeviceIdentity
 
@@ -141,7 +141,7 @@ def _recv(ws: ClientConnection, clock: ScaledClock, timeout_ms: float) -> dict[s
 
 
 def recv_frame(ws: ClientConnection, clock: ScaledClock, timeout_ms: float) -> dict[str, Any] | None:
-    """The next frame, or None when `timeout_ms` (profile time) passes first."""
+    """The next frame, or None when `timeout_ms` (scenario time) passes first."""
     return _recv(ws, clock, timeout_ms)
 
 

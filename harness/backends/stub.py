@@ -1,0 +1,98 @@
+"""The gateway stub as a run's backend: in a child process (embedded) or in Docker containers.
+
+Both run the same stub with the same options and read the same things back: its /stats, and its JSON log,
+which it writes into the run's folder (`stub.jsonl`; bind-mounted into the container). They differ in where a
+Toxiproxy in front of the stub runs: on this machine, or in a container on the stub's Docker network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.backends.base import ToxiproxyPlacement, local_toxiproxy
+from harness.backends.docker import DockerGateway
+from harness.summary import StubTargetRecord, TargetRecord
+from harness.target import StubTarget
+from openclaw_wire.log_records import read_records
+
+STUB_LOG = "stub.jsonl"
+
+
+class StubProcess(Protocol):
+    """A running stub: `EmbeddedStub` or `DockerGateway`."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def token(self) -> str: ...
+
+    def stats(self, timeout_s: float = 5.0) -> dict[str, Any]: ...
+
+
+class StubBackend:
+    coalesces_approvals = True
+
+    def __init__(self, target: StubTarget, process: StubProcess) -> None:
+        self._target = target
+        self._process = process
+
+    @property
+    def url(self) -> str:
+        return self._process.url
+
+    @property
+    def token(self) -> str:
+        return self._process.token
+
+    def stats(self) -> dict[str, Any] | None:
+        try:
+            return self._process.stats()
+        except (OSError, ValueError):
+            return None  # the stub is gone or answered nonsense: there is nothing to read
+
+    def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
+        return read_records(out_dir / STUB_LOG)
+
+    def describe(self) -> TargetRecord:
+        config = self._target.config.describe()
+        return StubTargetRecord(
+            kind="stub", backend=self._target.backend, profile=config["profile"],
+            effective_handshake_timeout_ms=config["effective_handshake_timeout_ms"],
+            max_preauth_per_ip=config["max_preauth_per_ip"],
+            connect_cost_before_timer=config["connect_cost_before_timer"],
+            connect_cost_after_timer=config["connect_cost_after_timer"], upgrade_cost=config["upgrade_cost"],
+            colocated_challenge_cost=config["colocated_challenge_cost"],
+            colocated_hello_cost=config["colocated_hello_cost"], health_refresh_cost=config["health_refresh_cost"],
+            health_refresh_coalesce=config["health_refresh_coalesce"], cost_clock=config["cost_clock"],
+            **self._container_fields())
+
+    def _container_fields(self) -> dict[str, Any]:
+        return {"image": None, "base_image": None, "toxiproxy_image": None, "toxiproxy_fallback": None}
+
+    def toxiproxy(self, out_dir: Path) -> contextlib.AbstractContextManager[ToxiproxyPlacement]:
+        return local_toxiproxy(self.url, out_dir)
+
+
+class DockerStubBackend(StubBackend):
+    def __init__(self, target: StubTarget, gateway: DockerGateway) -> None:
+        super().__init__(target, gateway)
+        self._gateway = gateway
+
+    def _container_fields(self) -> dict[str, Any]:
+        started = self._gateway.toxiproxy_started
+        return {"image": self._gateway.image, "base_image": self._gateway.base_image,
+                "toxiproxy_image": started.image if started else None,
+                "toxiproxy_fallback": started.fallback if started else None}
+
+    @contextlib.contextmanager
+    def _container_toxiproxy(self, out_dir: Path) -> Iterator[ToxiproxyPlacement]:
+        with self._gateway.toxiproxy(out_dir / "toxiproxy.log") as container:
+            yield ToxiproxyPlacement(container.api_url, container.backend, f" in container {container.image}",
+                                     container.listen, container.upstream, container.client_url)
+
+    def toxiproxy(self, out_dir: Path) -> contextlib.AbstractContextManager[ToxiproxyPlacement]:
+        return self._container_toxiproxy(out_dir)

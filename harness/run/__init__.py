@@ -1,0 +1,96 @@
+"""One arm of a profile, end to end, in three steps: compose, drive, judge.
+
+  compose  profile + arm -> the parts of the run (`harness.run.compose`), before anything starts;
+  drive    start the target's backend, run the accounts (and agents) against it over real sockets for the
+           profile's duration, stop everything (`harness.run.drive`, the only step that imports gevent);
+  judge    what was recorded -> the typed summary and its verdict (`harness.verdict.judge`, pure).
+
+The results go to the arm's folder:
+  summary.json        the figures and the verdict (`harness.summary.Summary`; schema in docs/summary.schema.json)
+  accounts.csv        one row per account: attempts, successes, failures by cause, close codes, …
+  intents.csv         with the approval scenario: one row per intent
+  stub.log, stub.jsonl the stub's console and JSON log (stub target, embedded or in a container)
+  openclaw.log, gateway.jsonl  the real gateway's console and its records from the shared JSON log (openclaw)
+  locust_stats.csv, locust_failures.csv, …  Locust's own CSV stats
+Everything started here is stopped here, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from harness.backends import open_backend
+from harness.profile import Profile
+from harness.run.compose import compose
+from harness.run.drive import drive
+from harness.run.progress import Progress
+from harness.summary import CoordinatorSettingsRecord, Summary
+from harness.verdict.judge import RunMeta, judge
+from harness.verdict.tables import ACCOUNT_COLUMNS, INTENT_COLUMNS, Row, account_rows, intent_rows
+
+__all__ = ["ArmResult", "run_arm", "run_profile"]
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    summary: Summary
+    out_dir: Path
+
+    @property
+    def passed(self) -> bool:
+        return self.summary.passed
+
+
+def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: IO[str] = sys.stderr) -> ArmResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(progress_stream)
+    wall_started = time.monotonic()
+    parts = compose(profile, arm_name, out_dir)
+    with open_backend(profile.target, out_dir, parts.stub_args) as backend:
+        driven = drive(parts, backend, progress)
+        target = backend.describe()
+        approval_fix_applies = parts.arm.approval_fix != "gateway-dedup" or backend.coalesces_approvals
+    arm = parts.arm
+    meta = RunMeta(
+        profile=profile.name, arm=arm_name, seed=profile.seed, time_scale=profile.time_scale, target=target,
+        wall_clock_s=time.monotonic() - wall_started,
+        coordinator=CoordinatorSettingsRecord(**vars(profile.coordinator)) if arm.coordinated else None,
+        coordinator_statistics=driven.coordinator_statistics, faults=driven.faults,
+        fault_backend=driven.fault_backend,
+        approval_fix=arm.approval_fix if driven.record.approvals is not None else None,
+        approval_fix_applies=approval_fix_applies if driven.record.approvals is not None else None,
+    )
+    summary = judge(meta, driven.record, profile.thresholds_for(arm_name))
+    _write_csv(out_dir / "accounts.csv", ACCOUNT_COLUMNS, account_rows(driven.record))
+    if driven.record.approvals is not None:
+        _write_csv(out_dir / "intents.csv", INTENT_COLUMNS, intent_rows(driven.record.approvals))
+    summary.write(out_dir / "summary.json")
+    progress.done(f"[{arm_name}] {summary.verdict}: {summary.storm_entries} storm entries, "
+                  f"{summary.connected_accounts_at_end}/{profile.account_count} connected at the end "
+                  f"({summary.wall_clock_s:.1f} s)")
+    return ArmResult(arm_name, summary, out_dir)
+
+
+def run_profile(profile: Profile, arms: Sequence[str], out_root: Path,
+                on_result: Callable[[ArmResult], None] | None = None) -> list[ArmResult]:
+    results = []
+    for arm in arms:
+        result = run_arm(profile, arm, out_root / arm.replace("+", "_"))
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Row]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows(rows)

@@ -1,0 +1,169 @@
+"""Drive: the live part of a run, over real sockets under gevent and Locust, against a running backend.
+
+It connects the health probe, puts a Toxiproxy proxy in front of the gateway when the profile has faults,
+spawns the accounts under Locust (one `User` each, all released on the same tick), starts the approval
+scenario's agents once the accounts are connected, shows one progress line, and stops everything after the
+profile's duration. What it hands back is what the run recorded, as plain data (`Driven`): the judge needs
+nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gevent
+from locust.env import Environment
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
+
+from harness.backends import Backend
+from harness.client.connect_shape import ClientShape
+from harness.clock import ScaledClock
+from harness.errors import BackendError
+from harness.events import RunRecord
+from harness.faults.client import BoundProxy, FaultError, ToxiproxyClient
+from harness.faults.scheduler import FaultScheduler
+from harness.locustfile import NativeApprovalsAccount, RunContext
+from harness.run.approval_scenario import ApprovalScenario
+from harness.run.compose import Parts
+from harness.run.probe import HealthProbe
+from harness.run.progress import Progress
+from harness.summary import CoordinatorStatisticsRecord, FaultWindowRecord
+
+PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
+LOCUST_CSV_INTERVAL_S = 1.0
+PROBE_READY_TIMEOUT_S = 30.0
+TEARDOWN_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Driven:
+    record: RunRecord
+    coordinator_statistics: CoordinatorStatisticsRecord | None
+    faults: list[FaultWindowRecord]
+    fault_backend: str | None
+
+
+@dataclass(frozen=True)
+class FaultProxy:
+    proxy: BoundProxy
+    client_url: str  # where the accounts and agents connect: the proxy
+    described: str  # summary.json's fault_backend
+
+
+@contextlib.contextmanager
+def fault_proxy(backend: Backend, parts: Parts) -> Iterator[FaultProxy | None]:
+    """A Toxiproxy proxy in front of the gateway, where the backend places it; None without faults."""
+    if not parts.profile.faults:
+        yield None
+        return
+    with backend.toxiproxy(parts.out_dir) as placement:
+        client = ToxiproxyClient(placement.api_url)
+        proxy = client.create(upstream=placement.upstream, name=f"gateway-{uuid.uuid4().hex[:8]}",
+                              listen=placement.listen)
+        try:
+            yield FaultProxy(proxy, placement.client_url or f"ws://{proxy.listen}/",
+                             f"{placement.backend} {client.version()} at {placement.api_url}{placement.where}")
+        finally:
+            with contextlib.suppress(FaultError):
+                proxy.destroy()
+
+
+def drive(parts: Parts, backend: Backend, progress: Progress) -> Driven:
+    with fault_proxy(backend, parts) as faults_proxy:
+        return _drive(parts, backend, faults_proxy, progress)
+
+
+def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, progress: Progress) -> Driven:
+    profile, arm = parts.profile, parts.arm
+    clock = ScaledClock(profile.time_scale)
+    client_url = faults_proxy.client_url if faults_proxy else backend.url
+    scenario = ApprovalScenario.build(profile, arm, client_url, backend.token, clock, parts.shape,
+                                      parts.handshake_timeout_ms)
+    context = RunContext(
+        url=client_url, token=backend.token, arm=arm, channels=list(profile.channels), clock=clock,
+        coordinator_settings=profile.coordinator, shape=parts.shape, handshake_timeout_ms=parts.handshake_timeout_ms,
+        keep_reconnecting_after_failed_start=profile.keep_reconnecting_after_failed_start, seed=profile.seed,
+        approvals=scenario.ledger if scenario else None, operator=scenario.operator if scenario else None,
+    )
+    environment = Environment(user_classes=[NativeApprovalsAccount])
+    environment.harness_context = context  # type: ignore[attr-defined]
+    csv_writer = StatsCSVFileWriter(environment, PERCENTILES_TO_REPORT, str(parts.out_dir / "locust"), False)
+    probe = HealthProbe(backend.url, backend.token, clock, profile.probe_interval_ms, ClientShape(parts.shape.protocol))
+    greenlets = [gevent.spawn(csv_writer)]
+    if profile.probe_interval_ms > 0:
+        greenlets.append(gevent.spawn(probe.run))
+        if not probe.connected.wait(timeout=PROBE_READY_TIMEOUT_S):
+            raise BackendError(f"the health probe could not connect to {backend.url} "
+                               f"within {PROBE_READY_TIMEOUT_S:g} s")
+    runner = environment.create_local_runner()
+    clock.restart()  # scenario time 0 is when the accounts start
+    scheduler = None
+    if faults_proxy is not None:
+        scheduler = FaultScheduler(faults_proxy.proxy, profile.faults, profile.time_scale,
+                                   on_restart=context.reregister_all)
+        greenlets.append(gevent.spawn(_apply_faults, scheduler, clock))
+    try:
+        runner.start(profile.account_count, spawn_rate=min(profile.account_count, 100))
+        if scenario:
+            greenlets.append(gevent.spawn(scenario.start_when_connected, context.ledger, profile))
+        _watch(parts, clock, context, progress, backend, scenario)
+        # The run ends here for every source: what happens during teardown is not the run's.
+        if scenario:
+            scenario.stop()
+        gateway_records = backend.gateway_records(parts.out_dir)
+        attempts, disconnects = list(context.ledger.attempts), list(context.ledger.disconnects)
+        connected_at_end = frozenset(context.ledger.connected)
+        health_samples, probe_timeouts = list(probe.samples_ms), probe.handshake_timeouts
+        statistics = context.runtime.coordinator.statistics() if context.runtime else None
+    finally:
+        runner.quit()
+        context.close()
+        gevent.sleep(LOCUST_CSV_INTERVAL_S + 0.1)  # one more CSV pass with the final stats
+        gevent.killall(greenlets, block=True, timeout=TEARDOWN_TIMEOUT_S)
+        csv_writer.close_files()
+    record = RunRecord(
+        accounts=context.account_names, attempts=attempts, disconnects=disconnects,
+        connected_at_end=connected_at_end, duration_ms=profile.duration_s * 1000.0,
+        startup_window_ms=profile.startup_window_s * 1000.0, final_window_ms=profile.final_window_s * 1000.0,
+        gateway_records=gateway_records, health_rpc_ms=health_samples,
+        event_loop_lag_ms=_loop_lag(backend, profile.time_scale), probe_handshake_timeouts=probe_timeouts,
+        probe_reconnects=probe.failures, approvals=scenario.ledger if scenario else None,
+    )
+    return Driven(
+        record=record,
+        coordinator_statistics=CoordinatorStatisticsRecord(**dataclasses.asdict(statistics)) if statistics else None,
+        faults=scheduler.describe() if scheduler else [],
+        fault_backend=faults_proxy.described if faults_proxy else None,
+    )
+
+
+def _apply_faults(scheduler: FaultScheduler, clock: ScaledClock) -> None:
+    for step in scheduler.steps():
+        gevent.sleep(clock.real_s(step.at_s * 1000.0 - clock.now_ms()))
+        scheduler.carry_out(step, clock.now_ms() / 1000.0)
+
+
+def _watch(parts: Parts, clock: ScaledClock, context: RunContext, progress: Progress, backend: Backend,
+           scenario: ApprovalScenario | None) -> None:
+    profile = parts.profile
+    duration_ms = profile.duration_s * 1000.0
+    while (now_ms := clock.now_ms()) < duration_ms:
+        if scenario is not None:
+            scenario.sample_pending(backend, now_ms)
+        progress.update(f"[{parts.arm.name}] {now_ms / 1000:6.0f}/{profile.duration_s:g} s  connected "
+                        f"{len(context.ledger.connected)}/{profile.account_count}  "
+                        f"storm entries {context.ledger.storm_entries()}")
+        gevent.sleep(min(PROGRESS_INTERVAL_S, clock.real_s(duration_ms - now_ms)))
+
+
+def _loop_lag(backend: Backend, time_scale: float) -> dict[str, float | None] | None:
+    """The gateway's event-loop lag (p99, max) in scenario ms, where it measures it (the stub)."""
+    stats = backend.stats()
+    if stats is None:
+        return None
+    lag = stats.get("event_loop_lag_ms") or {}
+    return {k: None if lag.get(k) is None else round(lag[k] / time_scale, 3) for k in ("p99", "max")}

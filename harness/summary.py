@@ -1,0 +1,414 @@
+"""The typed summary of one arm's run: the only writer of summary.json, and the reader of it.
+
+`Summary` is a pydantic model: the judge (`harness.verdict.judge`) fills it, `write()` is the one place
+summary.json is written, and `read_summary()` validates a file on the way in, so a renamed or missing key
+fails loudly where it happens instead of turning a threshold silently into "no value". The JSON Schema
+published at `docs/summary.schema.json` is generated from this type (`python -m harness.summary`), and a
+test keeps the two equal. Pydantic rather than dataclasses: it gives validation of files read back (reports,
+comparisons, history) and the JSON Schema from the same declaration.
+
+Thresholds name figures by dotted path (`handshake_ms.p99`); `metric_field()` resolves a path against this
+type when a profile loads, so a threshold on a figure that does not exist is refused before anything runs.
+
+Migration. schema_version 2 (this one) differs from 1 in three ways: `assertions` is now `thresholds`;
+every key is always present (`faults` is `[]`, and `fault_backend`, `approval_fix`, `approval_fix_applies`
+and `duplicates` are null when the run has no faults or no approval scenario; a fault window has null
+`type`, `stream`, `toxicity`, `attributes` and an empty `errors` when it has none); and `target` always
+carries the fields of its kind (a stub in the embedded backend has null `image`, `base_image`,
+`toxiproxy_image`, `toxiproxy_fallback`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.events import StormKind
+
+SCHEMA_VERSION: Literal[2] = 2
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "summary.schema.json"
+
+Verdict = Literal["storm", "converged", "degraded"]
+VERDICTS: tuple[Verdict, ...] = typing.get_args(Verdict)
+# A threshold's value as checked: a number, a verdict, a yes/no, or nothing (the figure had no value).
+MetricValue = float | int | bool | str | None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class StormCounts(_Model):
+    handshake_timeout: int
+    preauth_rejected: int
+    connect_error: int
+
+
+class GatewayLogCounts(_Model):
+    """What the gateway's own log shows; null where it cannot show a kind (the real gateway logs no 503)."""
+
+    handshake_timeout: int
+    preauth_rejected: int | None
+    connect_error: int | None
+
+
+class StormSources(_Model):
+    clients: StormCounts
+    gateway_log: GatewayLogCounts | None
+    """Null when the gateway's log could not be read."""
+
+
+class LatencyFigures(_Model):
+    p50: float | None
+    p99: float | None
+    max: float | None
+
+
+class HealthRpcFigures(_Model):
+    p50: float | None
+    p99: float | None
+    samples: int
+
+
+class LoopLagFigures(_Model):
+    p99: float | None
+    max: float | None
+
+
+class Witness(_Model):
+    """One storm entry in the final window: the proof that a storm lasted (Jepsen-style)."""
+
+    account: str
+    handler: int
+    at_s: float
+    kind: StormKind
+    close_code: int | None
+
+
+class HealthProbeFigures(_Model):
+    handshake_timeouts: int
+    reconnects: int
+
+
+class TimelineRow(_Model):
+    t_s: float
+    attempts: int
+    hellos: int
+    storm_entries: int
+    connected: int
+    faults: list[int]
+    """Indexes of the fault windows active in this bucket."""
+
+
+class FaultWindowRecord(_Model):
+    """A fault window as the profile asked for it and as it really happened (scenario seconds)."""
+
+    index: int
+    kind: Literal["toxic", "gateway_down", "gateway_restart"]
+    from_s: float
+    to_s: float | None
+    type: str | None
+    """The toxic's; null for an outage."""
+    stream: str | None
+    toxicity: float | None
+    attributes: dict[str, float] | None
+    applied_at_s: float | None
+    removed_at_s: float | None
+    errors: list[str]
+
+
+class Windows(_Model):
+    startup_s: float
+    final_s: float
+
+
+class CoordinatorSettingsRecord(_Model):
+    start_jitter_ms: int
+    max_concurrent_starts: int
+    start_slot_max_hold_ms: int
+
+
+class CoordinatorStatisticsRecord(_Model):
+    """The coordinator at the end (trio's CapacityLimiter.statistics() shape) and over the run."""
+
+    borrowed: int
+    total: int
+    waiting: int
+    granted_total: int
+    forced_releases: int
+    cancelled_waiters: int
+    max_wait_ms: float
+
+
+class DuplicateFigures(_Model):
+    intents: int
+    intents_decided: int
+    approval_requests_total: int
+    prompts_total: int
+    max_prompts_per_intent: int
+    duplicate_prompts: int
+    peak_prompt_rate_per_s: int
+    pending_approvals_max: int | None
+    """Null when the gateway's pending count could not be sampled."""
+    clicks_total: int
+    clicks_refused: int
+    decisions_lost: int
+    unknown_prompts: int
+
+
+class ThresholdResult(_Model):
+    metric: str
+    threshold: str
+    value: MetricValue
+    passed: bool
+
+
+class StubTargetRecord(_Model):
+    kind: Literal["stub"]
+    backend: Literal["embedded", "docker"]
+    profile: str
+    """The stub's protocol generation (its `--profile`)."""
+    effective_handshake_timeout_ms: int
+    max_preauth_per_ip: int
+    connect_cost_before_timer: str
+    connect_cost_after_timer: str
+    upgrade_cost: str
+    colocated_challenge_cost: str
+    colocated_hello_cost: str
+    health_refresh_cost: str
+    health_refresh_coalesce: str
+    cost_clock: str
+    image: str | None
+    """Docker only, from here on."""
+    base_image: str | None
+    toxiproxy_image: str | None
+    toxiproxy_fallback: str | None
+    """Why the pinned Toxiproxy image was not used, when it was not."""
+
+
+class UrlTargetRecord(_Model):
+    kind: Literal["url"]
+    url: str
+    protocol: int
+
+
+class OpenClawTargetRecord(_Model):
+    kind: Literal["openclaw"]
+    protocol: int
+    device_signed: bool
+    version: str
+    handshake_timeout_ms: int | None
+    max_preauth_per_ip: int | None
+    cpu_quota: float | None
+    effective_handshake_timeout_ms: int
+    cpu_throttle: dict[str, Any] | None
+    """How the quota was applied (cgroup or SIGSTOP duty cycle)."""
+    ready_after_s: float
+    external_sockets: list[str]
+    """Any socket the gateway opened beyond loopback."""
+
+
+TargetRecord = Annotated[StubTargetRecord | UrlTargetRecord | OpenClawTargetRecord, Field(discriminator="kind")]
+
+
+class Summary(_Model):
+    """summary.json: one arm of one profile, judged."""
+
+    schema_version: Literal[2]
+    profile: str
+    """The profile's name."""
+    arm: str
+    """The start policy (openclaw#70641) or approval fix (openclaw#69478) this run used."""
+    seed: int | None
+    time_scale: float
+    """Real seconds per scenario second: every duration the run used was multiplied by it."""
+    target: TargetRecord
+    accounts: int
+    """How many fake channel accounts ran."""
+    wall_clock_s: float
+    """Real seconds the whole arm took, start-up and teardown included."""
+    duration_s: float
+    """Scenario seconds the accounts ran."""
+    windows: Windows
+    coordinator: CoordinatorSettingsRecord | None
+    """The settings, for an arm behind the coordinator."""
+    coordinator_statistics: CoordinatorStatisticsRecord | None
+    storm_entries: int
+    """Failed handshake attempts of any kind (handshake timeout, pre-auth 503, connect error), as the clients saw
+    them."""
+    storm_entries_by_kind: StormCounts
+    storm_entries_by_source: StormSources
+    """The same count from the clients and from the gateway's own log."""
+    sources_agree: bool | None
+    """The two sources differ by no more than one in-flight attempt per account; null when the gateway's log could
+    not be read."""
+    final_window_storm_entries: int
+    """Storm entries in the last `windows.final_s` seconds: any means the storm lasted to the end."""
+    storm_entries_after_startup: int
+    """Storm entries after the first `windows.startup_s` seconds."""
+    verdict: Verdict
+    """storm: storm entries continue into the final window; converged: every account holds a connection at the end
+    and the final window is clean; degraded: otherwise."""
+    time_to_all_connected_s: float | None
+    """When every account first held a connection at once; null if that never happened."""
+    connected_accounts_at_end: int
+    handshake_attempts_total: int
+    handshake_ms: LatencyFigures
+    """Connect to hello-ok, of the attempts that reached it, in scenario milliseconds."""
+    health_rpc_ms: HealthRpcFigures
+    """The health probe's `health` round trips over an existing connection: the tax a storm puts on normal
+    traffic."""
+    event_loop_lag_ms: LoopLagFigures
+    """How late the stub's event loop ran a 50 ms timer, in scenario milliseconds; null for other gateways."""
+    witnesses: list[Witness]
+    """Up to ten storm entries of the final window."""
+    health_probe: HealthProbeFigures
+    faults: list[FaultWindowRecord]
+    """The profile's fault windows, with when each was really applied and removed."""
+    fault_backend: str | None
+    """Which Toxiproxy ran the faults, and where; null without faults."""
+    timeline: list[TimelineRow]
+    """Per second of scenario time (coarser for long runs)."""
+    approval_fix: str | None
+    """With the approval scenario: how a failed-over run asks again."""
+    approval_fix_applies: bool | None
+    """False when the fix exists only in the stub and the target is another gateway (gateway-dedup)."""
+    duplicates: DuplicateFigures | None
+    """The duplicate-prompt figures (openclaw#69478); null without the approval scenario."""
+    thresholds: list[ThresholdResult]
+    """The profile's thresholds for this arm, each with the value it was checked against."""
+
+    @property
+    def passed(self) -> bool:
+        return all(t.passed for t in self.thresholds)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.to_json(), encoding="utf-8")
+
+
+class Comparison(_Model):
+    """compare.json: every arm of one profile."""
+
+    profile: str
+    arms: list[Summary]
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+class SummaryError(ValueError):
+    """A summary file that is not a summary of this schema version; the message names the file and the field."""
+
+
+def read_summary(path: Path) -> Summary:
+    try:
+        return Summary.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise SummaryError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "root"
+        raise SummaryError(f"{path}: {where}: {first['msg']}") from None
+
+
+# -- metrics: the figures a threshold can name -----------------------------------------------------
+
+# Settings and descriptions of the run, not figures of it: a threshold cannot name them.
+_NOT_METRICS = frozenset({"schema_version", "profile", "arm", "seed", "time_scale", "target", "accounts",
+                          "duration_s", "windows", "coordinator", "fault_backend", "approval_fix",
+                          "approval_fix_applies", "wall_clock_s"})
+_NUMBERS = (int, float, bool)
+
+
+def _leaf_types(annotation: Any) -> tuple[Any, ...]:
+    """The non-None types of an annotation (`int | None` -> (int,))."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return tuple(a for a in typing.get_args(annotation) if a is not type(None))
+    return (annotation,)
+
+
+def metric_field(path: str) -> Literal["number", "verdict"] | None:
+    """What a threshold on `path` compares: a number, the verdict, or None when it names no figure."""
+    if path == "verdict":
+        return "verdict"
+    parts = path.split(".")
+    if parts[0] in _NOT_METRICS:
+        return None
+    model: type[BaseModel] = Summary
+    for index, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        leaves = _leaf_types(field.annotation)
+        last = index == len(parts) - 1
+        if last:
+            return "number" if leaves and all(leaf in _NUMBERS for leaf in leaves) else None
+        nested = [leaf for leaf in leaves if isinstance(leaf, type) and issubclass(leaf, BaseModel)]
+        if len(nested) != 1:
+            return None
+        model = nested[0]
+    return None
+
+
+def metrics() -> tuple[str, ...]:
+    """Every figure a threshold can name, in summary order."""
+    found: list[str] = ["verdict"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            path = prefix + name
+            if not prefix and name in _NOT_METRICS:
+                continue
+            leaves = _leaf_types(field.annotation)
+            nested = [leaf for leaf in leaves if isinstance(leaf, type) and issubclass(leaf, BaseModel)]
+            if len(nested) == 1:
+                walk(nested[0], path + ".")
+            elif metric_field(path) == "number":
+                found.append(path)
+
+    walk(Summary, "")
+    return tuple(found)
+
+
+def metric_value(summary: Summary, path: str) -> MetricValue:
+    """The value of a figure by dotted path; None where a section is absent (no approval scenario)."""
+    value: Any = summary
+    for part in path.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value if isinstance(value, int | float | str) else None
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Summary.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://github.com/gateway-storm-harness/schemas/summary-v2.json"
+    return schema
+
+
+def main() -> int:
+    """`python -m harness.summary [--check]`: write docs/summary.schema.json, or check that it is current."""
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if sys.argv[1:] == ["--check"]:
+        current = SCHEMA_PATH.read_text(encoding="utf-8") if SCHEMA_PATH.exists() else ""
+        if current != text:
+            print(f"{SCHEMA_PATH} is out of date: run python -m harness.summary", file=sys.stderr)
+            return 1
+        return 0
+    SCHEMA_PATH.write_text(text, encoding="utf-8")
+    print(f"wrote {SCHEMA_PATH}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Judging: from what a run recorded (events) and what it was (its settings) to the typed summary.
+
+Pure: no sockets, no clock, no gevent. A live run, a simulated run or a test hands it a `RunRecord` and a
+`RunMeta`; what comes back is the `Summary` that summary.json holds, thresholds checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from harness.events import RunRecord
+from harness.summary import (
+    SCHEMA_VERSION,
+    CoordinatorSettingsRecord,
+    CoordinatorStatisticsRecord,
+    FaultWindowRecord,
+    HealthProbeFigures,
+    Summary,
+    TargetRecord,
+    Windows,
+)
+from harness.verdict.duplicates import summarize_duplicates
+from harness.verdict.figures import summarize, timeline
+from harness.verdict.thresholds import Threshold, check_thresholds
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """What the run was: its profile, arm and target, and what its drivers report about themselves."""
+
+    profile: str
+    arm: str
+    seed: int | None
+    time_scale: float
+    target: TargetRecord
+    wall_clock_s: float
+    coordinator: CoordinatorSettingsRecord | None = None  # for an arm behind the coordinator
+    coordinator_statistics: CoordinatorStatisticsRecord | None = None
+    faults: Sequence[FaultWindowRecord] = ()
+    fault_backend: str | None = None
+    approval_fix: str | None = None  # for a run with the approval scenario
+    approval_fix_applies: bool | None = None
+
+
+def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()) -> Summary:
+    figures = summarize(record)
+    summary = Summary(
+        schema_version=SCHEMA_VERSION, profile=meta.profile, arm=meta.arm, seed=meta.seed,
+        time_scale=meta.time_scale, target=meta.target, accounts=len(record.accounts),
+        wall_clock_s=round(meta.wall_clock_s, 3), duration_s=record.duration_ms / 1000.0,
+        windows=Windows(startup_s=record.startup_window_ms / 1000.0, final_s=record.final_window_ms / 1000.0),
+        coordinator=meta.coordinator, coordinator_statistics=meta.coordinator_statistics,
+        storm_entries=figures.storm_entries, storm_entries_by_kind=figures.storm_entries_by_kind,
+        storm_entries_by_source=figures.storm_entries_by_source, sources_agree=figures.sources_agree,
+        final_window_storm_entries=figures.final_window_storm_entries,
+        storm_entries_after_startup=figures.storm_entries_after_startup, verdict=figures.verdict,
+        time_to_all_connected_s=figures.time_to_all_connected_s,
+        connected_accounts_at_end=figures.connected_accounts_at_end,
+        handshake_attempts_total=figures.handshake_attempts_total, handshake_ms=figures.handshake_ms,
+        health_rpc_ms=figures.health_rpc_ms, event_loop_lag_ms=figures.event_loop_lag_ms,
+        witnesses=figures.witnesses,
+        health_probe=HealthProbeFigures(handshake_timeouts=record.probe_handshake_timeouts,
+                                        reconnects=record.probe_reconnects),
+        faults=list(meta.faults), fault_backend=meta.fault_backend,
+        timeline=timeline(record, [(w.index, w.from_s, w.to_s) for w in meta.faults]),
+        approval_fix=meta.approval_fix, approval_fix_applies=meta.approval_fix_applies,
+        duplicates=summarize_duplicates(record.approvals) if record.approvals is not None else None,
+        thresholds=[],
+    )
+    summary.thresholds = check_thresholds(summary, thresholds)
+    return summary
