@@ -35,6 +35,7 @@ from harness.policy.backoff import BootstrapRetry
 from harness.policy.bootstrap import AccountBootstrap
 from harness.policy.coordinator import CoordinatorSettings, StartCoordinator
 from harness.target import require_loopback_url
+from openclaw_wire.constants import APRIL_HANDSHAKE_TIMEOUT_MS
 from openclaw_wire.device_auth import DeviceIdentity
 
 REQUEST_TYPE = "WS"
@@ -54,7 +55,7 @@ class RunContext:
     clock: ScaledClock
     coordinator_settings: CoordinatorSettings = field(default_factory=CoordinatorSettings)
     shape: ClientShape = ClientShape()
-    handshake_timeout_ms: int = 10_000
+    handshake_timeout_ms: int = APRIL_HANDSHAKE_TIMEOUT_MS
     keep_reconnecting_after_failed_start: bool = False
     seed: int | None = None
     ledger: AccountLedger = field(default_factory=AccountLedger)

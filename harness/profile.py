@@ -77,7 +77,12 @@ from harness.policy.arms import ARMS
 from harness.policy.coordinator import CoordinatorSettings
 from harness.target import STUB_BACKENDS, OpenClawTarget, StubTarget, Target, UrlTarget, require_loopback_url
 from harness.verdict.thresholds import Threshold, parse_threshold
-from openclaw_wire.constants import DEFAULT_EXEC_APPROVAL_TIMEOUT_MS, protocol_for_version
+from openclaw_wire.constants import (
+    DEFAULT_EXEC_APPROVAL_TIMEOUT_MS,
+    PROTOCOL_APRIL,
+    PROTOCOL_CURRENT,
+    protocol_for_version,
+)
 
 CHANNELS = ("matrix", "telegram")
 MAX_ACCOUNTS = 2000
@@ -305,7 +310,7 @@ def _parse_target(target: _Fields) -> Target:
         url = require_loopback_url(target.get("url", str, required=True), target.where("url"))
         token = target.get("token", str, required=True)
         target.done()
-        return UrlTarget(url, token, protocol or 3, bool(device_signed or protocol == 4))
+        return UrlTarget(url, token, protocol or PROTOCOL_APRIL, bool(device_signed or protocol == PROTOCOL_CURRENT))
     if kind == "openclaw":
         return _parse_openclaw_target(target, protocol, device_signed)
     if kind != "stub":
@@ -341,7 +346,7 @@ def _parse_target(target: _Fields) -> Target:
         message = str(exc).split(": ", 1)[-1]
         raise BadInput(f"target: {message}") from None
     protocol = protocol or stub.generation.protocol
-    return StubTarget(stub, tuple(args), protocol, bool(device_signed or protocol == 4), backend=backend)
+    return StubTarget(stub, tuple(args), protocol, bool(device_signed or protocol == PROTOCOL_CURRENT), backend=backend)
 
 
 def _parse_openclaw_target(target: _Fields, protocol: int | None, device_signed: bool | None) -> OpenClawTarget:

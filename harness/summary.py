@@ -20,6 +20,7 @@ carries the fields of its kind (a stub in the embedded backend has null `image`,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
@@ -30,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.events import StormKind
+from harness.policy.coordinator import CoordinatorSettings, CoordinatorStatistics
 
 SCHEMA_VERSION: Literal[2] = 2
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "summary.schema.json"
@@ -128,24 +130,6 @@ class Windows(_Model):
     final_s: float
 
 
-class CoordinatorSettingsRecord(_Model):
-    start_jitter_ms: int
-    max_concurrent_starts: int
-    start_slot_max_hold_ms: int
-
-
-class CoordinatorStatisticsRecord(_Model):
-    """The coordinator at the end (trio's CapacityLimiter.statistics() shape) and over the run."""
-
-    borrowed: int
-    total: int
-    waiting: int
-    granted_total: int
-    forced_releases: int
-    cancelled_waiters: int
-    max_wait_ms: float
-
-
 class DuplicateFigures(_Model):
     intents: int
     intents_decided: int
@@ -236,9 +220,10 @@ class Summary(_Model):
     duration_s: float
     """Scenario seconds the accounts ran."""
     windows: Windows
-    coordinator: CoordinatorSettingsRecord | None
+    coordinator: CoordinatorSettings | None
     """The settings, for an arm behind the coordinator."""
-    coordinator_statistics: CoordinatorStatisticsRecord | None
+    coordinator_statistics: CoordinatorStatistics | None
+    """The coordinator at the end (trio's CapacityLimiter.statistics() shape) and over the run."""
     storm_entries: int
     """Failed handshake attempts of any kind (handshake timeout, pre-auth 503, connect error), as the clients saw
     them."""
@@ -336,6 +321,20 @@ def _leaf_types(annotation: Any) -> tuple[Any, ...]:
     return (annotation,)
 
 
+def _fields_of(kind: Any) -> dict[str, Any] | None:
+    """The fields of a section of the summary (a model or a dataclass) with their annotations; None for a leaf."""
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return {name: field.annotation for name, field in kind.model_fields.items()}
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return typing.get_type_hints(kind)
+    return None
+
+
+def _section(annotation: Any) -> dict[str, Any] | None:
+    sections = [fields for leaf in _leaf_types(annotation) if (fields := _fields_of(leaf)) is not None]
+    return sections[0] if len(sections) == 1 else None
+
+
 def metric_field(path: str) -> Literal["number", "verdict"] | None:
     """What a threshold on `path` compares: a number, the verdict, or None when it names no figure."""
     if path == "verdict":
@@ -343,39 +342,31 @@ def metric_field(path: str) -> Literal["number", "verdict"] | None:
     parts = path.split(".")
     if parts[0] in _NOT_METRICS:
         return None
-    model: type[BaseModel] = Summary
-    for index, part in enumerate(parts):
-        field = model.model_fields.get(part)
-        if field is None:
-            return None
-        leaves = _leaf_types(field.annotation)
-        last = index == len(parts) - 1
-        if last:
-            return "number" if leaves and all(leaf in _NUMBERS for leaf in leaves) else None
-        nested = [leaf for leaf in leaves if isinstance(leaf, type) and issubclass(leaf, BaseModel)]
-        if len(nested) != 1:
-            return None
-        model = nested[0]
-    return None
+    fields: dict[str, Any] | None = _fields_of(Summary)
+    for part in parts[:-1]:
+        fields = _section(fields.get(part)) if fields is not None and part in fields else None
+    if fields is None or parts[-1] not in fields:
+        return None
+    leaves = _leaf_types(fields[parts[-1]])
+    return "number" if leaves and all(leaf in _NUMBERS for leaf in leaves) else None
 
 
 def metrics() -> tuple[str, ...]:
     """Every figure a threshold can name, in summary order."""
     found: list[str] = ["verdict"]
 
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
+    def walk(fields: dict[str, Any], prefix: str) -> None:
+        for name, annotation in fields.items():
             path = prefix + name
             if not prefix and name in _NOT_METRICS:
                 continue
-            leaves = _leaf_types(field.annotation)
-            nested = [leaf for leaf in leaves if isinstance(leaf, type) and issubclass(leaf, BaseModel)]
-            if len(nested) == 1:
-                walk(nested[0], path + ".")
+            section = _section(annotation)
+            if section is not None:
+                walk(section, path + ".")
             elif metric_field(path) == "number":
                 found.append(path)
 
-    walk(Summary, "")
+    walk(_fields_of(Summary) or {}, "")
     return tuple(found)
 
 

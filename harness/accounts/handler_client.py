@@ -28,7 +28,7 @@ from harness.client.session import HandshakeFailed, close_quietly, open_session,
 from harness.clock import ScaledClock
 from harness.events import Attempt, Disconnect, Outcome
 from harness.policy.backoff import client_reconnect_backoff
-from openclaw_wire.constants import TICK_INTERVAL_MS
+from openclaw_wire.constants import APRIL_HANDSHAKE_TIMEOUT_MS, TICK_INTERVAL_MS
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ClientSettings:
     channel: str
     account: str
     shape: ClientShape = ClientShape()
-    handshake_timeout_ms: int = 10_000  # the socket's own upgrade timeout, as `ws` handshakeTimeout
+    handshake_timeout_ms: int = APRIL_HANDSHAKE_TIMEOUT_MS  # the socket's own upgrade timeout, as `ws` handshakeTimeout
     keep_reconnecting_after_failed_start: bool = False
 
 

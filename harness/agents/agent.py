@@ -28,7 +28,7 @@ from harness.client.connect_shape import ClientShape, request_frame
 from harness.client.session import HandshakeFailed, RequestTimedOut, call, next_response, short_session
 from harness.clock import ScaledClock
 from harness.events import ApprovalLedger, ApprovalRequest
-from openclaw_wire.constants import MSG_APPROVAL_ALREADY_PENDING
+from openclaw_wire.constants import MSG_APPROVAL_ALREADY_PENDING, PROTOCOL_CURRENT
 
 STABLE_ID_NAMESPACE = uuid.UUID("6f1c6a52-5f25-4a4e-9a0e-69478c0ffee0")
 
@@ -98,7 +98,7 @@ class FakeAgent:
         params: dict[str, Any] = {"id": record.approval_id, "command": self.settings.command, "host": "gateway",
                                   "agentId": self.name, "sessionKey": self.session_key, "twoPhase": True,
                                   "timeoutMs": self.settings.approval_timeout_ms}
-        if self._shape.protocol >= 4:
+        if self._shape.protocol >= PROTOCOL_CURRENT:
             params["runId"] = run_id  # 2026.4.x rejects runId
         try:
             with self._session() as ws:

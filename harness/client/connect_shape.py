@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from openclaw_wire.constants import PROTOCOL_APRIL, PROTOCOL_CURRENT
 from openclaw_wire.device_auth import DeviceIdentity
 
 CHANNEL_LABELS = {"matrix": "Matrix", "telegram": "Telegram"}
@@ -25,7 +26,7 @@ def handler_display_name(channel: str, account: str) -> str:
     return f"{CHANNEL_LABELS.get(channel, channel.title())} Native Approvals ({account})"
 
 
-def backend_connect_params(*, display_name: str, scopes: list[str], token: str, protocol: int = 3,
+def backend_connect_params(*, display_name: str, scopes: list[str], token: str, protocol: int = PROTOCOL_APRIL,
                            client_version: str = CLIENT_VERSION, caps: list[str] | None = None) -> dict[str, Any]:
     """`gateway-client`/`backend` with token auth: the device-less shape that keeps its scopes on loopback.
 
@@ -46,7 +47,7 @@ def backend_connect_params(*, display_name: str, scopes: list[str], token: str, 
     return params
 
 
-def handler_connect_params(*, channel: str, account: str, token: str, protocol: int = 3) -> dict[str, Any]:
+def handler_connect_params(*, channel: str, account: str, token: str, protocol: int = PROTOCOL_APRIL) -> dict[str, Any]:
     return ClientShape(protocol).handler_params(channel, account, token)
 
 
@@ -61,14 +62,14 @@ class ClientShape:
     request from a new socket (the requesting device). None: device-less token auth.
     """
 
-    protocol: int = 3
+    protocol: int = PROTOCOL_APRIL
     device: DeviceIdentity | None = None
 
     def params(self, display_name: str, scopes: list[str], token: str) -> dict[str, Any]:
         return backend_connect_params(display_name=display_name, scopes=scopes, token=token, protocol=self.protocol)
 
     def approver_params(self, display_name: str, token: str) -> dict[str, Any]:
-        if self.protocol < 4:
+        if self.protocol < PROTOCOL_CURRENT:
             return self.params(display_name, ["operator.approvals"], token)
         return backend_connect_params(display_name=display_name, scopes=["operator.admin", "operator.approvals"],
                                       token=token, protocol=self.protocol, caps=["approvals"])

@@ -30,7 +30,7 @@ from harness.profile import Profile
 from harness.run.compose import compose
 from harness.run.drive import drive
 from harness.run.progress import Progress
-from harness.summary import CoordinatorSettingsRecord, Summary
+from harness.summary import Summary
 from harness.verdict.judge import RunMeta, judge
 from harness.verdict.tables import ACCOUNT_COLUMNS, INTENT_COLUMNS, Row, account_rows, intent_rows
 
@@ -61,7 +61,7 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
     meta = RunMeta(
         profile=profile.name, arm=arm_name, seed=profile.seed, time_scale=profile.time_scale, target=target,
         wall_clock_s=time.monotonic() - wall_started,
-        coordinator=CoordinatorSettingsRecord(**vars(profile.coordinator)) if arm.coordinated else None,
+        coordinator=profile.coordinator if arm.coordinated else None,
         coordinator_statistics=driven.coordinator_statistics, faults=driven.faults,
         fault_backend=driven.fault_backend,
         approval_fix=arm.approval_fix if driven.record.approvals is not None else None,

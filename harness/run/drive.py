@@ -10,7 +10,6 @@ nothing else.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,11 +26,12 @@ from harness.events import RunRecord
 from harness.faults.client import BoundProxy, FaultError, ToxiproxyClient
 from harness.faults.scheduler import FaultScheduler
 from harness.locustfile import NativeApprovalsAccount, RunContext
+from harness.policy.coordinator import CoordinatorStatistics
 from harness.run.approval_scenario import ApprovalScenario
 from harness.run.compose import Parts
 from harness.run.probe import HealthProbe
 from harness.run.progress import Progress
-from harness.summary import CoordinatorStatisticsRecord, FaultWindowRecord
+from harness.summary import FaultWindowRecord
 
 PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
 LOCUST_CSV_INTERVAL_S = 1.0
@@ -42,7 +42,7 @@ TEARDOWN_TIMEOUT_S = 5.0
 @dataclass(frozen=True)
 class Driven:
     record: RunRecord
-    coordinator_statistics: CoordinatorStatisticsRecord | None
+    coordinator_statistics: CoordinatorStatistics | None
     faults: list[FaultWindowRecord]
     fault_backend: str | None
 
@@ -135,7 +135,7 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
     )
     return Driven(
         record=record,
-        coordinator_statistics=CoordinatorStatisticsRecord(**dataclasses.asdict(statistics)) if statistics else None,
+        coordinator_statistics=statistics,
         faults=scheduler.describe() if scheduler else [],
         fault_backend=faults_proxy.described if faults_proxy else None,
     )

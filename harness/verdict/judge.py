@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.events import RunRecord
+from harness.policy.coordinator import CoordinatorSettings, CoordinatorStatistics
 from harness.summary import (
     SCHEMA_VERSION,
-    CoordinatorSettingsRecord,
-    CoordinatorStatisticsRecord,
     FaultWindowRecord,
     HealthProbeFigures,
     Summary,
@@ -35,8 +34,8 @@ class RunMeta:
     time_scale: float
     target: TargetRecord
     wall_clock_s: float
-    coordinator: CoordinatorSettingsRecord | None = None  # for an arm behind the coordinator
-    coordinator_statistics: CoordinatorStatisticsRecord | None = None
+    coordinator: CoordinatorSettings | None = None  # for an arm behind the coordinator
+    coordinator_statistics: CoordinatorStatistics | None = None
     faults: Sequence[FaultWindowRecord] = ()
     fault_backend: str | None = None
     approval_fix: str | None = None  # for a run with the approval scenario
