@@ -7,7 +7,9 @@ applies its time scale when it burns them.
 
 Text form, used on the command line and in profiles: ``DIST[@SLICE_MS]`` where DIST is one of
 ``fixed:MS``, ``uniform:LO,HI`` or ``lognormal:MEDIAN,SIGMA``, and ``@SLICE_MS`` burns in slices of
-that many milliseconds (omitted or ``@0``: one blocking run). ``0`` and ``none`` mean no cost.
+that many milliseconds (omitted or ``@0``: one blocking run). ``0`` and ``none`` mean no cost. A cost
+is at most `MAX_COST_MS` and a lognormal sigma at most `MAX_LOGNORMAL_SIGMA`, and a sample never exceeds
+`MAX_COST_MS` either, so no spec can block the loop for good.
 """
 
 from __future__ import annotations
@@ -20,8 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway_stub.numbers import NotFinite, parse_decimal, shown
+
 DistributionKind = Literal["fixed", "uniform", "lognormal"]
 CostClock = Literal["wall", "cpu"]
+# One hour of CPU for one event, unscaled: far past any storm, short of a loop blocked for good.
+MAX_COST_MS = 3_600_000.0
+# exp(gauss(0, 10)) already spans e^-40..e^40 within four sigmas; beyond that, math.exp overflows.
+MAX_LOGNORMAL_SIGMA = 10.0
+# The shortest slice worth yielding for, in real (scaled) ms: each yield costs the loop a few µs itself.
+MIN_REAL_SLICE_MS = 0.1
 
 
 @dataclass(frozen=True)
@@ -32,10 +42,12 @@ class Distribution:
 
     def sample_ms(self, rng: random.Random) -> float:
         if self.kind == "fixed":
-            return self.first
+            return min(self.first, MAX_COST_MS)
         if self.kind == "uniform":
-            return rng.uniform(self.first, self.second)
-        return self.first * math.exp(rng.gauss(0.0, self.second))
+            return min(rng.uniform(self.first, self.second), MAX_COST_MS)
+        # A lognormal tail can be any size: a sample is capped rather than allowed to block the loop for days.
+        exponent = min(rng.gauss(0.0, self.second), math.log(MAX_COST_MS + 1.0))
+        return min(self.first * math.exp(exponent), MAX_COST_MS)
 
     def describe(self) -> str:
         if self.kind == "fixed":
@@ -78,19 +90,25 @@ def parse_cost(text: str) -> CostSpec:
         return CostSpec(Distribution("uniform", low, high), slice_ms)
     if kind == "lognormal" and len(args) == 2:
         median, sigma = _non_negative(args[0], "lognormal median"), _non_negative(args[1], "lognormal sigma")
+        if sigma > MAX_LOGNORMAL_SIGMA:
+            raise ValueError(f"lognormal sigma must be at most {MAX_LOGNORMAL_SIGMA:g}, got {sigma:g}")
         return CostSpec(Distribution("lognormal", median, sigma), slice_ms)
     raise ValueError(
-        f"expected fixed:MS, uniform:LO,HI or lognormal:MEDIAN,SIGMA with optional @SLICE_MS, got {text!r}"
+        f"expected fixed:MS, uniform:LO,HI or lognormal:MEDIAN,SIGMA with optional @SLICE_MS, got {shown(text)}"
     )
 
 
 def _non_negative(text: str, what: str) -> float:
     try:
-        value = float(text)
+        value = parse_decimal(text)
+    except NotFinite:
+        raise ValueError(f"{what} must be a finite number >= 0, got {shown(text)}") from None
     except ValueError:
-        raise ValueError(f"{what} must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what} must be a finite number >= 0, got {text!r}")
+        raise ValueError(f"{what} must be a number, got {shown(text)}") from None
+    if value < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {shown(text)}")
+    if value > MAX_COST_MS:
+        raise ValueError(f"{what} must be at most {MAX_COST_MS:.0f} (one hour), got {shown(text)}")
     return value
 
 
@@ -134,14 +152,14 @@ class CostBurner:
         ms = self.sample_scaled_ms(spec)
         if ms <= 0:
             return 0.0
-        slice_ms = spec.slice_ms * self._time_scale
-        if slice_ms <= 0:
+        if spec.slice_ms <= 0:
             spin(ms, self._clock)
             return ms
-        left = ms
-        while left > 0:
-            step = min(slice_ms, left)
-            spin(step, self._clock)
-            left -= step
+        slice_ms = max(spec.slice_ms * self._time_scale, MIN_REAL_SLICE_MS)  # config.py refuses less
+        # Counted, not subtracted until nothing is left: a slice below the float spacing of `ms` would
+        # never bring the remainder down.
+        slices = math.ceil(ms / slice_ms)
+        for _ in range(slices):
+            spin(ms / slices, self._clock)
             await asyncio.sleep(0)
         return ms
