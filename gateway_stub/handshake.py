@@ -277,15 +277,13 @@ class Handshake:
         if self.is_closing(socket_open=socket_open) and not answering_early:
             return []
         if preauth_frame_size(message) > MAX_PREAUTH_PAYLOAD_BYTES:
-            return [Bump("handshakes_rejected_other"),
-                    *self._close(CLOSE_TOO_BIG, REASON_PREAUTH_TOO_LARGE, CloseCause.PREAUTH_PAYLOAD_TOO_LARGE,
-                                 socket_open=socket_open)]
+            return self._refuse(CLOSE_TOO_BIG, REASON_PREAUTH_TOO_LARGE, CloseCause.PREAUTH_PAYLOAD_TOO_LARGE,
+                                socket_open=socket_open)
         if self._connect_in_flight and self.generation.queues_handshake_frames:
             self._queued.append(message)
             if len(self._queued) > MAX_PENDING_HANDSHAKE_FRAMES:
-                return [Bump("handshakes_rejected_other"),
-                        *self._close(CLOSE_POLICY_VIOLATION, REASON_TOO_MANY_PENDING,
-                                     CloseCause.TOO_MANY_PENDING_FRAMES, socket_open=socket_open)]
+                return self._refuse(CLOSE_POLICY_VIOLATION, REASON_TOO_MANY_PENDING,
+                                    CloseCause.TOO_MANY_PENDING_FRAMES, socket_open=socket_open)
             return []
         parsed = parse_request(message)
         if isinstance(parsed, Request) and self._connect_in_flight:
@@ -344,16 +342,14 @@ class Handshake:
             self._phase = Phase.AUTH_VALIDATED
             return []
         self._rejected = decision
-        counter: Counter = "handshakes_auth_failed" if decision.auth_failure else "handshakes_rejected_other"
-        actions: list[Action] = [
-            Bump(counter),
-            Record(StubEvent.WS_CONNECT_REJECTED, "warn",
-                   f"connect rejected conn={self.peer.conn_id} code={decision.error.code}",
-                   {"error": decision.error.message, "closeCode": decision.close_code}),
-        ]
+        record = Record(StubEvent.WS_CONNECT_REJECTED, "warn",
+                        f"connect rejected conn={self.peer.conn_id} code={decision.error.code}",
+                        {"error": decision.error.message, "closeCode": decision.close_code})
         if decision.auth_failure and self._auth_failure_delay:
-            return [*actions, DelayRejection()]
-        return actions + self._refuse_connect(socket_open=socket_open)
+            # Counted once answered (rejection_due): a timer that cuts the delay makes the handshake a timeout.
+            return [record, DelayRejection()]
+        bump, *answer = self._refuse_connect(socket_open=socket_open)  # open and not closing: it closes
+        return [bump, record, *answer]
 
     def rejection_due(self, *, socket_open: bool) -> list[Action]:
         """The loopback auth-failure delay is over: answer the connect and close, unless closing by now."""
@@ -417,11 +413,20 @@ class Handshake:
         self._close_cause = cause
         return [*([Send(reply)] if reply is not None else []), Close(code, reason)]
 
+    def _refuse(self, code: int, reason: str, cause: CloseCause, *, socket_open: bool) -> list[Action]:
+        """Close for `cause` and count the handshake as refused, unless it is closing already: April still reads
+        frames while its early answer's close is under way, and the first outcome is the one counted."""
+        closing = self._close(code, reason, cause, socket_open=socket_open)
+        return [Bump("handshakes_rejected_other"), *closing] if closing else []
+
     def _refuse_connect(self, *, socket_open: bool) -> list[Action]:
+        """Count the refusal, answer the connect and close; nothing when the socket is closing already."""
         assert self._connect is not None and self._rejected is not None
         reply = error_frame(self._connect.id, self._rejected.error)
-        return self._close(self._rejected.close_code, self._rejected.close_reason, CloseCause.CONNECT_REJECTED,
-                           socket_open=socket_open, reply=reply)
+        closing = self._close(self._rejected.close_code, self._rejected.close_reason, CloseCause.CONNECT_REJECTED,
+                              socket_open=socket_open, reply=reply)
+        counter: Counter = "handshakes_auth_failed" if self._rejected.auth_failure else "handshakes_rejected_other"
+        return [Bump(counter), *closing] if closing else []
 
     def _phase_suffix(self) -> str:
         return f" phase={self._phase}" if self.generation.log_phase else ""

@@ -1,8 +1,15 @@
-"""What the stub counts, and how it shows it: Prometheus text on /metrics, JSON on /stats.
+"""What the stub counts, and how it shows it: /metrics through `prometheus_client`, /stats as JSON.
 
-Counters only grow; gauges are read from the server's live state at scrape time, so they cannot
-drift from it. Handshake durations and event-loop lag are real (scaled) milliseconds as measured;
-the stats carry the time scale so a reader can convert them back to scenario time.
+`StubMetrics` is the one record of what happened: counters that only grow, and the handshake-duration and
+event-loop-lag histograms. /stats reads it directly (milliseconds, percentiles over a recent window);
+/metrics reads the same record through `StubCollector`, a custom collector registered in a
+`CollectorRegistry` of the stub's own (several stubs can run in one process), so a scrape and /stats can
+never disagree, and the gauges are read from the server's live state at scrape time rather than kept in
+step with it. Names follow Prometheus' conventions: `_total` once on counters, durations in seconds
+(`gateway_stub_handshake_duration_seconds`, `gateway_stub_event_loop_lag_seconds`), every sample labelled
+with the stub's `profile`. `exposition` answers the format the scrape asks for: the text format by default,
+OpenMetrics for `Accept: application/openmetrics-text`, as prometheus_client's own handler chooses.
+Durations are real (scaled) time as measured; the `time_scale` gauge converts them back to scenario time.
 """
 
 from __future__ import annotations
@@ -11,11 +18,19 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-HANDSHAKE_MS_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 15000, 30000, 60000)
-SAMPLE_WINDOW = 10_000
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import CollectorRegistry
+
+METRIC_PREFIX = "gateway_stub_"
+# Bucket upper bounds in seconds. A handshake runs from a few ms on an idle loop to past the 10-15 s timeout
+# in a storm; the loop lag from under a millisecond to whole seconds while a cost blocks the loop.
+HANDSHAKE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0)
+LOOP_LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SAMPLE_WINDOW = 10_000  # the recent samples /stats takes its percentiles over
 LAG_PROBE_INTERVAL_S = 0.05
 
 
@@ -30,31 +45,45 @@ def percentile(samples: Iterable[float], fraction: float) -> float | None:
 
 @dataclass
 class Histogram:
-    buckets: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
+    """Durations observed in milliseconds (what /stats shows), bucketed in seconds (what /metrics shows)."""
+
+    buckets_s: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)  # per bucket, not cumulative: observe() touches one
+    total_ms: float = 0.0
     count: int = 0
-    maximum: float = 0.0
+    maximum_ms: float = 0.0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLE_WINDOW))
 
     def __post_init__(self) -> None:
-        self.counts = [0] * len(self.buckets)
+        self.counts = [0] * len(self.buckets_s)
 
-    def observe(self, value: float) -> None:
-        self.total += value
+    def observe(self, ms: float) -> None:
+        self.total_ms += ms
         self.count += 1
-        self.maximum = max(self.maximum, value)
-        self.recent.append(value)
-        for index, bound in enumerate(self.buckets):
-            if value <= bound:
+        self.maximum_ms = max(self.maximum_ms, ms)
+        self.recent.append(ms)
+        seconds = ms / 1000.0
+        for index, bound in enumerate(self.buckets_s):
+            if seconds <= bound:
                 self.counts[index] += 1
+                break
+
+    def cumulative_buckets(self) -> list[tuple[str, float]]:
+        """(le, count) pairs as Prometheus wants them: cumulative, ending with +Inf (the total count)."""
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(self.buckets_s, self.counts, strict=True):
+            running += count
+            out.append((repr(float(bound)), running))  # Go's float text for these bounds
+        out.append(("+Inf", self.count))
+        return out
 
     def summary(self) -> dict[str, float | int | None]:
         return {
             "count": self.count,
             "p50": _round(percentile(self.recent, 0.50)),
             "p99": _round(percentile(self.recent, 0.99)),
-            "max": _round(self.maximum) if self.count else None,
+            "max": _round(self.maximum_ms) if self.count else None,
         }
 
 
@@ -62,6 +91,8 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+# Keyed by the name /stats shows; the Prometheus counter is named without a trailing `_total`, which the
+# exposition adds once (`requests_total` is `gateway_stub_requests_total`).
 COUNTERS = {
     "handshakes_started": "WebSocket connections opened (handshake timer started).",
     "handshakes_succeeded": "Handshakes that reached hello-ok.",
@@ -75,15 +106,77 @@ COUNTERS = {
     "health_refresh_joins": "Refresh requests while one ran: joined it (join) or folded into the next (rearm).",
 }
 
+GAUGES = {
+    "preauth_sockets": "Open WebSocket connections that have not reached hello-ok.",
+    "authenticated_sockets": "Open WebSocket connections past hello-ok.",
+    "preauth_budget_held": "Pre-auth budget slots held, over all client IPs.",
+    "time_scale": "Factor applied to every duration the stub uses.",
+}
+
+
+def counter_metric_name(stats_name: str) -> str:
+    """The Prometheus counter a /stats counter is exposed as, without the `_total` the exposition adds."""
+    return METRIC_PREFIX + stats_name.removesuffix("_total")
+
 
 @dataclass
 class StubMetrics:
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    handshake_ms: Histogram = field(default_factory=lambda: Histogram(HANDSHAKE_MS_BUCKETS))
-    loop_lag_ms: Histogram = field(default_factory=lambda: Histogram(HANDSHAKE_MS_BUCKETS))
+    handshake: Histogram = field(default_factory=lambda: Histogram(HANDSHAKE_BUCKETS_S))
+    loop_lag: Histogram = field(default_factory=lambda: Histogram(LOOP_LAG_BUCKETS_S))
 
     def bump(self, name: str) -> None:
         self.counters[name] += 1
+
+
+Gauges = Callable[[], Mapping[str, float]]
+
+
+class StubCollector:
+    """Every /metrics family, built from `StubMetrics` and the live gauges each time a scrape asks."""
+
+    def __init__(self, metrics: StubMetrics, gauges: Gauges, profile: str) -> None:
+        self._metrics = metrics
+        self._gauges = gauges
+        self._labels = [profile]
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["profile"]
+        for name, help_text in COUNTERS.items():
+            counter = CounterMetricFamily(counter_metric_name(name), help_text, labels=labels)
+            counter.add_metric(self._labels, self._metrics.counters[name])
+            yield counter
+        gauges = self._gauges()
+        for name, help_text in GAUGES.items():
+            gauge = GaugeMetricFamily(METRIC_PREFIX + name, help_text, labels=labels)
+            gauge.add_metric(self._labels, gauges[name])
+            yield gauge
+        for name, histogram, help_text in (
+            ("handshake_duration_seconds", self._metrics.handshake,
+             "Time from the WebSocket's open to hello-ok prepared."),
+            ("event_loop_lag_seconds", self._metrics.loop_lag, "How late the event loop ran a 50 ms timer."),
+        ):
+            family = HistogramMetricFamily(METRIC_PREFIX + name, help_text, labels=labels, unit="seconds")
+            family.add_metric(self._labels, histogram.cumulative_buckets(), histogram.total_ms / 1000.0)
+            yield family
+
+
+def stub_registry(metrics: StubMetrics, gauges: Gauges, profile: str) -> CollectorRegistry:
+    """A registry of one stub's own: stubs sharing a process (tests) never see each other's figures."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StubCollector(metrics, gauges, profile))
+    return registry
+
+
+def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The body and content type for a scrape that sent `Accept: accept`, chosen as prometheus_client does."""
+    try:
+        encoder, content_type = choose_encoder(accept or "")
+    except (TypeError, ValueError):
+        # prometheus_client 0.26 compares the version parameter unparsed and raises on one it cannot read
+        # (`application/openmetrics-text; version=abc`): a bad header gets the default format, not a 500.
+        encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+    return encoder(registry), content_type
 
 
 async def watch_event_loop_lag(metrics: StubMetrics, interval_s: float = LAG_PROBE_INTERVAL_S) -> None:
@@ -92,49 +185,4 @@ async def watch_event_loop_lag(metrics: StubMetrics, interval_s: float = LAG_PRO
         started = time.perf_counter()
         await asyncio.sleep(interval_s)
         late_ms = max(0.0, (time.perf_counter() - started - interval_s) * 1000.0)
-        metrics.loop_lag_ms.observe(late_ms)
-
-
-def render_prometheus(metrics: StubMetrics, gauges: dict[str, float], labels: dict[str, str]) -> str:
-    label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    lines: list[str] = []
-
-    def emit(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> None:
-        lines.append(f"# HELP gateway_stub_{name} {help_text}")
-        lines.append(f"# TYPE gateway_stub_{name} {kind}")
-        for suffix, value in samples:
-            lines.append(f"gateway_stub_{name}{suffix} {_fmt(value)}")
-
-    base = "{" + label_text + "}" if label_text else ""
-    for name, help_text in COUNTERS.items():
-        emit(f"{name}_total", "counter", help_text, [(base, metrics.counters[name])])
-    for name, value in gauges.items():
-        emit(name, "gauge", GAUGE_HELP.get(name, name), [(base, value)])
-    for name, histogram, help_text in (
-        ("handshake_ms", metrics.handshake_ms, "Time from connection to hello-ok sent, in milliseconds."),
-        ("event_loop_lag_ms", metrics.loop_lag_ms, "How late the event loop ran a 50 ms timer, in ms."),
-    ):
-        samples: list[tuple[str, float]] = []
-        prefix = label_text + "," if label_text else ""
-        for bound, count in zip(histogram.buckets, histogram.counts, strict=True):
-            samples.append((f'_bucket{{{prefix}le="{bound}"}}', count))
-        samples.append((f'_bucket{{{prefix}le="+Inf"}}', histogram.count))
-        samples.append((f"_sum{base}", histogram.total))
-        samples.append((f"_count{base}", histogram.count))
-        emit(name, "histogram", help_text, samples)
-    return "\n".join(lines) + "\n"
-
-
-GAUGE_HELP = {
-    "preauth_sockets": "Open WebSocket connections that have not reached hello-ok.",
-    "authenticated_sockets": "Open WebSocket connections past hello-ok.",
-    "preauth_budget_held": "Pre-auth budget slots held, over all client IPs.",
-    "time_scale": "Factor applied to every duration the stub uses.",
-}
-
-
-def _fmt(value: float) -> str:
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
-
+        metrics.loop_lag.observe(late_ms)

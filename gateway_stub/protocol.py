@@ -10,6 +10,8 @@ strings come from ../shared/reference/openclaw-gateway.md, sections 2-6 and 12.5
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,11 @@ MAX_PENDING_HANDSHAKE_FRAMES = 15
 DEVICE_SIGNATURE_SKEW_MS = 120_000
 # WebSocket close reasons are at most 123 bytes (RFC 6455 5.5).
 MAX_CLOSE_REASON_BYTES = 123
+# The stub's own: an object frame nested deeper is read as unparseable. Python's decoder, and every validator and
+# copy after it, recurse once per level and fail near 1000; the real gateway's frames are a few levels deep.
+MAX_FRAME_DEPTH = 128
+# Number.MAX_SAFE_INTEGER: past it a JavaScript number is a double, not an exact integer.
+MAX_SAFE_INTEGER = 2**53 - 1
 
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
@@ -75,20 +82,39 @@ class GatewayError:
         return out
 
 
+def frame_text(frame: Any) -> str:
+    """A frame as JSON.stringify writes it: compact, and a number JSON cannot hold (a client's 1e400 read back
+    as Infinity) written as null instead of Python's invalid `Infinity`."""
+    try:
+        return json.dumps(frame, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(frame), separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    # Frames are at most MAX_FRAME_DEPTH deep (parse_json), so recursing here is bounded.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def event_frame(event: str, payload: Any, seq: int | None = None) -> str:
     frame: dict[str, Any] = {"type": "event", "event": event, "payload": payload}
     if seq is not None:
         frame["seq"] = seq
-    return json.dumps(frame, separators=(",", ":"))
+    return frame_text(frame)
 
 
 def ok_frame(request_id: str, payload: Any) -> str:
-    return json.dumps({"type": "res", "id": request_id, "ok": True, "payload": payload}, separators=(",", ":"))
+    return frame_text({"type": "res", "id": request_id, "ok": True, "payload": payload})
 
 
 def error_frame(request_id: str, error: GatewayError) -> str:
-    frame = {"type": "res", "id": request_id, "ok": False, "error": error.to_json()}
-    return json.dumps(frame, separators=(",", ":"))
+    return frame_text({"type": "res", "id": request_id, "ok": False, "error": error.to_json()})
 
 
 def close_reason(text: str) -> str:
@@ -129,6 +155,90 @@ def preauth_frame_size(message: str | bytes) -> int:
     return len(message) if isinstance(message, bytes) else len(message.encode("utf-8"))
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # JSON.parse refuses NaN and Infinity
+
+
+def _js_int(text: str) -> int | float:
+    # Beyond 2^53 JSON.parse gives a double (Infinity past 1e308): what the schemas then see as not an integer.
+    value = int(text) if len(text) <= 17 else None
+    if value is not None and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    return float(text)
+
+
+def _js_float(text: str) -> int | float:
+    # JavaScript has one number type: 3.0 and 1e3 are the integers 3 and 1000 to the gateway's schemas.
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER else value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_js_int, parse_float=_js_float)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """`value` with every lone UTF-16 surrogate (a `\\udc80` escape JSON.parse keeps) turned into U+FFFD, the
+    way Node encodes one when the string becomes UTF-8 (a close reason, a signed device payload, a log line);
+    Python's encoder would raise instead."""
+    def clean(text: str) -> str:
+        return _SURROGATE.sub("\ufffd", text)
+
+    if isinstance(value, str):
+        return clean(value)
+    root: list[Any] = [value]
+    stack: list[list[Any] | dict[str, Any]] = [root]
+    while stack:
+        container = stack.pop()
+        items = list(container.items()) if isinstance(container, dict) else list(enumerate(container))
+        if isinstance(container, dict):
+            container.clear()
+        for key, item in items:
+            if isinstance(item, str):
+                item = clean(item)
+            elif isinstance(item, dict | list):
+                stack.append(item)
+            if isinstance(container, dict):
+                container[clean(str(key))] = item
+            else:
+                container[int(key)] = item
+    return root[0]
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in `value` nest more than `limit` levels (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_json(text: str) -> Any:
+    """A frame's JSON as the gateway's JSON.parse reads it (ValueError where it would throw), at most
+    MAX_FRAME_DEPTH levels deep."""
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    # Only an object's values travel on (to schemas, copies, replies); counting brackets is cheap, and only a
+    # frame with enough of them can be too deep.
+    if (isinstance(value, dict) and text.count("[") + text.count("{") > MAX_FRAME_DEPTH
+            and _nested_deeper_than(value, MAX_FRAME_DEPTH)):
+        raise ValueError("nested too deep")
+    if _SURROGATE_ESCAPE.search(text):
+        value = _without_lone_surrogates(value)
+    return value
+
+
 def parse_request(message: str | bytes) -> Request | CloseWith:
     """Read a frame as a request envelope; say how to close when it is not one.
 
@@ -136,7 +246,7 @@ def parse_request(message: str | bytes) -> Request | CloseWith:
     """
     try:
         text = message.decode("utf-8") if isinstance(message, bytes) else message
-        frame = json.loads(text)
+        frame = parse_json(text)
     except (UnicodeDecodeError, ValueError):
         return CloseWith(CLOSE_NORMAL, "", log="parse/handle error")
     if not isinstance(frame, dict) or frame.get("type") != "req":

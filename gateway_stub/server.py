@@ -54,7 +54,7 @@ from gateway_stub.handshake import (
     StartConnect,
 )
 from gateway_stub.methods import METHODS, RESPONDED, MethodCall, MethodError, unknown_method
-from gateway_stub.metrics import StubMetrics, render_prometheus, watch_event_loop_lag
+from gateway_stub.metrics import StubMetrics, exposition, stub_registry, watch_event_loop_lag
 from openclaw_wire.constants import HEALTH_REFRESH_INTERVAL_MS
 from openclaw_wire.log_records import WS_SUBSYSTEM, StubEvent
 
@@ -116,6 +116,7 @@ class GatewayStub:
         self.token = config.token if config.token is not None else secrets.token_urlsafe(24)
         self.log = log if log is not None else GatewayLog(json_path=config.log_file)
         self.metrics = StubMetrics()
+        self._registry = stub_registry(self.metrics, self.gauges, self.generation.name)
         self._burner = CostBurner(time_scale=config.time_scale, seed=config.seed, clock=config.cost_clock)
         self._budget = PreauthBudget(config.max_preauth_per_ip)
         self._pending_slots: dict[ServerConnection, PreauthSlot] = {}
@@ -239,8 +240,8 @@ class GatewayStub:
             "uptime_ms": self.uptime_ms(),
             "counters": dict(self.metrics.counters),
             "gauges": self.gauges(),
-            "handshake_ms": self.metrics.handshake_ms.summary(),
-            "event_loop_lag_ms": self.metrics.loop_lag_ms.summary(),
+            "handshake_ms": self.metrics.handshake.summary(),
+            "event_loop_lag_ms": self.metrics.loop_lag.summary(),
             "approvals": self.approvals.stats(),
             # Whether a refresh burns now and one more is queued (rearm): lets a reader wait for it to end.
             "health_refresh": {"running": self._health_refresh_running, "pending": self._health_refresh_pending},
@@ -250,7 +251,7 @@ class GatewayStub:
     # -- HTTP: upgrade admission and plain endpoints -----------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if "websocket" not in request.headers.get("Upgrade", "").lower():
+        if "websocket" not in (_header(request.headers, "Upgrade", first_only=False) or "").lower():
             return self._serve_http(connection, request)
         self._burner.burn_blocking(self.config.upgrade_cost)
         remote_ip = Endpoint.of(connection.remote_address).ip
@@ -280,9 +281,8 @@ class GatewayStub:
         if path == "/stats":
             return _json_response(connection, self.stats())
         if path == "/metrics":
-            labels = {"profile": self.generation.name}
-            text = render_prometheus(self.metrics, self.gauges(), labels)
-            return _text_response(connection, text, "text/plain; version=0.0.4; charset=utf-8")
+            body, content_type = exposition(self._registry, _header(request.headers, "Accept", first_only=False))
+            return _text_response(connection, body.decode(), content_type)
         if path == "/":
             page = "<!doctype html><title>OpenClaw gateway stub</title><p>gateway stub: see /stats</p>\n"
             return _text_response(connection, page, "text/html; charset=utf-8")
@@ -292,19 +292,20 @@ class GatewayStub:
 
     async def _handle(self, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
+        slot = self._pending_slots.pop(ws, None)
         headers: Headers = ws.request.headers if ws.request else Headers()
         peer = Peer(
             conn_id=str(uuid.uuid4()),
             remote=Endpoint.of(ws.remote_address),
             local=Endpoint.of(ws.local_address),
-            origin=headers.get("Origin"),
-            host=headers.get("Host"),
-            user_agent=headers.get("User-Agent"),
-            forwarded_for=headers.get("X-Forwarded-For") or headers.get("X-Real-IP"),
+            origin=_header(headers, "Origin"),
+            host=_header(headers, "Host"),
+            user_agent=_header(headers, "User-Agent"),
+            forwarded_for=_header(headers, "X-Forwarded-For", first_only=False) or _header(headers, "X-Real-IP"),
         )
         delays_auth_failures = self.config.auth_failure_delay and self.generation.loopback_auth_failure_delay
         handshake = Handshake(peer, self.generation, auth_failure_delay=delays_auth_failures)
-        conn = Connection(ws=ws, handshake=handshake, slot=self._pending_slots.pop(ws, None), opened_at=loop.time(),
+        conn = Connection(ws=ws, handshake=handshake, slot=slot, opened_at=loop.time(),
                           nonce=str(uuid.uuid4()))
         self._preauth.add(conn)
         self._carry_out_now(conn, handshake.opened())
@@ -416,7 +417,7 @@ class GatewayStub:
         await self._carry_out(conn, handshake.hello_sent())
 
     def _after_hello(self, conn: Connection, handshake_ms: float) -> None:
-        self.metrics.handshake_ms.observe(handshake_ms)
+        self.metrics.handshake.observe(handshake_ms)
         self._colocated_cost(self.config.colocated_hello_cost)
         self._request_health_refresh()
         asyncio.get_running_loop().call_later(self.config.scaled_s(self.generation.health_event_after_hello_ms),
@@ -595,6 +596,18 @@ def _caller(conn: Connection) -> Caller:
 
 def _is_loopback(ip: str) -> bool:
     return ip.startswith("127.") or ip in ("::1", "localhost")
+
+
+def _header(headers: Headers, name: str, *, first_only: bool = True) -> str | None:
+    """A request header as Node's http module hands it to the gateway: a repeated Origin, Host, User-Agent or
+    X-Real-IP keeps its first value, other repeated headers are joined with ", "; None when absent.
+
+    `Headers.get` raises on a repeated header instead, which would fail the upgrade or the HTTP answer.
+    """
+    values = headers.get_all(name)
+    if not values:
+        return None
+    return values[0] if first_only else ", ".join(values)
 
 
 def _budget_exceeded_response() -> Response:

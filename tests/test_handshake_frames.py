@@ -269,6 +269,51 @@ async def test_json_that_is_not_a_request_closes_1008(stub: GatewayStub) -> None
     assert (ws.close_code, ws.close_reason) == (1008, "invalid request frame")
 
 
+# Frames JSON.parse reads differently from Python's json (found by tests/test_fuzz_stub.py): the deep ones raised
+# RecursionError in the handler (websockets then closed 1011), NaN and Infinity were accepted as numbers.
+DEEP_PARAMS = '{"type":"req","id":"1","method":"connect","params":' + "[" * 300 + "]" * 300 + "}"
+
+
+@pytest.mark.parametrize(("message", "close"), [
+    ("[" * 60_000, (1000, "")),  # not JSON at all, as for JSON.parse
+    ("[" * 500 + "]" * 500, (1008, "invalid request frame")),  # JSON, not a request
+    ("NaN", (1000, "")),
+    ('{"type":"req","id":"1","method":"connect","params":{"minProtocol":Infinity}}', (1000, "")),
+    (DEEP_PARAMS, (1000, "")),  # the stub's own limit: an object nested past 128 levels is unparseable
+], ids=["unclosed-deep", "deep-array", "nan", "infinity", "deep-params"])
+async def test_frames_json_parse_refuses_or_nested_too_deep(stub: GatewayStub, message: str,
+                                                            close: tuple[int, str]) -> None:
+    ws, _ = await open_socket(stub.url)
+    await ws.send(message)
+    assert await frames_until_closed(ws) == []
+    assert (ws.close_code, ws.close_reason) == close
+
+
+async def test_lone_surrogate_escapes_and_huge_numbers_in_a_connect_are_answered(stub: GatewayStub) -> None:
+    # A lone surrogate reaches the close reason (an unexpected property's name); 1e400 is JSON.parse's Infinity.
+    params = connect_params()
+    frame = connect_frame(params).replace('"role"', '"\\udc80": 1e400, "role"', 1)
+    ws, _ = await open_socket(stub.url)
+    await ws.send(frame)
+    res = await recv_json(ws)
+    assert res["error"]["message"] == "invalid connect params: at root: unexpected property '\ufffd'"
+    assert await wait_closed(ws) == (1008, "invalid connect params: at root: unexpected property '\ufffd'")
+
+
+async def test_a_header_sent_twice_does_not_fail_the_upgrade(stub: GatewayStub) -> None:
+    # websockets' Headers.get raises on a repeated header; Node keeps the first User-Agent and joins X-Forwarded-For.
+    reader, writer = await asyncio.open_connection("127.0.0.1", stub.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nUser-Agent: first\r\n"
+                 b"User-Agent: second\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    await wait_until(lambda: stub.gauges()["preauth_sockets"] == 1)
+    writer.transport.abort()
+    await wait_until(lambda: stub.gauges()["preauth_sockets"] == 0 and stub.gauges()["preauth_budget_held"] == 0)
+
+
 async def test_binary_frame_carrying_a_connect_is_read_as_text(stub: GatewayStub) -> None:
     ws, _ = await open_socket(stub.url)
     await ws.send(connect_frame().encode("utf-8"))
@@ -687,3 +732,22 @@ async def test_exec_approval_list_answers_the_handler_with_no_pending_records(
     # current: the frame recorded on 2026.9.6 (reference §6); April: the bare INVALID_REQUEST of 4.24 and 4.29.
     assert (await recv_res(reader, "2:list"))["error"] == missing_scope_error(profile, "operator.approvals")
     await reader.close()
+
+
+async def test_a_number_json_cannot_hold_comes_back_as_null_as_json_stringify_writes_it(stub: GatewayStub) -> None:
+    # JSON.parse reads 1e400 as Infinity, the schema takes it as a number, JSON.stringify writes it as null; Python's
+    # json wrote `Infinity`, which no JSON parser reads.
+    watcher = await connected(stub.url, connect_params())
+    agent = await connected(stub.url, connect_params())
+    await agent.send('{"type":"req","id":"r1","method":"exec.approval.request","params":{"id":"inf","command":"ls",'
+                     '"turnSourceThreadId":1e400,"twoPhase":true}}')
+
+    def strict(text: str | bytes) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text!r}"))
+        return frame
+
+    while (event := strict(await asyncio.wait_for(watcher.recv(), 5))).get("event") != "exec.approval.requested":
+        pass
+    assert event["payload"]["request"]["turnSourceThreadId"] is None
+    await watcher.close()
+    await agent.close()

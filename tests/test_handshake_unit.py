@@ -347,23 +347,27 @@ def test_auth_failure_without_the_delay_is_answered_at_once() -> None:
 def test_auth_failure_with_the_delay_is_answered_after_it() -> None:
     handshake = connecting(CURRENT, auth_failure_delay=True)
     assert handshake.connect_cost_done(lambda: WRONG_TOKEN, socket_open=True) == [
-        Bump("handshakes_auth_failed"),
         Record(StubEvent.WS_CONNECT_REJECTED, "warn", f"connect rejected conn={CONN_ID} code=INVALID_REQUEST",
                {"error": MISMATCH.message, "closeCode": 1008}),
         DelayRejection(),
     ]
     assert handshake.close_cause is None  # still open while it waits
-    [reply, close] = handshake.rejection_due(socket_open=True)
+    # Counted as an auth failure once answered: until then the timer may still make it a timeout.
+    [bump, reply, close] = handshake.rejection_due(socket_open=True)
+    assert bump == Bump("handshakes_auth_failed")
     assert isinstance(reply, Send) and json.loads(reply.frame)["error"]["details"] == {"code": "AUTH_TOKEN_MISMATCH"}
     assert close == Close(1008, MISMATCH.message)
 
 
 def test_timer_during_the_auth_failure_delay_wins() -> None:
     handshake = connecting(CURRENT, auth_failure_delay=True)
-    handshake.connect_cost_done(lambda: WRONG_TOKEN, socket_open=True)
-    assert handshake.timer_fired(15_000.0, socket_open=True)[-1] == Close(1000, "", background=True)
+    delayed = handshake.connect_cost_done(lambda: WRONG_TOKEN, socket_open=True)
+    timed_out = handshake.timer_fired(15_000.0, socket_open=True)
+    assert timed_out[-1] == Close(1000, "", background=True)
     assert handshake.rejection_due(socket_open=True) == []
     assert handshake.close_cause is CloseCause.HANDSHAKE_TIMEOUT
+    # One outcome: the timeout the client saw, not also the auth failure it never heard of.
+    assert [a for a in delayed + timed_out if isinstance(a, Bump)] == [Bump("handshakes_timed_out")]
 
 
 def without_auth() -> dict[str, Any]:
@@ -497,6 +501,13 @@ def test_april_does_not_answer_a_non_request_sent_while_it_answers() -> None:
     handshake.frame_received(request("h0", "health"), socket_open=True)
     assert handshake.frame_received("not json", socket_open=True) == []
     assert handshake.frame_received(json.dumps({"type": "event"}), socket_open=True) == []
+
+
+def test_april_oversized_frame_while_it_answers_is_neither_closed_nor_counted_again() -> None:
+    # Found by tests/test_fuzz_stub.py: the handshake was counted refused twice, once per frame.
+    handshake = connecting(APRIL_2026)
+    handshake.frame_received(request("h0", "health"), socket_open=True)
+    assert handshake.frame_received("x" * 65_537, socket_open=True) == []
 
 
 def test_april_closes_1000_on_non_json_sent_during_connect() -> None:

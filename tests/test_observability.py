@@ -5,33 +5,92 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 from conftest import StubFactory, connect_frame, connect_params, handshake, recv_json, wait_closed, wait_until
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus_text
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from gateway_stub import GatewayStub
+from gateway_stub.metrics import COUNTERS, GAUGES
 
-PROFILE_LABEL = '{profile="april-2026"}'
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# Every family /metrics has, by the name both parsers give it (a counter's without its `_total`).
+COUNTER_FAMILIES = {f"gateway_stub_{name.removesuffix('_total')}": name for name in COUNTERS}
+HISTOGRAM_FAMILIES = {"gateway_stub_handshake_duration_seconds": "handshake_ms",
+                      "gateway_stub_event_loop_lag_seconds": "event_loop_lag_ms"}
 
 
-async def http_get(url: str) -> tuple[int, str, str]:
+async def http_get(url: str, accept: str | None = None) -> tuple[int, str, str]:
     """GET from a worker thread, so the in-process stub's loop (the test's own) keeps running."""
     def fetch() -> tuple[int, str, str]:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        request = urllib.request.Request(url, headers={"Accept": accept} if accept is not None else {})
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.headers["Content-Type"], response.read().decode("utf-8")
 
     return await asyncio.to_thread(fetch)
 
 
-def parse_prometheus(text: str) -> dict[str, float]:
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
+class Scrape:
+    """One /metrics answer as a parser read it: families by name, samples by name and labels."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = {family.name: family for family in families}
+
+    def value(self, sample_name: str, **labels: str) -> float:
+        labels = {"profile": "april-2026", **labels}
+        for family in self.families.values():
+            for sample in family.samples:
+                if sample.name == sample_name and sample.labels == labels:
+                    return sample.value
+        raise AssertionError(f"no sample {sample_name}{labels}")
+
+    def buckets(self, family: str) -> list[tuple[float, float]]:
+        """(upper bound in seconds, cumulative count), in the order exposed."""
+        return [(float(s.labels["le"]), s.value) for s in self.families[family].samples
+                if s.name == f"{family}_bucket"]
+
+
+async def scrape(stub: GatewayStub, accept: str | None = None) -> tuple[str, Scrape]:
+    status, content_type, text = await http_get(stub.http_url + "metrics", accept)
+    assert status == 200
+    if content_type.startswith("application/openmetrics-text"):
+        return content_type, Scrape(parse_openmetrics(text))
+    return content_type, Scrape(parse_prometheus_text(text))
+
+
+def assert_matches_stats(scraped: Scrape, stats: dict[str, Any]) -> None:
+    """Every counter and gauge equals /stats; each histogram counts what /stats counts, in seconds."""
+    assert set(scraped.families) == {*COUNTER_FAMILIES, *(f"gateway_stub_{g}" for g in GAUGES), *HISTOGRAM_FAMILIES}
+    for family, stats_name in COUNTER_FAMILIES.items():
+        assert scraped.families[family].type == "counter"
+        assert scraped.value(f"{family}_total") == stats["counters"][stats_name], family
+    for name in GAUGES:
+        assert scraped.families[f"gateway_stub_{name}"].type == "gauge"
+        expected = stats["time_scale"] if name == "time_scale" else stats["gauges"][name]
+        assert scraped.value(f"gateway_stub_{name}") == expected, name
+    handshake_family = "gateway_stub_handshake_duration_seconds"
+    assert scraped.families[handshake_family].type == "histogram"
+    count = scraped.value(f"{handshake_family}_count")
+    assert count == stats["handshake_ms"]["count"]
+    buckets = scraped.buckets(handshake_family)
+    assert [le for le, _ in buckets] == sorted(le for le, _ in buckets)
+    assert [n for _, n in buckets] == sorted(n for _, n in buckets)  # cumulative
+    assert buckets[-1] == (float("inf"), count)
+    if count:
+        # Seconds, not milliseconds: the first bucket holding every handshake is the one the longest fits in.
+        first_full = next(le for le, n in buckets if n == count)
+        below = [le for le, _ in buckets if le < first_full]
+        longest_s = stats["handshake_ms"]["max"] / 1000.0
+        assert (below[-1] if below else 0.0) < longest_s <= first_full
+        assert 0 < scraped.value(f"{handshake_family}_sum") <= count * longest_s + 1e-9
+    # The lag probe records every 50 ms, so /stats (read after the scrape) may have a few more.
+    lag_count = scraped.value("gateway_stub_event_loop_lag_seconds_count")
+    assert 0 < lag_count <= stats["event_loop_lag_ms"]["count"]
 
 
 async def open_idle(url: str) -> ClientConnection:
@@ -61,39 +120,31 @@ async def test_metrics_and_stats_count_what_happened(make_stub: StubFactory) -> 
     assert (await wait_closed(wrong))[0] == 1008
     await wait_until(lambda: stub.gauges()["preauth_sockets"] == 0)
 
-    status, content_type, text = await http_get(stub.http_url + "metrics")
-    assert status == 200
-    assert content_type.startswith("text/plain")
-    assert "# TYPE gateway_stub_handshakes_started_total counter" in text.splitlines()
-    assert "# TYPE gateway_stub_handshake_ms histogram" in text.splitlines()
-    samples = parse_prometheus(text)
-    expected = {"started": 4, "succeeded": 2, "timed_out": 1, "rejected_503": 1, "auth_failed": 1,
-                "rejected_other": 0}
-    for name, value in expected.items():
-        assert samples[f"gateway_stub_handshakes_{name}_total{PROFILE_LABEL}"] == value, name
-    assert samples[f"gateway_stub_closed_before_connect_total{PROFILE_LABEL}"] == 2
-    assert samples['gateway_stub_handshake_ms_bucket{profile="april-2026",le="+Inf"}'] == 2
-    assert samples[f"gateway_stub_handshake_ms_count{PROFILE_LABEL}"] == 2
-    assert samples[f"gateway_stub_handshake_ms_sum{PROFILE_LABEL}"] > 0
-    assert samples[f"gateway_stub_authenticated_sockets{PROFILE_LABEL}"] == 1
-    assert samples[f"gateway_stub_preauth_sockets{PROFILE_LABEL}"] == 0
-    assert samples[f"gateway_stub_preauth_budget_held{PROFILE_LABEL}"] == 0
-    # Buckets are cumulative.
-    buckets = [v for k, v in samples.items() if k.startswith("gateway_stub_handshake_ms_bucket")]
-    assert buckets == sorted(buckets)
-
+    # The Prometheus text format by default, as prometheus_client's own handler answers.
+    content_type, text_scrape = await scrape(stub)
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     status, content_type, body = await http_get(stub.http_url + "stats")
     assert status == 200
     assert content_type.startswith("application/json")
     stats: dict[str, Any] = json.loads(body)
+    expected = {"started": 4, "succeeded": 2, "timed_out": 1, "rejected_503": 1, "auth_failed": 1,
+                "rejected_other": 0}
+    for name, value in expected.items():
+        assert stats["counters"][f"handshakes_{name}"] == value, name
+    assert stats["counters"]["closed_before_connect"] == 2
+    assert stats["gauges"] == {"preauth_sockets": 0, "authenticated_sockets": 1, "preauth_budget_held": 0,
+                               "time_scale": 1.0}
+    assert_matches_stats(text_scrape, stats)
+
+    # OpenMetrics when the scrape asks for it; its parser insists on the format's rules (# EOF, units, names).
+    content_type, om_scrape = await scrape(stub, "application/openmetrics-text; version=1.0.0,text/plain;q=0.5")
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    assert om_scrape.families["gateway_stub_handshake_duration_seconds"].unit == "seconds"
+    assert_matches_stats(om_scrape, json.loads((await http_get(stub.http_url + "stats"))[2]))
+
+    # /stats keeps its keys and its milliseconds.
     assert stats["time_scale"] == 1.0
     assert stats["handshake_timeout_ms"] == 300
-    counters = stats["counters"]
-    for name, value in expected.items():
-        assert counters[f"handshakes_{name}"] == value, name
-    assert stats["gauges"]["preauth_sockets"] == 0
-    assert stats["gauges"]["authenticated_sockets"] == 1
-    assert stats["gauges"]["preauth_budget_held"] == 0
     handshake_ms = stats["handshake_ms"]
     assert set(handshake_ms) == {"count", "p50", "p99", "max"}
     assert handshake_ms["count"] == 2
@@ -101,6 +152,32 @@ async def test_metrics_and_stats_count_what_happened(make_stub: StubFactory) -> 
     lag = stats["event_loop_lag_ms"]
     assert {"p50", "p99", "max"} <= set(lag)
     await kept.close()
+
+
+async def test_metrics_accept_header_that_prometheus_client_cannot_read_gets_the_text_format(
+        stub: GatewayStub) -> None:
+    # prometheus_client's choose_encoder raises TypeError on an unreadable version: a scrape still gets 200.
+    for accept in ("application/openmetrics-text; version=abc", "application/openmetrics-text; version=1.x",
+                   "text/plain; version=zz", ";;;=", ""):
+        content_type, scraped = await scrape(stub, accept)
+        assert content_type.startswith("text/plain"), accept
+        assert "gateway_stub_handshakes_started" in scraped.families
+
+
+async def test_each_stub_has_its_own_registry(make_stub: StubFactory) -> None:
+    busy = await make_stub()
+    quiet = await make_stub(profile="current")
+    ws, hello = await handshake(busy.url)
+    assert hello["ok"] is True
+    _, busy_scrape = await scrape(busy)
+    status, _, text = await http_get(quiet.http_url + "metrics")
+    assert status == 200
+    quiet_scrape = Scrape(parse_prometheus_text(text))
+    assert busy_scrape.value("gateway_stub_handshakes_succeeded_total") == 1
+    assert busy_scrape.value("gateway_stub_authenticated_sockets") == 1
+    assert quiet_scrape.value("gateway_stub_handshakes_succeeded_total", profile="current") == 0
+    assert quiet_scrape.value("gateway_stub_authenticated_sockets", profile="current") == 0
+    await ws.close()
 
 
 async def test_healthz(stub: GatewayStub) -> None:
