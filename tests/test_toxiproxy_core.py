@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from harness.faults.embedded_proxy.__main__ import parse_args
 from harness.faults.embedded_proxy.api import VERSION, Request, Response, ToxiproxyApi
 from harness.faults.embedded_proxy.records import ProxyRecord, Toxic
 from harness.faults.embedded_proxy.toxics import RUNTIMES
@@ -404,6 +405,70 @@ def test_malformed_toxic_bodies_are_bad_request_bodies(client: Client) -> None:
         assert reply.status == 400 and reply.error.startswith("bad request body: "), raw
 
 
+# Bodies no client should send, each answered as Toxiproxy's Go decoder answers it (found by tests/test_fuzz_proxy.py:
+# before, each raised out of `handle` and the HTTP server dropped the connection).
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b"[" * 10_001 + b"]" * 10_001, b'{"name":' * 20_000])
+def test_nesting_past_gos_limit_is_exceeded_max_depth(client: Client, raw: bytes) -> None:
+    reply = client.call("POST", "/proxies", raw=raw)
+    assert (reply.status, reply.error) == (400, "bad request body: exceeded max depth")
+
+
+def test_nesting_python_cannot_recurse_through_is_read_as_go_reads_it(client: Client) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    reply = client.call("POST", "/proxies", raw=deep.encode())
+    assert reply.error == "bad request body: json: cannot unmarshal array into Go value of type toxiproxy.Proxy"
+    raw = f'{{"name": "gw", "upstream": "{UPSTREAM}", "junk": {deep}}}'.encode()  # Go skips unknown fields
+    assert client.call("POST", "/proxies", raw=raw).status == 201
+
+
+@pytest.mark.parametrize(("literal", "where"), [
+    ("1e400", "ToxicWrapper.toxicity of type float32"),
+    ("1e39", "ToxicWrapper.toxicity of type float32"),
+    ("1" * 5000, "ToxicWrapper.toxicity of type float32"),
+])
+def test_numbers_past_float32_are_go_unmarshal_errors_naming_the_literal(client: Client, literal: str,
+                                                                          where: str) -> None:
+    client.create("gw")
+    reply = client.call("POST", "/proxies/gw/toxics", raw=f'{{"type": "latency", "toxicity": {literal}}}'.encode())
+    assert reply.status == 400
+    assert reply.error == f"bad request body: json: cannot unmarshal number {literal} into Go struct field {where}"
+
+
+@pytest.mark.parametrize("literal", ["1e3", "9223372036854775808", "1" * 5000])
+def test_attributes_that_are_not_int64_name_the_literal(client: Client, literal: str) -> None:
+    client.create("gw")
+    reply = client.call("POST", "/proxies/gw/toxics", raw=f'{{"type": "latency", "attributes": {{"latency": '
+                                                          f'{literal}}}}}'.encode())
+    assert reply.error == (f"bad request body: json: cannot unmarshal number {literal} into Go struct field "
+                           "LatencyToxic.attributes.latency of type int64")
+
+
+def test_a_huge_number_in_an_unknown_field_is_ignored_as_go_ignores_it(client: Client) -> None:
+    raw = f'{{"name": "gw", "upstream": "{UPSTREAM}", "x": {"9" * 5000}, "y": 1e400}}'.encode()
+    assert client.call("POST", "/proxies", raw=raw).status == 201
+
+
+def test_a_lone_surrogate_escape_becomes_u_fffd_as_in_go(client: Client) -> None:
+    raw = f'{{"name": "gw\\udc80", "upstream": "{UPSTREAM}"}}'.encode()
+    reply = client.call("POST", "/proxies", raw=raw)
+    assert reply.status == 201 and reply.json()["name"] == "gw\ufffd"
+    assert client.call("GET", "/proxies").status == 200  # the listing can still be written as UTF-8
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:\u00b2", "127.0.0.1:\uff11\uff12\uff13", "127.0.0.1:" + "9" * 5000,
+                                    "127.0.0.1:-1", "[::1%lo]:0"])
+def test_ports_and_hosts_python_would_misread_are_400(client: Client, listen: str) -> None:
+    reply = client.call("POST", "/proxies", {"name": "x", "listen": listen, "upstream": UPSTREAM})
+    assert reply.status == 400, reply
+    assert client.runner.calls == [] and client.api.proxies == {}
+
+
+def test_leading_zeros_in_a_port_are_read_as_go_reads_them(client: Client) -> None:
+    assert client.create("gw", listen="127.0.0.1:00000")["listen"] == "127.0.0.1:40000"
+
+
 def test_update_keeps_unset_fields_bumps_the_generation_and_tells_the_runner(client: Client) -> None:
     client.create("gw")
     client.toxic("gw", "latency", attributes={"latency": 100, "jitter": 10})
@@ -545,3 +610,12 @@ def test_a_scaled_timeline_toxic_is_accepted_by_the_api_as_it_is(client: Client)
         toxic = client.toxic("gw", toxic_type, name=f"fault-{index}", stream=spec.stream, toxicity=spec.toxicity,
                              attributes=spec.scaled_attributes(0.1))
         assert toxic["attributes"] == spec.scaled_attributes(0.1)
+
+
+@pytest.mark.parametrize("port", ["\uff11\uff12\uff13", "\u00b2", "1_0", "65536", "-1", ""])
+def test_the_command_line_reads_its_port_in_ascii_digits_only(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--port", port])
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "--port" in line and "is not a port number" in line

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from typing import NoReturn
@@ -36,7 +37,8 @@ def _host_arg(value: str) -> str:
 
 
 def _port_arg(value: str) -> int:
-    if not value.isdigit() or int(value) > 65535:
+    # ASCII digits only: str.isdigit() and int() would also take "１２３".
+    if not re.fullmatch(r"[0-9]{1,5}", value) or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535; 0 picks a free port)")
     return int(value)
 

@@ -4,15 +4,51 @@ Go's json.Marshal writes compact UTF-8 with <, > and & escaped and float32 value
 form; its json.Decoder reads the first value of a body, matches keys to struct fields exactly and then
 case-insensitively, treats null as "leave the default", and names the Go struct field and type when a
 value does not fit. The field readers here do the same for the few structs the API decodes.
+
+Bodies are untrusted, so the reader also does what Go's does where Python's would fail: nesting deeper
+than Python's recursion limit is read without recursion, up to Go's limit of 10 000 levels ("exceeded max
+depth" beyond); a number keeps its literal text for the error that names it and may be of any size
+(`1e400`, ten thousand digits); a lone UTF-16 surrogate escape in a string becomes U+FFFD. Every failure
+is an `ApiError` 400, never another exception.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 from typing import Any, NoReturn
 
 from harness.faults.embedded_proxy.errors import ApiError, bad_body
+
+MAX_DEPTH = 10_000  # encoding/json's maxNestingDepth
+# Longer integer literals stay text (`BigNumber`): no Go field holds one, and int() refuses past 4300 digits.
+MAX_INT_DIGITS = 100
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class GoFloat(float):
+    """A JSON number with a fraction or exponent, keeping its literal as Go's errors quote it."""
+
+    text: str
+
+    def __new__(cls, text: str) -> GoFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+class BigNumber:
+    """An integer literal too long for any Go field: kept as its text, a number to `json_kind`."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _go_int(text: str) -> int | BigNumber:
+    return BigNumber(text) if len(text) > MAX_INT_DIGITS else int(text)
 
 
 def go_json(value: Any) -> bytes:
@@ -28,6 +64,9 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=GoFloat, parse_int=_go_int)
+
+
 def parse_body(raw: bytes) -> Any:
     """The first JSON value of a request body, as Go's json.Decoder reads it (trailing data ignored)."""
     try:
@@ -38,17 +77,88 @@ def parse_body(raw: bytes) -> Any:
     if not stripped:
         raise bad_body("EOF")
     try:
-        value, _ = json.JSONDecoder(parse_constant=_reject_constant).raw_decode(stripped)
+        try:
+            value, _ = _DECODER.raw_decode(stripped)
+        except RecursionError:
+            # Python's decoder recurses once per level and gives up near 1000; Go reads 10 000.
+            value = _decode_without_recursion(stripped)
     except ValueError as exc:
         raise bad_body(str(exc)) from exc
     return value
+
+
+def _decode_without_recursion(text: str) -> Any:
+    """The first JSON value of `text`, read with an explicit stack of open arrays and objects.
+
+    Scalars (and object keys) are read by the ordinary decoder, which does not recurse for them.
+    """
+    open_values: list[list[Any] | dict[str, Any]] = []
+    keys: list[str] = []  # the key being read in each open object ("" for an array)
+    pos = 0
+    while True:
+        pos = _skip_whitespace(text, pos)
+        char = text[pos:pos + 1]
+        value: Any
+        if char in ("[", "{"):
+            if len(open_values) >= MAX_DEPTH:
+                raise bad_body("exceeded max depth")
+            pos = _skip_whitespace(text, pos + 1)
+            if text[pos:pos + 1] == ("]" if char == "[" else "}"):
+                value, pos = ([] if char == "[" else {}), pos + 1
+            elif char == "[":
+                open_values.append([])
+                keys.append("")
+                continue
+            else:
+                key, pos = _read_key(text, pos)
+                open_values.append({})
+                keys.append(key)
+                continue
+        else:
+            value, pos = _DECODER.raw_decode(text, pos)
+        # Attach the value to the innermost open array or object, closing those that end here.
+        while True:
+            if not open_values:
+                return value
+            top = open_values[-1]
+            if isinstance(top, list):
+                top.append(value)
+            else:
+                top[keys[-1]] = value
+            pos = _skip_whitespace(text, pos)
+            char = text[pos:pos + 1]
+            if char == ",":
+                if isinstance(top, dict):
+                    keys[-1], pos = _read_key(text, _skip_whitespace(text, pos + 1))
+                else:
+                    pos += 1
+                break
+            if char != ("]" if isinstance(top, list) else "}"):
+                raise ValueError(f"Expecting ',' delimiter: char {pos}")
+            value, pos = open_values.pop(), pos + 1
+            keys.pop()
+
+
+def _skip_whitespace(text: str, pos: int) -> int:
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
+
+
+def _read_key(text: str, pos: int) -> tuple[str, int]:
+    if text[pos:pos + 1] != '"':
+        raise ValueError(f"Expecting property name enclosed in double quotes: char {pos}")
+    key, pos = _DECODER.raw_decode(text, pos)
+    pos = _skip_whitespace(text, pos)
+    if text[pos:pos + 1] != ":":
+        raise ValueError(f"Expecting ':' delimiter: char {pos}")
+    return str(key), pos + 1
 
 
 def json_kind(value: Any) -> str:
     """What Go's decoding errors call a JSON value ("number", "array", ...)."""
     if isinstance(value, bool):
         return "bool"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | BigNumber):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -70,7 +180,8 @@ def lookup(obj: dict[str, Any], key: str) -> tuple[bool, Any]:
 def unmarshal_error(value: Any, where: str, go_type: str) -> ApiError:
     kind = json_kind(value)
     if kind == "number":
-        kind = f"number {json.dumps(value)}"
+        literal = value.text if isinstance(value, GoFloat | BigNumber) else json.dumps(value)
+        kind = f"number {literal}"
     return bad_body(f"json: cannot unmarshal {kind} into Go struct field {where} of type {go_type}")
 
 
@@ -88,7 +199,8 @@ def string_field(obj: dict[str, Any], key: str, struct_name: str, default: str) 
         return default
     if not isinstance(value, str):
         raise unmarshal_error(value, f"{struct_name}.{key}", "string")
-    return value
+    # Go decodes a lone surrogate escape (\udc80) as U+FFFD; kept, it could not be written out as UTF-8.
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def bool_field(obj: dict[str, Any], key: str, struct_name: str, default: bool) -> bool:
@@ -134,6 +246,9 @@ def float32_field(obj: dict[str, Any], key: str, struct_name: str, default: floa
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise unmarshal_error(value, f"{struct_name}.{key}", "float32")
     try:
-        return float32(float(value))
+        number = float32(float(value))
     except (OverflowError, struct.error) as exc:
         raise unmarshal_error(value, f"{struct_name}.{key}", "float32") from exc
+    if not math.isfinite(number):  # 1e400 reads as inf in Python; Go finds it out of range
+        raise unmarshal_error(value, f"{struct_name}.{key}", "float32")
+    return number
