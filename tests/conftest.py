@@ -247,3 +247,14 @@ class FrameClient:
 
     async def call(self, method: str, params: Any = None) -> Frame:
         return await self.res(await self.send(method, params))
+
+
+# Hypothesis profiles for the fuzz suites (tests/test_fuzz_stub.py, tests/test_fuzz_proxy.py). `quick`, the default,
+# is the bounded slice the normal suite runs; `campaign` is the long run, selected by the environment:
+#   HYPOTHESIS_PROFILE=campaign nice -n 10 .venv/bin/python -m pytest tests/test_fuzz_stub.py tests/test_fuzz_proxy.py
+# No example database (it would be a .hypothesis/ folder in the checkout); a failure prints its reproducer.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402 - kept with the block it belongs to
+
+_hypothesis_settings.register_profile("quick", max_examples=25, deadline=2000, database=None, print_blob=True)
+_hypothesis_settings.register_profile("campaign", max_examples=2500, deadline=None, database=None, print_blob=True)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
