@@ -6,7 +6,9 @@ EXIT_OK = 0
 EXIT_THRESHOLD_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
+EXIT_INCONCLUSIVE = 4  # the host was too busy for a verdict (harness.verdict.host); never a pass or a fail
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 
 class HarnessError(Exception):

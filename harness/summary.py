@@ -4,8 +4,9 @@
 summary.json is written, and `read_summary()` validates a file on the way in, so a renamed or missing key
 fails loudly where it happens instead of turning a threshold silently into "no value". The JSON Schema
 published at `docs/summary.schema.json` is generated from this type (`python -m harness.summary`), and a
-test keeps the two equal. Pydantic rather than dataclasses: it gives validation of files read back (reports,
-comparisons, history) and the JSON Schema from the same declaration.
+test keeps the two equal; so is `docs/distribution.schema.json`, for a repeat's distribution.json. Pydantic
+rather than dataclasses: it gives validation of files read back (reports, comparisons, history) and the JSON
+Schema from the same declaration.
 
 Thresholds name figures by dotted path (`handshake_ms.p99`); `metric_field()` resolves a path against this
 type when a profile loads, so a threshold on a figure that does not exist is refused before anything runs.
@@ -35,8 +36,12 @@ from harness.policy.coordinator import CoordinatorSettings, CoordinatorStatistic
 
 SCHEMA_VERSION: Literal[2] = 2
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "summary.schema.json"
+DISTRIBUTION_SCHEMA_PATH = SCHEMA_PATH.with_name("distribution.schema.json")
 
-Verdict = Literal["storm", "converged", "degraded"]
+# What the figures say, and what the summary says: the same, or `inconclusive` when the host was too busy for
+# the figures to mean anything (harness.verdict.host).
+ObservedVerdict = Literal["storm", "recovered", "converged", "degraded"]
+Verdict = Literal["storm", "recovered", "converged", "degraded", "inconclusive"]
 VERDICTS: tuple[Verdict, ...] = typing.get_args(Verdict)
 # A threshold's value as checked: a number, a verdict, a yes/no, or nothing (the figure had no value).
 MetricValue = float | int | bool | str | None
@@ -146,6 +151,33 @@ class DuplicateFigures(_Model):
     unknown_prompts: int
 
 
+class ProcessCpuFigures(_Model):
+    """One role's processes over the run: CPU used, and CPU denied (runnable, but waiting for a CPU)."""
+
+    cpu_s: float
+    waited_s: float
+    waited_fraction: float
+    """waited_s over the wall seconds of the run: the share of the run this role was held back by the host."""
+
+
+class HostFigures(_Model):
+    """How busy the host was while the accounts ran (harness.host); what decides `inconclusive`."""
+
+    cores: int
+    wall_s: float
+    """Real seconds the accounts ran."""
+    harness: ProcessCpuFigures | None
+    """The harness's own process: the accounts under Locust and the health probe."""
+    gateway: ProcessCpuFigures | None
+    """The gateway's processes; null where they are not on this machine or cannot be read."""
+    steal_fraction: float | None
+    """Share of all CPU time a hypervisor gave to other machines."""
+    cpu_pressure_fraction: float | None
+    """Share of the run during which some task on the machine waited for a CPU (PSI)."""
+    harness_loop_lag_ms: LoopLagFigures
+    """How late the harness's event loop woke a 50 ms sleeper, in scenario milliseconds."""
+
+
 class ThresholdResult(_Model):
     metric: str
     threshold: str
@@ -238,8 +270,17 @@ class Summary(_Model):
     storm_entries_after_startup: int
     """Storm entries after the first `windows.startup_s` seconds."""
     verdict: Verdict
-    """storm: storm entries continue into the final window; converged: every account holds a connection at the end
-    and the final window is clean; degraded: otherwise."""
+    """storm: storm entries continue into the final window; recovered: storm entries after startup, then a clean
+    final window with every account connected; converged: every account connected and none after startup;
+    degraded: otherwise; inconclusive: the host was too busy for the figures to mean anything (see
+    inconclusive_reason)."""
+    observed_verdict: ObservedVerdict
+    """What the figures alone say, whatever the host did."""
+    inconclusive_reason: str | None
+    recovered_at_s: float | None
+    """For `recovered`: when every account held a connection again after the last storm entry."""
+    host: HostFigures | None
+    """Null for a run that had no host (a simulation)."""
     time_to_all_connected_s: float | None
     """When every account first held a connection at once; null if that never happened."""
     connected_accounts_at_end: int
@@ -280,11 +321,49 @@ class Summary(_Model):
         path.write_text(self.to_json(), encoding="utf-8")
 
 
+class FigureSpread(_Model):
+    """One figure over the conclusive runs of a repeat: its median and range, and how many runs had no value."""
+
+    median: float | None
+    min: float | None
+    max: float | None
+    nulls: int
+
+
+class Distribution(_Model):
+    """distribution.json: one arm run `repeats` times with seeds derived from the base seed (base, base+1, …)."""
+
+    schema_version: Literal[2]
+    profile: str
+    arm: str
+    repeats: int
+    seeds: list[int | None]
+    verdicts: dict[str, int]
+    """How many runs gave each verdict, inconclusive ones included."""
+    conclusive: int
+    """Runs whose verdict was not inconclusive: the figures and the thresholds below are over these."""
+    runs_passed: int
+    """Conclusive runs that met every per-run threshold."""
+    figures: dict[str, FigureSpread]
+    """Every numeric figure a threshold can name, over the conclusive runs."""
+    thresholds: list[ThresholdResult]
+    """The profile's thresholds over the distribution (`verdict: "converged in >= 9/10"`, `x: "median < 5"`)."""
+
+    @property
+    def passed(self) -> bool:
+        return self.runs_passed == self.conclusive and all(t.passed for t in self.thresholds)
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
 class Comparison(_Model):
-    """compare.json: every arm of one profile."""
+    """compare.json: every arm of one profile (every run of each arm, with --repeat)."""
 
     profile: str
+    repeats: int
     arms: list[Summary]
+    distributions: list[Distribution]
 
     def write(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -380,25 +459,26 @@ def metric_value(summary: Summary, path: str) -> MetricValue:
     return value if isinstance(value, int | float | str) else None
 
 
-def json_schema() -> dict[str, Any]:
-    schema = Summary.model_json_schema()
+def json_schema(model: type[BaseModel] | None = None) -> dict[str, Any]:
+    schema = (model or Summary).model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://github.com/gateway-storm-harness/schemas/summary-v2.json"
     return schema
 
 
 def main() -> int:
-    """`python -m harness.summary [--check]`: write docs/summary.schema.json, or check that it is current."""
-    text = json.dumps(json_schema(), indent=2) + "\n"
-    if sys.argv[1:] == ["--check"]:
-        current = SCHEMA_PATH.read_text(encoding="utf-8") if SCHEMA_PATH.exists() else ""
-        if current != text:
-            print(f"{SCHEMA_PATH} is out of date: run python -m harness.summary", file=sys.stderr)
-            return 1
-        return 0
-    SCHEMA_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {SCHEMA_PATH}", file=sys.stderr)
-    return 0
+    """`python -m harness.summary [--check]`: write the published schemas, or check that they are current."""
+    stale = []
+    for model, path in ((Summary, SCHEMA_PATH), (Distribution, DISTRIBUTION_SCHEMA_PATH)):
+        text = json.dumps(json_schema(model), indent=2) + "\n"
+        if sys.argv[1:] == ["--check"]:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(path)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}", file=sys.stderr)
+    for path in stale:
+        print(f"{path} is out of date: run python -m harness.summary", file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def test_a_threshold_on_a_figure_that_does_not_exist_is_refused_when_the_profile
     from harness.errors import BadInput
 
     data = {"name": "x", "accounts": {"count": 1}, "arms": ["shipped"], "assert": {"all": {"handshake_ms.p95": "< 1"}}}
-    with pytest.raises(BadInput, match=r"assert.all.handshake_ms.p95: unknown metric \(expected one of verdict, "):
+    with pytest.raises(BadInput, match=r"assert.all.handshake_ms.p95: unknown metric \(did you mean handshake_ms.p99"):
         parse_profile(data)
 
 

@@ -6,8 +6,17 @@ from typing import Any
 
 import pytest
 
+from harness.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_THRESHOLD_FAILED
 from harness.events import Attempt, Disconnect, Outcome, RunRecord
-from harness.summary import GatewayLogCounts, StormCounts, UrlTargetRecord
+from harness.summary import (
+    GatewayLogCounts,
+    HostFigures,
+    LoopLagFigures,
+    ProcessCpuFigures,
+    StormCounts,
+    UrlTargetRecord,
+)
+from harness.verdict.distribution import distribution, exit_code
 from harness.verdict.figures import gateway_storm_counts, summarize, timeline
 from harness.verdict.judge import RunMeta, judge
 from harness.verdict.thresholds import parse_threshold
@@ -139,3 +148,118 @@ def test_timeline_counts_each_second_and_shows_the_faults_active() -> None:
         (3, 1, 1, 0, 1, []),        # a drops at 3.1 s, b connects at 3.4 s
         (4, 0, 0, 0, 1, []),
     ]
+
+
+def test_recovered_when_storm_entries_after_startup_end_and_everyone_is_back() -> None:
+    # A storm from 25 to 45 s (startup ends at 20 s), b back at 52 s, a at 50 s; the final window (70 s on) is clean.
+    attempts = [attempt("a", t, Outcome.HANDSHAKE_TIMEOUT) for t in (25, 35, 45)]
+    attempts += [attempt("b", t, Outcome.HANDSHAKE_TIMEOUT, handler=2) for t in (26, 36)]
+    attempts += [attempt("a", 50, Outcome.HELLO, handler=3), attempt("b", 52, Outcome.HELLO, handler=4)]
+    summary = summarize(record(attempts, {"a", "b"}))
+    assert summary.verdict == "recovered"
+    assert summary.recovered_at_s == 52  # every account connected again after the last storm entry (45 s)
+    assert summary.storm_entries_after_startup == 5 and summary.final_window_storm_entries == 0
+
+
+def test_storm_entries_inside_the_startup_window_still_converge() -> None:
+    attempts = [attempt("a", 10, Outcome.HANDSHAKE_TIMEOUT), attempt("a", 15, Outcome.HELLO, handler=2),
+                attempt("b", 5, Outcome.HELLO)]
+    summary = summarize(record(attempts, {"a", "b"}))
+    assert (summary.verdict, summary.recovered_at_s) == ("converged", None)
+
+
+def test_a_storm_that_clears_but_leaves_someone_out_is_degraded_not_recovered() -> None:
+    attempts = [attempt("a", t, Outcome.HANDSHAKE_TIMEOUT) for t in (25, 35)] + [attempt("b", 5, Outcome.HELLO)]
+    assert summarize(record(attempts, {"b"})).verdict == "degraded"
+
+
+def host(harness_waited: float = 0.01, gateway_waited: float | None = 0.01, steal: float | None = 0.0,
+         lag_p99_ms: float | None = 100.0) -> HostFigures:
+    def cpu(fraction: float) -> ProcessCpuFigures:
+        return ProcessCpuFigures(cpu_s=5.0, waited_s=fraction * 20, waited_fraction=fraction)
+
+    return HostFigures(cores=2, wall_s=20.0, harness=cpu(harness_waited),
+                       gateway=None if gateway_waited is None else cpu(gateway_waited), steal_fraction=steal,
+                       cpu_pressure_fraction=0.2, harness_loop_lag_ms=LoopLagFigures(p99=lag_p99_ms, max=lag_p99_ms))
+
+
+def storm_meta(host_figures: HostFigures | None) -> RunMeta:
+    return RunMeta(profile="p", arm="coordinator", seed=1, time_scale=0.1, wall_clock_s=20.0, host=host_figures,
+                   handshake_timeout_ms=10_000, target=UrlTargetRecord(kind="url", url="ws://127.0.0.1:1/", protocol=3))
+
+
+@pytest.mark.parametrize(("figures", "reason"), [
+    (host(harness_waited=0.40), "the harness's processes waited for a CPU 40% of the run (limit 25%)"),
+    (host(gateway_waited=0.12), "the gateway's processes waited for a CPU 12% of the run (limit 10%)"),
+    (host(gateway_waited=0.30), "the gateway's processes waited for a CPU 30% of the run"),
+    (host(steal=0.2), "the hypervisor stole 20% of the CPU"),
+    (host(lag_p99_ms=1500.0), "the harness's event loop ran its timers 1500 ms late"),
+])
+def test_a_busy_host_makes_the_verdict_inconclusive_never_a_storm(figures: HostFigures, reason: str) -> None:
+    storm = [attempt("a", t, Outcome.HANDSHAKE_TIMEOUT) for t in (75, 85, 95)]
+    converged = [parse_threshold("verdict", "converged")]
+    summary = judge(storm_meta(figures), record(storm, set()), converged)
+    assert (summary.verdict, summary.observed_verdict) == ("inconclusive", "storm")
+    assert summary.inconclusive_reason is not None and summary.inconclusive_reason.startswith(reason)
+    assert exit_code([distribution([summary], converged)]) == EXIT_INCONCLUSIVE  # not the failed threshold's 1
+
+
+def test_a_quiet_host_leaves_the_verdict_alone_and_a_failed_arm_outranks_an_inconclusive_one() -> None:
+    storm = [attempt("a", t, Outcome.HANDSHAKE_TIMEOUT) for t in (75, 85, 95)]
+    converged, storm_expected = [parse_threshold("verdict", "converged")], [parse_threshold("verdict", "storm")]
+    quiet = judge(storm_meta(host(gateway_waited=None)), record(storm, set()), converged)
+    assert (quiet.verdict, quiet.inconclusive_reason, quiet.passed) == ("storm", None, False)
+    busy = judge(storm_meta(host(harness_waited=0.5)), record(storm, set()), storm_expected)
+    assert exit_code([distribution([quiet], converged), distribution([busy], storm_expected)]) == EXIT_THRESHOLD_FAILED
+    no_host = judge(storm_meta(None), record(storm, set()), storm_expected)
+    assert exit_code([distribution([no_host], storm_expected)]) == EXIT_OK
+
+
+@pytest.mark.parametrize(("metric", "spec", "over", "describe"), [
+    ("verdict", "converged in >= 9/10", "distribution", "converged in >= 9/10"),
+    ("verdict", "storm or recovered in == 1/1", "distribution", "storm or recovered in == 1/1"),
+    ("time_to_all_connected_s", "median < 30", "distribution", "median < 30"),
+    ("storm_entries", "max <= 2", "distribution", "max <= 2"),
+    ("storm_entries", "<= 2", "run", "<= 2"),
+])
+def test_thresholds_over_a_distribution_parse(metric: str, spec: str, over: str, describe: str) -> None:
+    threshold = parse_threshold(metric, spec)
+    assert (threshold.over, threshold.describe()) == (over, describe)
+
+
+@pytest.mark.parametrize(("metric", "spec", "message"), [
+    ("verdict", "converged in >= 11/10", "expected a share like 9/10"),
+    ("verdict", "stormy in >= 1/2", "expected a verdict"),
+    ("storm_entries", "mean < 3", "expected a threshold like"),
+    ("storm_entries", "x" * 500, "…"),  # the value is cut, never formatted whole
+])
+def test_bad_distribution_thresholds_are_refused(metric: str, spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        parse_threshold(metric, spec)
+    assert len(str(caught.value)) < 400
+
+
+def test_a_repeat_counts_verdicts_and_judges_only_the_conclusive_runs() -> None:
+    shares = [parse_threshold("verdict", "storm in >= 9/10"), parse_threshold("storm_entries", "median >= 3"),
+              parse_threshold("verdict", "storm")]
+    storm = [attempt("a", t, Outcome.HANDSHAKE_TIMEOUT) for t in (75, 85, 95)]
+    runs = [judge(storm_meta(host()), record(storm, set()), shares),
+            judge(storm_meta(host()), record(storm[:2] + [attempt("a", 99, Outcome.HANDSHAKE_TIMEOUT)], set()), shares),
+            judge(storm_meta(host(harness_waited=0.6)), record([], {"a", "b"}), shares)]
+    spread = distribution(runs, shares)
+    assert (spread.repeats, spread.conclusive, spread.runs_passed) == (3, 2, 2)
+    assert spread.verdicts == {"storm": 2, "inconclusive": 1}
+    assert [(t.threshold, t.value, t.passed) for t in spread.thresholds] == [
+        ("storm in >= 9/10", 1.0, True), ("median >= 3", 3.0, True)]
+    assert spread.figures["storm_entries"].model_dump() == {"median": 3.0, "min": 3.0, "max": 3.0, "nulls": 0}
+    assert spread.figures["time_to_all_connected_s"].nulls == 2
+    assert exit_code([spread]) == EXIT_OK
+
+
+def test_a_figure_missing_in_one_run_fails_a_threshold_over_the_distribution() -> None:
+    median = [parse_threshold("time_to_all_connected_s", "median < 100")]
+    connected = [attempt("a", 5, Outcome.HELLO), attempt("b", 6, Outcome.HELLO)]
+    runs = [judge(storm_meta(None), record(connected, {"a", "b"}), median),
+            judge(storm_meta(None), record(connected[:1], {"a"}), median)]
+    [result] = distribution(runs, median).thresholds
+    assert (result.value, result.passed) == (None, False)

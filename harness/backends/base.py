@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,12 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from harness.backends.embedded import ChildService
+from harness.errors import BackendError
 from harness.summary import TargetRecord, UrlTargetRecord
 from harness.target import UrlTarget
 
 EMBEDDED_PROXY_MODULE = "harness.faults.embedded_proxy"
+ALIVE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,12 @@ class Backend(Protocol):
 
     def describe(self) -> TargetRecord: ...
 
+    def pids(self) -> list[int]:
+        """The gateway's processes on this machine, for the host's CPU figures (empty where they are not ours)."""
+
+    def check_alive(self) -> None:
+        """Raise `TargetDied` naming the gateway, how it ended and its log's last lines, if it is gone."""
+
     def toxiproxy(self, out_dir: Path) -> contextlib.AbstractContextManager[ToxiproxyPlacement]: ...
 
 
@@ -71,6 +80,26 @@ def local_toxiproxy(gateway_url: str, out_dir: Path) -> Iterator[ToxiproxyPlacem
     with ChildService(EMBEDDED_PROXY_MODULE, ["--host", "127.0.0.1", "--port", "0"],
                       log_path=out_dir / "toxiproxy.log") as child:
         yield ToxiproxyPlacement(str(child.ready["url"]), "embedded", "", "127.0.0.1:0", upstream, None)
+
+
+class TargetDied(BackendError):
+    """The gateway died or stopped answering during the run: there is no verdict to give."""
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
 
 
 class UrlBackend:
@@ -97,6 +126,20 @@ class UrlBackend:
 
     def describe(self) -> TargetRecord:
         return UrlTargetRecord(kind="url", url=self._target.url, protocol=self._target.protocol)
+
+    def pids(self) -> list[int]:
+        return []
+
+    def check_alive(self) -> None:
+        """Something must accept a TCP connection at the URL (a busy gateway still accepts: only a refusal counts)."""
+        parts = urlsplit(self._target.url)
+        try:
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=ALIVE_TIMEOUT_S):
+                pass
+        except ConnectionRefusedError:
+            raise TargetDied(f"nothing answers at {self._target.url} (connection refused)") from None
+        except OSError:
+            pass  # a timeout or a full backlog is a busy gateway, not a dead one
 
     def toxiproxy(self, out_dir: Path) -> contextlib.AbstractContextManager[ToxiproxyPlacement]:
         return local_toxiproxy(self.url, out_dir)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from harness.backends.base_image import resolve_base_image
 from harness.backends.docker_daemon import docker_client, first_line
+from harness.backends.embedded import exit_status
 from harness.errors import BackendError
 from harness.target import require_loopback_url
 
@@ -100,6 +101,7 @@ class DockerGateway:
         self.url = ""
         self.http_url = ""
         self.toxiproxy_started: ContainerToxiproxy | None = None
+        self._stub: DockerContainer | None = None
 
     def __enter__(self) -> Self:
         try:
@@ -126,7 +128,7 @@ class DockerGateway:
         stub_command = [*BRIDGE, "--forward", f"0.0.0.0:{GATEWAY_PORT}=127.0.0.1:{STUB_LOOPBACK_PORT}", "--",
                         "python", "-m", "gateway_stub", "--host", "127.0.0.1", "--port", str(STUB_LOOPBACK_PORT),
                         "--token", self.token, "--log-file", f"{RESULTS_MOUNT}/stub.jsonl", *self._stub_args]
-        stub = self._container(self.image, stub_command, "stub", [GATEWAY_PORT], [GATEWAY_ALIAS])
+        stub = self._stub = self._container(self.image, stub_command, "stub", [GATEWAY_PORT], [GATEWAY_ALIAS])
         stub.with_volume_mapping(str(self._out_dir), RESULTS_MOUNT, "rw")
         self._start(stub, self._out_dir / "stub.log", GATEWAY_PORT, "/healthz", ready_line=True)
         port = stub.get_exposed_port(GATEWAY_PORT)
@@ -135,6 +137,43 @@ class DockerGateway:
 
     def stop(self) -> None:
         self._stack.close()
+        self._stub = None
+
+    def _state(self) -> dict[str, Any]:
+        import docker.errors
+
+        if self._stub is None:
+            return {}
+        try:
+            wrapped = self._stub.get_wrapped_container()
+            wrapped.reload()
+            state: dict[str, Any] = wrapped.attrs.get("State") or {}
+            return state
+        except (docker.errors.DockerException, ValueError, AttributeError):
+            return {"Status": "gone"}
+
+    @property
+    def pid(self) -> int | None:
+        """The stub container's first process on this machine (the loopback bridge; the stub is its child)."""
+        pid = self._state().get("Pid")
+        return int(pid) if pid else None
+
+    def ended(self) -> str | None:
+        """None while the stub's container runs; else how it ended."""
+        state = self._state()
+        if not state or state.get("Status") == "running":
+            return None
+        if state.get("Status") == "exited":
+            return f"exited with {exit_status(int(state.get('ExitCode') or 0))}"
+        return f"is {state.get('Status')}"
+
+    def log_text(self) -> str:
+        import docker.errors
+
+        try:
+            return self._stub.get_wrapped_container().logs().decode(errors="replace") if self._stub else ""
+        except (docker.errors.DockerException, ValueError, AttributeError):
+            return ""
         if self._client is not None:
             self._client.close()
             self._client = None

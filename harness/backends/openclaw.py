@@ -48,9 +48,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
-from harness.backends.base import ToxiproxyPlacement, local_toxiproxy
+from harness.backends.base import TargetDied, ToxiproxyPlacement, local_toxiproxy
 from harness.backends.cpu_throttle import CpuThrottle, check_quota, throttle_cpu
-from harness.backends.embedded import die_with_parent
+from harness.backends.embedded import die_with_parent, exit_status, last_lines
 from harness.errors import BackendError, BadInput
 from harness.summary import OpenClawTargetRecord, TargetRecord
 from harness.target import OpenClawTarget
@@ -780,6 +780,15 @@ class OpenClawBackend:
             cpu_quota=target.cpu_quota, effective_handshake_timeout_ms=target.effective_handshake_timeout_ms,
             cpu_throttle=gateway.cpu_throttle, ready_after_s=round(gateway.ready_after_s or 0.0, 1),
             external_sockets=list(gateway.external_sockets))
+
+    def pids(self) -> list[int]:
+        return self._gateway.session_pids()
+
+    def check_alive(self) -> None:
+        code = self._gateway.process.poll()
+        if code is not None:
+            raise TargetDied(f"openclaw {self._target.version} exited with {exit_status(code)} during the run; "
+                             f"its console's last lines: {last_lines(self._gateway.log_text())}")
 
     def toxiproxy(self, out_dir: Path) -> contextlib.AbstractContextManager[ToxiproxyPlacement]:
         return local_toxiproxy(self.url, out_dir)

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.backends.base import ToxiproxyPlacement, local_toxiproxy
+from harness.backends.base import TargetDied, ToxiproxyPlacement, descendants, local_toxiproxy
 from harness.backends.docker import DockerGateway
+from harness.backends.embedded import last_lines
 from harness.summary import StubTargetRecord, TargetRecord
 from harness.target import StubTarget
 from openclaw_wire.log_records import read_records
@@ -24,13 +25,22 @@ STUB_LOG = "stub.jsonl"
 class StubProcess(Protocol):
     """A running stub: `EmbeddedStub` or `DockerGateway`."""
 
+    name: str
+
     @property
     def url(self) -> str: ...
 
     @property
     def token(self) -> str: ...
 
+    @property
+    def pid(self) -> int | None: ...
+
     def stats(self, timeout_s: float = 5.0) -> dict[str, Any]: ...
+
+    def ended(self) -> str | None: ...
+
+    def log_text(self) -> str: ...
 
 
 class StubBackend:
@@ -70,6 +80,20 @@ class StubBackend:
             health_refresh_coalesce=config["health_refresh_coalesce"], cost_clock=config["cost_clock"],
             **self._container_fields())
 
+    def pids(self) -> list[int]:
+        pid = self._process.pid
+        return [] if pid is None else [pid]
+
+    def check_alive(self) -> None:
+        ended = self._process.ended()
+        if ended is not None:
+            try:
+                log = self._process.log_text()
+            except OSError:
+                log = ""
+            raise TargetDied(f"the {self._process.name} {ended} during the run; its log's last lines: "
+                             f"{last_lines(log)}")
+
     def _container_fields(self) -> dict[str, Any]:
         return {"image": None, "base_image": None, "toxiproxy_image": None, "toxiproxy_fallback": None}
 
@@ -81,6 +105,10 @@ class DockerStubBackend(StubBackend):
     def __init__(self, target: StubTarget, gateway: DockerGateway) -> None:
         super().__init__(target, gateway)
         self._gateway = gateway
+
+    def pids(self) -> list[int]:
+        pid = self._gateway.pid
+        return [] if pid is None else descendants(pid)
 
     def _container_fields(self) -> dict[str, Any]:
         started = self._gateway.toxiproxy_started

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.summary import Summary, metric_value
+from harness.summary import Distribution, Summary, metric_value
 
 ROWS: tuple[tuple[str, str], ...] = (
     ("verdict", "verdict"),
+    ("  as observed", "observed_verdict"),
+    ("  recovered at (s)", "recovered_at_s"),
     ("storm entries", "storm_entries"),
     ("  handshake timeouts", "storm_entries_by_kind.handshake_timeout"),
     ("  pre-auth 503s", "storm_entries_by_kind.preauth_rejected"),
@@ -34,16 +36,25 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("pending approvals max", "duplicates.pending_approvals_max"),
     ("decisions lost", "duplicates.decisions_lost"),
     ("thresholds", "_thresholds"),
+    ("host: harness waited for CPU", "host.harness.waited_fraction"),
+    ("host: gateway waited for CPU", "host.gateway.waited_fraction"),
+    ("host: harness loop lag ms p99", "host.harness_loop_lag_ms.p99"),
     ("wall clock (s)", "wall_clock_s"),
 )
 
 
 def _cell(summary: Summary, key: str) -> str:
     if key == "_thresholds":
+        if summary.verdict == "inconclusive":
+            return "not judged"
         checks = summary.thresholds
         failed = [c.metric for c in checks if not c.passed]
         return "none" if not checks else ("pass" if not failed else "FAIL: " + ", ".join(failed))
-    value = metric_value(summary, key)
+    if key == "observed_verdict" and summary.verdict != "inconclusive":
+        return "-"
+    value = summary.observed_verdict if key == "observed_verdict" else metric_value(summary, key)
+    if key.endswith("_fraction") and isinstance(value, float):
+        return f"{value:.0%}"
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -58,8 +69,59 @@ def render(summaries: Sequence[Summary], title: str) -> str:
     with_duplicates = any(s.duplicates is not None for s in summaries)
     rows = [[label, *(_cell(s, key) for s in summaries)] for label, key in ROWS
             if with_duplicates or not key.startswith("duplicates.")]
+    return _table(title, header, rows)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+# The rows a repeat's table shows: the verdicts, then each figure as "median [min-max]".
+DISTRIBUTION_ROWS: tuple[tuple[str, str], ...] = tuple(
+    (label, key) for label, key in ROWS
+    if key not in ("verdict", "observed_verdict", "_thresholds", "sources_agree", "wall_clock_s"))
+
+
+def render_distributions(distributions: Sequence[Distribution], title: str) -> str:
+    header = ["", *(d.arm for d in distributions)]
+    with_duplicates = any(d.figures["duplicates.intents"].median is not None for d in distributions)
+    rows = [["verdicts", *(_verdicts(d) for d in distributions)],
+            ["thresholds", *(_distribution_thresholds(d) for d in distributions)]]
+    rows += [[label, *(_spread(d, key) for d in distributions)] for label, key in DISTRIBUTION_ROWS
+             if key in distributions[0].figures and (with_duplicates or not key.startswith("duplicates."))]
+    return _table(title, header, rows)
+
+
+def _verdicts(d: Distribution) -> str:
+    return ", ".join(f"{verdict} {count}/{d.repeats}" for verdict, count in
+                     sorted(d.verdicts.items(), key=lambda item: -item[1]))
+
+
+def _distribution_thresholds(d: Distribution) -> str:
+    if not d.conclusive:
+        return "not judged"
+    failed = [t.threshold if t.metric == "verdict" else t.metric for t in d.thresholds if not t.passed]
+    if d.runs_passed < d.conclusive:
+        failed.insert(0, f"{d.conclusive - d.runs_passed} run(s)")
+    return "pass" if not failed else "FAIL: " + ", ".join(failed)
+
+
+def _spread(d: Distribution, key: str) -> str:
+    spread = d.figures[key]
+    if spread.median is None or spread.min is None or spread.max is None:
+        return "-"
+    if key.endswith("_fraction"):
+        return f"{spread.median:.0%} [{spread.min:.0%}-{spread.max:.0%}]"
+    if spread.min == spread.max:
+        return _number(spread.median)
+    return f"{_number(spread.median)} [{_number(spread.min)}-{_number(spread.max)}]"
+
+
+def _number(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"

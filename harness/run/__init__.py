@@ -30,11 +30,13 @@ from harness.profile import Profile
 from harness.run.compose import compose
 from harness.run.drive import drive
 from harness.run.progress import Progress
-from harness.summary import Summary
+from harness.summary import Distribution, Summary
+from harness.verdict.distribution import distribution
+from harness.verdict.host import host_figures
 from harness.verdict.judge import RunMeta, judge
 from harness.verdict.tables import ACCOUNT_COLUMNS, INTENT_COLUMNS, Row, account_rows, intent_rows
 
-__all__ = ["ArmResult", "run_arm", "run_profile"]
+__all__ = ["ArmResult", "arm_dir", "distributions", "run_arm", "run_profile"]
 
 
 @dataclass
@@ -66,6 +68,7 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
         fault_backend=driven.fault_backend,
         approval_fix=arm.approval_fix if driven.record.approvals is not None else None,
         approval_fix_applies=approval_fix_applies if driven.record.approvals is not None else None,
+        host=host_figures(driven.host, driven.harness_loop_lag_ms), handshake_timeout_ms=parts.handshake_timeout_ms,
     )
     summary = judge(meta, driven.record, profile.thresholds_for(arm_name))
     _write_csv(out_dir / "accounts.csv", ACCOUNT_COLUMNS, account_rows(driven.record))
@@ -78,15 +81,34 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
     return ArmResult(arm_name, summary, out_dir)
 
 
-def run_profile(profile: Profile, arms: Sequence[str], out_root: Path,
+def run_profile(profile: Profile, arms: Sequence[str], out_root: Path, *, repeat: int = 1,
                 on_result: Callable[[ArmResult], None] | None = None) -> list[ArmResult]:
+    """Every arm, `repeat` times, interleaved (arm by arm within each round, so host noise falls on all arms
+    alike), with seeds derived from the profile's (base, base + 1, …). One run of an arm writes to
+    `out_root/<arm>/`; a repeat to `out_root/<arm>/run-NN/` and `out_root/<arm>/distribution.json`."""
     results = []
-    for arm in arms:
-        result = run_arm(profile, arm, out_root / arm.replace("+", "_"))
-        results.append(result)
-        if on_result:
-            on_result(result)
+    for round_index in range(repeat):
+        seeded = profile if repeat == 1 else profile.with_overrides(seed=(profile.seed or 0) + round_index)
+        for arm in arms:
+            out_dir = arm_dir(out_root, arm)
+            if repeat > 1:
+                out_dir = out_dir / f"run-{round_index + 1:02d}"
+            result = run_arm(seeded, arm, out_dir)
+            results.append(result)
+            if on_result:
+                on_result(result)
     return results
+
+
+def arm_dir(out_root: Path, arm: str) -> Path:
+    return out_root / arm.replace("+", "_")
+
+
+def distributions(profile: Profile, results: Sequence[ArmResult]) -> list[Distribution]:
+    """One distribution per arm, in the profile's arm order."""
+    arms = [arm for arm in profile.arms if any(r.arm == arm for r in results)]
+    return [distribution([r.summary for r in results if r.arm == arm], profile.thresholds_for(arm))
+            for arm in arms]
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Row]) -> None:

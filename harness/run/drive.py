@@ -10,6 +10,7 @@ nothing else.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from harness.errors import BackendError
 from harness.events import RunRecord
 from harness.faults.client import BoundProxy, FaultError, ToxiproxyClient
 from harness.faults.scheduler import FaultScheduler
+from harness.host import HostMeter, HostWindow
 from harness.locustfile import NativeApprovalsAccount, RunContext
 from harness.policy.coordinator import CoordinatorStatistics
 from harness.run.approval_scenario import ApprovalScenario
@@ -36,6 +38,8 @@ from harness.summary import FaultWindowRecord
 PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
 LOCUST_CSV_INTERVAL_S = 1.0
 PROBE_READY_TIMEOUT_S = 30.0
+ALIVE_CHECK_INTERVAL_S = 0.5
+LAG_PROBE_INTERVAL_S = 0.05  # as the stub's own lag probe
 TEARDOWN_TIMEOUT_S = 5.0
 
 
@@ -45,6 +49,8 @@ class Driven:
     coordinator_statistics: CoordinatorStatistics | None
     faults: list[FaultWindowRecord]
     fault_backend: str | None
+    host: HostWindow | None  # what the host did while the accounts ran
+    harness_loop_lag_ms: list[float]  # this process's loop lag samples, in scenario ms
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ def drive(parts: Parts, backend: Backend, progress: Progress) -> Driven:
 
 def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, progress: Progress) -> Driven:
     profile, arm = parts.profile, parts.arm
+    backend.check_alive()  # nothing answering is one clear line, not a storm of connect errors
     clock = ScaledClock(profile.time_scale)
     client_url = faults_proxy.client_url if faults_proxy else backend.url
     scenario = ApprovalScenario.build(profile, arm, client_url, backend.token, clock, parts.shape,
@@ -93,25 +100,29 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
     environment.harness_context = context  # type: ignore[attr-defined]
     csv_writer = StatsCSVFileWriter(environment, PERCENTILES_TO_REPORT, str(parts.out_dir / "locust"), False)
     probe = HealthProbe(backend.url, backend.token, clock, profile.probe_interval_ms, ClientShape(parts.shape.protocol))
-    greenlets = [gevent.spawn(csv_writer)]
-    if profile.probe_interval_ms > 0:
-        greenlets.append(gevent.spawn(probe.run))
-        if not probe.connected.wait(timeout=PROBE_READY_TIMEOUT_S):
-            raise BackendError(f"the health probe could not connect to {backend.url} "
-                               f"within {PROBE_READY_TIMEOUT_S:g} s")
+    loop_lag = LoopLagWatch()
+    host = HostMeter(backend.pids)
+    greenlets = [gevent.spawn(csv_writer), gevent.spawn(loop_lag.run)]
     runner = environment.create_local_runner()
-    clock.restart()  # scenario time 0 is when the accounts start
     scheduler = None
-    if faults_proxy is not None:
-        scheduler = FaultScheduler(faults_proxy.proxy, profile.faults, profile.time_scale,
-                                   on_restart=context.reregister_all)
-        greenlets.append(gevent.spawn(_apply_faults, scheduler, clock))
     try:
+        if profile.probe_interval_ms > 0:
+            greenlets.append(gevent.spawn(probe.run))
+            _wait_for_probe(probe, backend)
+        clock.restart()  # scenario time 0 is when the accounts start
+        host.start()
+        loop_lag.restart()
+        if faults_proxy is not None:
+            scheduler = FaultScheduler(faults_proxy.proxy, profile.faults, profile.time_scale,
+                                       on_restart=context.reregister_all)
+            greenlets.append(gevent.spawn(_apply_faults, scheduler, clock))
         runner.start(profile.account_count, spawn_rate=min(profile.account_count, 100))
         if scenario:
             greenlets.append(gevent.spawn(scenario.start_when_connected, context.ledger, profile))
         _watch(parts, clock, context, progress, backend, scenario)
         # The run ends here for every source: what happens during teardown is not the run's.
+        host_window = host.stop()
+        lags_ms = loop_lag.samples_ms()
         if scenario:
             scenario.stop()
         gateway_records = backend.gateway_records(parts.out_dir)
@@ -138,7 +149,42 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
         coordinator_statistics=statistics,
         faults=scheduler.describe() if scheduler else [],
         fault_backend=faults_proxy.described if faults_proxy else None,
+        host=host_window,
+        harness_loop_lag_ms=[lag / profile.time_scale for lag in lags_ms],
     )
+
+
+def _wait_for_probe(probe: HealthProbe, backend: Backend) -> None:
+    deadline = time.monotonic() + PROBE_READY_TIMEOUT_S
+    while not probe.connected.wait(timeout=ALIVE_CHECK_INTERVAL_S):
+        backend.check_alive()
+        if time.monotonic() > deadline:
+            raise BackendError(f"the health probe could not connect to {backend.url} "
+                               f"within {PROBE_READY_TIMEOUT_S:g} s")
+
+
+class LoopLagWatch:
+    """How late this process's event loop (gevent's hub) wakes a 50 ms sleeper: the harness's own lag.
+
+    The accounts, the probe and the timers of this process all wait on this loop; when the host (or this
+    process's own work) keeps it from running, every client-side timer fires late by as much.
+    """
+
+    def __init__(self, interval_s: float = LAG_PROBE_INTERVAL_S) -> None:
+        self._interval_s = interval_s
+        self._lags_ms: list[float] = []
+
+    def restart(self) -> None:
+        self._lags_ms = []
+
+    def samples_ms(self) -> list[float]:
+        return list(self._lags_ms)
+
+    def run(self) -> None:
+        while True:
+            started = time.perf_counter()
+            gevent.sleep(self._interval_s)
+            self._lags_ms.append(max(0.0, (time.perf_counter() - started - self._interval_s) * 1000.0))
 
 
 def _apply_faults(scheduler: FaultScheduler, clock: ScaledClock) -> None:
@@ -152,6 +198,7 @@ def _watch(parts: Parts, clock: ScaledClock, context: RunContext, progress: Prog
     profile = parts.profile
     duration_ms = profile.duration_s * 1000.0
     while (now_ms := clock.now_ms()) < duration_ms:
+        backend.check_alive()
         if scenario is not None:
             scenario.sample_pending(backend, now_ms)
         progress.update(f"[{parts.arm.name}] {now_ms / 1000:6.0f}/{profile.duration_s:g} s  connected "

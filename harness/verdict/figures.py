@@ -11,9 +11,12 @@ The two sources agree when, for each kind both can count, they differ by no more
 that can be in flight when the run stops (one per account); the gateway's count also holds the
 harness's own health probe's timeouts, which are added to the clients' side.
 
-Verdict: `storm` when storm entries continue into the final window; `converged` when every account
-holds an authenticated connection at the end and the final window is clean; `degraded` otherwise.
-Witnesses (Jepsen-style) name the accounts and times that prove a storm.
+Verdict: `storm` when storm entries continue into the final window; otherwise, when every account holds
+an authenticated connection at the end, `recovered` if there were storm entries after the startup window
+(with `recovered_at_s`: when every account held a connection again after the last of them) and `converged`
+if there were none; `degraded` when someone is not connected at the end. Witnesses (Jepsen-style) name the
+accounts and times that prove a storm. Whether the host let the figures mean anything is
+`harness.verdict.host`'s to say.
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ from harness.summary import (
     HealthRpcFigures,
     LatencyFigures,
     LoopLagFigures,
+    ObservedVerdict,
     StormCounts,
     StormSources,
     TimelineRow,
-    Verdict,
     Witness,
 )
 from openclaw_wire.log_records import (
@@ -56,7 +59,8 @@ class StormFigures:
     sources_agree: bool | None
     final_window_storm_entries: int
     storm_entries_after_startup: int
-    verdict: Verdict
+    verdict: ObservedVerdict
+    recovered_at_s: float | None
     time_to_all_connected_s: float | None
     connected_accounts_at_end: int
     handshake_attempts_total: int
@@ -106,10 +110,18 @@ def time_to_all_connected_ms(record: RunRecord) -> float | None:
     return next((t for t, n in connected_over_time(record) if n == len(record.accounts)), None)
 
 
-def verdict_of(record: RunRecord, final_window_storm_entries: int) -> Verdict:
+def verdict_of(record: RunRecord, final_window_storm_entries: int, after_startup: int) -> ObservedVerdict:
     if final_window_storm_entries:
         return "storm"
-    return "converged" if len(record.connected_at_end) == len(record.accounts) else "degraded"
+    if len(record.connected_at_end) < len(record.accounts):
+        return "degraded"
+    return "recovered" if after_startup else "converged"
+
+
+def recovered_at_ms(record: RunRecord, last_storm_ms: float) -> float:
+    """When every account held a connection again after the storm entry at `last_storm_ms`."""
+    return next((t for t, n in connected_over_time(record) if t >= last_storm_ms and n == len(record.accounts)),
+                last_storm_ms)
 
 
 def _sources_agree(record: RunRecord, clients: StormCounts, gateway: GatewayLogCounts | None) -> bool | None:
@@ -129,6 +141,9 @@ def summarize(record: RunRecord) -> StormFigures:
     final_from = record.duration_ms - record.final_window_ms
     final_window = [a for a in storms if a.ended_ms >= final_from]
     gateway = gateway_storm_counts(record.gateway_records) if record.gateway_records is not None else None
+    after_startup = [a for a in storms if a.ended_ms >= record.startup_window_ms]
+    verdict = verdict_of(record, len(final_window), len(after_startup))
+    recovered_ms = recovered_at_ms(record, max(a.ended_ms for a in after_startup)) if verdict == "recovered" else None
     all_connected_ms = time_to_all_connected_ms(record)
     hellos = [a.latency_ms for a in record.attempts if a.outcome is Outcome.HELLO]
     lag = record.event_loop_lag_ms or {}
@@ -138,8 +153,9 @@ def summarize(record: RunRecord) -> StormFigures:
         storm_entries_by_source=StormSources(clients=clients, gateway_log=gateway),
         sources_agree=_sources_agree(record, clients, gateway),
         final_window_storm_entries=len(final_window),
-        storm_entries_after_startup=sum(1 for a in storms if a.ended_ms >= record.startup_window_ms),
-        verdict=verdict_of(record, len(final_window)),
+        storm_entries_after_startup=len(after_startup),
+        verdict=verdict,
+        recovered_at_s=None if recovered_ms is None else round(recovered_ms / 1000.0, 3),
         time_to_all_connected_s=None if all_connected_ms is None else round(all_connected_ms / 1000.0, 3),
         connected_accounts_at_end=len(record.connected_at_end),
         handshake_attempts_total=len(record.attempts),

@@ -15,13 +15,16 @@ from harness.summary import (
     SCHEMA_VERSION,
     FaultWindowRecord,
     HealthProbeFigures,
+    HostFigures,
     Summary,
     TargetRecord,
     Windows,
 )
 from harness.verdict.duplicates import summarize_duplicates
 from harness.verdict.figures import summarize, timeline
+from harness.verdict.host import too_busy
 from harness.verdict.thresholds import Threshold, check_thresholds
+from openclaw_wire.constants import APRIL_HANDSHAKE_TIMEOUT_MS
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,13 @@ class RunMeta:
     fault_backend: str | None = None
     approval_fix: str | None = None  # for a run with the approval scenario
     approval_fix_applies: bool | None = None
+    host: HostFigures | None = None  # what the host did while the accounts ran; None for a simulation
+    handshake_timeout_ms: float = APRIL_HANDSHAKE_TIMEOUT_MS  # the clients', for the host rule
 
 
 def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()) -> Summary:
     figures = summarize(record)
+    reason = too_busy(meta.host, meta.handshake_timeout_ms)
     summary = Summary(
         schema_version=SCHEMA_VERSION, profile=meta.profile, arm=meta.arm, seed=meta.seed,
         time_scale=meta.time_scale, target=meta.target, accounts=len(record.accounts),
@@ -53,7 +59,9 @@ def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()
         storm_entries=figures.storm_entries, storm_entries_by_kind=figures.storm_entries_by_kind,
         storm_entries_by_source=figures.storm_entries_by_source, sources_agree=figures.sources_agree,
         final_window_storm_entries=figures.final_window_storm_entries,
-        storm_entries_after_startup=figures.storm_entries_after_startup, verdict=figures.verdict,
+        storm_entries_after_startup=figures.storm_entries_after_startup,
+        verdict="inconclusive" if reason else figures.verdict, observed_verdict=figures.verdict,
+        inconclusive_reason=reason, recovered_at_s=figures.recovered_at_s, host=meta.host,
         time_to_all_connected_s=figures.time_to_all_connected_s,
         connected_accounts_at_end=figures.connected_accounts_at_end,
         handshake_attempts_total=figures.handshake_attempts_total, handshake_ms=figures.handshake_ms,
@@ -69,3 +77,4 @@ def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()
     )
     summary.thresholds = check_thresholds(summary, thresholds)
     return summary
+

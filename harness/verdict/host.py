@@ -1,0 +1,65 @@
+"""Whether the host let a run's figures mean anything: the rule that makes a verdict `inconclusive`.
+
+A live run's verdict rests on timers (the gateway's handshake timer, the clients' timeouts and retries) that
+the time scale shrinks, so CPU the host takes away from the run's own processes shows up as storm entries
+that the gateway under test would not have caused. The rule below looks at what `harness.host` measured while
+the accounts ran and says why the run is inconclusive, or None. Its limits come from measurements on this
+project's 2-core machine, quiet and with one or two cores held by busy loops (see the README, "Verdicts").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.host import HostWindow, ProcessShare
+from harness.summary import HostFigures, LoopLagFigures, ProcessCpuFigures
+from harness.verdict.figures import percentile
+
+# The share of the run a role's processes may spend runnable but without a CPU. The gateway's is the one that
+# moves verdicts (its handshake cost is burned in slices; time without a CPU between them lengthens every
+# handshake); the harness's clients tolerate more (runs with the harness waiting 14-28% gave the documented
+# verdicts; a gateway waiting 19% and 27% did not).
+MAX_WAITED_FRACTION = {"harness": 0.25, "gateway": 0.10}
+# A hypervisor's steal over the run, as a share of all CPU time.
+MAX_STEAL_FRACTION = 0.10
+# How late the harness's own event loop may run its timers (p99, scenario ms), as a share of the clients'
+# handshake timeout: past it, the clients' own timers are part of the experiment.
+MAX_LOOP_LAG_SHARE_OF_HANDSHAKE_TIMEOUT = 0.10
+
+
+def host_figures(window: HostWindow | None, harness_loop_lag_ms: Sequence[float]) -> HostFigures | None:
+    if window is None:
+        return None
+    return HostFigures(
+        cores=window.cores, wall_s=round(window.wall_s, 3), harness=_cpu(window.harness, window.wall_s),
+        gateway=_cpu(window.gateway, window.wall_s),
+        steal_fraction=None if window.steal_fraction is None else round(window.steal_fraction, 4),
+        cpu_pressure_fraction=None if window.cpu_pressure_fraction is None else round(window.cpu_pressure_fraction, 4),
+        harness_loop_lag_ms=LoopLagFigures(p99=percentile(harness_loop_lag_ms, 0.99),
+                                           max=round(max(harness_loop_lag_ms), 3) if harness_loop_lag_ms else None),
+    )
+
+
+def _cpu(share: ProcessShare | None, wall_s: float) -> ProcessCpuFigures | None:
+    if share is None:
+        return None
+    return ProcessCpuFigures(cpu_s=round(share.cpu_s, 3), waited_s=round(share.waited_s, 3),
+                             waited_fraction=round(share.waited_s / wall_s, 4))
+
+
+def too_busy(host: HostFigures | None, handshake_timeout_ms: float) -> str | None:
+    """Why the host was too busy for this run's verdict to mean anything; None when it was not."""
+    if host is None:
+        return None
+    for role, cpu in (("harness", host.harness), ("gateway", host.gateway)):
+        if cpu is not None and cpu.waited_fraction > MAX_WAITED_FRACTION[role]:
+            return (f"the {role}'s processes waited for a CPU {cpu.waited_fraction:.0%} of the run "
+                    f"(limit {MAX_WAITED_FRACTION[role]:.0%}): the host was busy with other work")
+    if host.steal_fraction is not None and host.steal_fraction > MAX_STEAL_FRACTION:
+        return f"the hypervisor stole {host.steal_fraction:.0%} of the CPU (limit {MAX_STEAL_FRACTION:.0%})"
+    lag = host.harness_loop_lag_ms.p99
+    limit_ms = MAX_LOOP_LAG_SHARE_OF_HANDSHAKE_TIMEOUT * handshake_timeout_ms
+    if lag is not None and lag > limit_ms:
+        return (f"the harness's event loop ran its timers {lag:.0f} ms late (p99, scenario time; limit {limit_ms:.0f} "
+                f"ms, {MAX_LOOP_LAG_SHARE_OF_HANDSHAKE_TIMEOUT:.0%} of the handshake timeout)")
+    return None
