@@ -8,17 +8,16 @@
   harness openclaw-install [VERSION ...]                                     Node 24 + openclaw@VERSION, cached
 
 Exit codes: 0 every threshold met, 1 a threshold failed, 2 invalid input (one line naming the field),
-3 the target or environment failed, 130 interrupted (everything started is stopped first).
+3 the target or environment failed (also: it died during the run), 4 inconclusive (the host was too busy for
+a verdict), 130 interrupted (everything started is stopped first).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
+import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -26,26 +25,50 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import locust  # noqa: F401,I001  (gevent's monkey-patching must come before sockets and threads are imported)
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.sync.client import connect
+from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, BadInput, HarnessError
+from harness.interrupts import Terminated, deliver_signals_to_main_greenlet, raise_on_signals
 
-from harness.backends.embedded import EmbeddedStub
-from harness.client.connect_shape import handler_connect_params, request_frame
-from harness.client.session import RequestTimedOut, next_response
-from harness.clock import ScaledClock
-from harness.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_THRESHOLD_FAILED,
-    BackendError,
-    BadInput,
-    HarnessError,
-)
-from harness.interrupts import deliver_ctrl_c_to_main_greenlet
+MAX_REPEAT = 100
+MAX_SEED = 2**32 - 1
+MIN_TIME_SCALE, MAX_TIME_SCALE = 0.001, 10.0  # as a profile's time_scale (harness.profile)
 
-DEMO_TIME_SCALE = 0.1  # the April 10 s handshake timeout becomes 1 s
+
+def _whole(text: str, low: int, high: int, what: str) -> int:
+    """ASCII digits only (int() also takes '１２３'), within bounds."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and low <= int(text) <= high):
+        raise argparse.ArgumentTypeError(f"expected {what} from {low} to {high}, got {text[:20]!r}")
+    return int(text)
+
+
+def _repeat_count(text: str) -> int:
+    return _whole(text, 1, MAX_REPEAT, "a whole number of runs")
+
+
+def _seed(text: str) -> int:
+    return _whole(text, 0, MAX_SEED, "a seed")
+
+
+def _time_scale(text: str) -> float:
+    try:
+        value = float(text) if text.isascii() and len(text) <= 32 else math.nan
+    except ValueError:
+        value = math.nan
+    if not MIN_TIME_SCALE <= value <= MAX_TIME_SCALE:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a number from {MIN_TIME_SCALE:g} to {MAX_TIME_SCALE:g}, "
+                                         f"got {text[:20]!r}")
+    return value
+
+
+def checked_out_dir(out: Path, option: str = "--out") -> Path:
+    """The results folder, made now: a file there, no permission, or a name the system refuses is one line, exit 2,
+    before anything starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise BadInput(f"{option}: cannot write results to {str(out)[:120]!r}: {exc.strerror or exc}") from None
+    return out
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -63,9 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("profile", type=Path, help="a profile YAML file (see profiles/)")
         if name == "run":
             sub.add_argument("--arm", help="the arm to run (default: the profile's first)")
-        sub.add_argument("--seed", type=int, help="override the profile's seed")
-        sub.add_argument("--time-scale", type=float, help="override the profile's time scale (> 0)")
+        sub.add_argument("--seed", type=_seed, help="override the profile's seed")
+        sub.add_argument("--time-scale", type=_time_scale,
+                         help=f"override the profile's time scale ({MIN_TIME_SCALE:g} to {MAX_TIME_SCALE:g})")
         sub.add_argument("--out", type=Path, help="results folder (default: results/<profile>-<time>)")
+        sub.add_argument("--repeat", type=_repeat_count, default=1, metavar="N",
+                         help=f"run each arm N times (1..{MAX_REPEAT}) with seeds base, base+1, ... and report the "
+                              "distribution (verdict counts, median and range of every figure)")
         sub.add_argument("--backend", choices=("embedded", "docker"),
                          help="where a stub target runs: child processes or Docker containers (default: the "
                               "profile's target.backend, else embedded)")
@@ -85,32 +112,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    deliver_ctrl_c_to_main_greenlet()
+    """Ctrl-C (130) and SIGTERM (143) stop everything started and end in one line, at any moment: the signal
+    handlers come before the heavy imports (Locust patches sockets and threads with gevent as it loads)."""
+    raise_on_signals()
     try:
-        if args.command == "demo":
-            return run_demo(args.profile, args.out)
-        if args.command == "openclaw-install":
-            return install_openclaw(args.versions)
-        if args.command == "toxiproxy":
-            # The proxy is an asyncio program; this process is patched by gevent, so it hands over instead.
-            module = ["-m", "harness.faults.embedded_proxy", "--host", args.host, "--port", args.port]
-            os.execv(sys.executable, [sys.executable, *module])
-        return run_or_compare(args)
+        args = build_parser().parse_args(argv)
+        import locust  # noqa: F401  (gevent's monkey-patching must come before sockets and threads are imported)
+
+        deliver_signals_to_main_greenlet()
+        return _run_command(args)
     except KeyboardInterrupt:
         print("harness: interrupted; everything it started has been stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("harness: stopped by SIGTERM; everything it started has been stopped", file=sys.stderr)
+        return EXIT_TERMINATED
     except HarnessError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # a profile with several problems: one line each
+            print(f"harness: error: {line}", file=sys.stderr)
         return exc.exit_code
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from harness.demo import run_demo
+
+        return run_demo(args.profile, None if args.out is None else checked_out_dir(args.out))
+    if args.command == "openclaw-install":
+        return install_openclaw(args.versions)
+    if args.command == "toxiproxy":
+        # The proxy is an asyncio program; this process is patched by gevent, so it hands over instead.
+        module = ["-m", "harness.faults.embedded_proxy", "--host", args.host, "--port", args.port]
+        os.execv(sys.executable, [sys.executable, *module])
+    return run_or_compare(args)
 
 
 def run_or_compare(args: argparse.Namespace) -> int:
     from harness.profile import load_profile
-    from harness.report.table import render
-    from harness.run import run_profile
+    from harness.report.table import render, render_distributions
+    from harness.run import arm_dir, distributions, run_profile
     from harness.summary import Comparison
     from harness.target import StubTarget
+    from harness.verdict.distribution import exit_code
 
     profile = load_profile(args.profile).with_overrides(seed=args.seed, time_scale=args.time_scale)
     if args.backend:
@@ -124,16 +167,27 @@ def run_or_compare(args: argparse.Namespace) -> int:
         arms = [arm]
     else:
         arms = list(profile.arms)
-    out = args.out or Path("results") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"{profile.name}: {profile.account_count} accounts, arms {', '.join(arms)}, "
+    out = checked_out_dir(args.out or Path("results") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    times = f", {args.repeat} times each" if args.repeat > 1 else ""
+    print(f"{profile.name}: {profile.account_count} accounts, arms {', '.join(arms)}{times}, "
           f"{profile.duration_s:g} s at time scale {profile.time_scale:g} -> {out}", file=sys.stderr)
-    results = run_profile(profile, arms, out)
+    results = run_profile(profile, arms, out, repeat=args.repeat)
     summaries = [r.summary for r in results]
-    print(render(summaries, f"{profile.name} ({profile.account_count} accounts, seed {profile.seed})"))
+    spreads = distributions(profile, results)
+    title = f"{profile.name} ({profile.account_count} accounts, seed {profile.seed})"
+    if args.repeat == 1:
+        print(render(summaries, title))
+    else:
+        for spread in spreads:
+            spread.write(arm_dir(out, spread.arm) / "distribution.json")
+        seeds = f"seeds {spreads[0].seeds[0]}-{spreads[0].seeds[-1]}"
+        print(render_distributions(spreads, f"{profile.name} ({profile.account_count} accounts, {args.repeat} runs "
+                                            f"each, {seeds})"))
     if args.command == "compare":
-        Comparison(profile=profile.name, arms=summaries).write(out / "compare.json")
+        Comparison(profile=profile.name, repeats=args.repeat, arms=summaries, distributions=spreads).write(
+            out / "compare.json")
     print(f"results: {out}", file=sys.stderr)
-    return EXIT_OK if all(r.passed for r in results) else EXIT_THRESHOLD_FAILED
+    return exit_code(spreads)
 
 
 def install_openclaw(versions: list[str]) -> int:
@@ -146,70 +200,6 @@ def install_openclaw(versions: list[str]) -> int:
     for version in versions or PINNED_VERSIONS:
         print(f"openclaw {version}: {ensure_openclaw(version)}", file=sys.stderr)
     return EXIT_OK
-
-
-def run_demo(profile: str, out: Path | None) -> int:
-    work_dir = out or Path(tempfile.mkdtemp(prefix="harness-demo-"))
-    try:
-        stub_args = ["--profile", profile, "--time-scale", str(DEMO_TIME_SCALE)]
-        with EmbeddedStub(stub_args, log_path=work_dir / "stub.log") as stub:
-            print(f"gateway stub ({profile}) listening on {stub.url}  [time scale {DEMO_TIME_SCALE:g}]")
-            protocol = 3 if profile == "april-2026" else 4
-            _show_handshake(stub, protocol)
-            _show_handshake_timeout(stub)
-            counters = stub.stats()["counters"]
-        print("\nstub counters: " + ", ".join(f"{k}={v}" for k, v in counters.items() if v))
-        if out:
-            print(f"stub log: {work_dir / 'stub.log'}")
-    finally:
-        if out is None:
-            shutil.rmtree(work_dir, ignore_errors=True)
-    return EXIT_OK
-
-
-def _show_handshake(stub: EmbeddedStub, protocol: int) -> None:
-    params = handler_connect_params(channel="matrix", account="acct1", token=stub.token, protocol=protocol)
-    started = time.perf_counter()
-    try:
-        with connect(stub.url, compression=None, open_timeout=10) as ws:
-            challenge = json.loads(ws.recv(timeout=10))
-            print(f"\n<- {_brief(challenge)}")
-            _, frame = request_frame("connect", params)
-            ws.send(frame)
-            print(f"-> connect  client={params['client']['displayName']!r} scopes={params['scopes']}")
-            hello = json.loads(ws.recv(timeout=10))
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            if not hello.get("ok"):
-                raise BackendError(f"handshake refused: {hello.get('error')}")
-            payload = hello["payload"]
-            print(f"<- hello-ok protocol={payload['protocol']} connId={payload['server']['connId']} "
-                  f"methods={len(payload['features']['methods'])} auth={payload['auth']}  ({elapsed_ms:.0f} ms)")
-            request_id, frame = request_frame("health", {})
-            ws.send(frame)
-            reply = next_response(ws, request_id, ScaledClock(1.0), timeout_ms=10_000)  # skips the health event
-            print(f"-> health\n<- {_brief(reply)}")
-    except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, RequestTimedOut) as exc:
-        raise BackendError(f"demo handshake against {stub.url} failed: {exc}") from None
-
-
-def _show_handshake_timeout(stub: EmbeddedStub) -> None:
-    timeout_ms = stub.stats()["handshake_timeout_ms"]
-    print(f"\nA socket that never sends connect (handshake timeout {timeout_ms} ms, scaled x{DEMO_TIME_SCALE:g}):")
-    started = time.perf_counter()
-    try:
-        with connect(stub.url, compression=None, open_timeout=10) as ws:
-            ws.recv(timeout=10)  # the challenge
-            with contextlib.suppress(ConnectionClosed):
-                ws.recv(timeout=30)
-            print(f"<- closed code={ws.close_code} reason={ws.close_reason!r} "
-                  f"after {(time.perf_counter() - started) * 1000:.0f} ms")
-    except (OSError, InvalidHandshake, TimeoutError) as exc:
-        raise BackendError(f"demo timeout check against {stub.url} failed: {exc}") from None
-
-
-def _brief(frame: dict[str, Any]) -> str:
-    text = json.dumps(frame, separators=(",", ":"))
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 if __name__ == "__main__":

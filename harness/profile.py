@@ -61,22 +61,22 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gateway_stub.config import ConfigError, StubConfig
-from gateway_stub.cost import parse_cost
+from gateway_stub.config import ConfigError
+from gateway_stub.config import config_from_args as stub_config_from_args
 from harness.agents.settings import AgentSettings, OperatorSettings
 from harness.errors import BadInput
-from harness.faults.timeline import FaultSpecError, FaultWindow, parse_faults
+from harness.faults.timeline import FaultWindow, parse_faults
+from harness.input_fields import Fields, Problems, cut, kind_of
 from harness.policy.arms import ARMS
 from harness.policy.coordinator import CoordinatorSettings
 from harness.target import STUB_BACKENDS, OpenClawTarget, StubTarget, Target, UrlTarget, require_loopback_url
 from harness.verdict.thresholds import Threshold, parse_threshold
+from harness.yaml_input import LineMap, read_yaml
 from openclaw_wire.constants import (
     DEFAULT_EXEC_APPROVAL_TIMEOUT_MS,
     PROTOCOL_APRIL,
@@ -85,9 +85,25 @@ from openclaw_wire.constants import (
 )
 
 CHANNELS = ("matrix", "telegram")
+DECISIONS = ("allow-once", "allow-always", "deny")
 MAX_ACCOUNTS = 2000
 MAX_DURATION_S = 86_400
+MAX_INTERVAL_MS = 86_400_000  # any duration in a profile: at most a day
+MAX_APPROVAL_TIMEOUT_MS = 7 * MAX_INTERVAL_MS
+MIN_TIME_SCALE, MAX_TIME_SCALE = 0.001, 10.0
+MIN_REAL_INTERVAL_MS = 1.0  # a repeating timer (probe, heartbeat) fires at most once a real millisecond
+MAX_SEED = 2**32 - 1
+MAX_PREAUTH_PER_IP = 1_000_000
+MAX_PROVIDERS = 20
+MAX_THRESHOLDS_PER_ARM = 100
+MAX_NAME_LENGTH = 100
+MAX_DESCRIPTION_LENGTH = 10_000
+MAX_COMMAND_LENGTH = 1_000
+MAX_URL_LENGTH = 2_000
+MAX_TOKEN_LENGTH = 1_000
+DEFAULT_WINDOW_S = 30
 DEFAULT_ANSWER_AFTER_MS = 25_000
+PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 OPENCLAW_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 STUB_OPTIONS = ("profile", "handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
                 "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
@@ -129,133 +145,57 @@ class Profile:
         if time_scale is not None:
             if not time_scale > 0:
                 raise BadInput(f"--time-scale: expected a number > 0, got {time_scale}")
-            _check_real_time(self.target, time_scale, "--time-scale")
+            problems = Problems()
+            _check_real_time(self.target, time_scale, problems, None, "--time-scale")
+            problems.check()
             changes["time_scale"] = time_scale
         return replace(self, **changes)
 
 
 def load_profile(path: Path, environ: Mapping[str, str] | None = None) -> Profile:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read the profile: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise BadInput(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_profile(data, path=path, environ=os.environ if environ is None else environ)
+    data, lines = read_yaml(path, "profile")
+    return parse_profile(data, path=path, environ=os.environ if environ is None else environ, lines=lines)
 
 
-# ---------------------------------------------------------------------------------------------
-
-
-class _Fields:
-    """Reads one mapping of the profile, remembering which keys were used, to refuse unknown ones."""
-
-    def __init__(self, data: Any, path: str) -> None:
-        if not isinstance(data, dict):
-            raise BadInput(f"{path or 'profile'}: expected a mapping, got {_kind(data)}")
-        self.data: dict[str, Any] = data
-        self.path = path
-        self._used: set[str] = set()
-
-    def where(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
-        self._used.add(key)
-        if key not in self.data or self.data[key] is None:
-            if required:
-                raise BadInput(f"{self.where(key)}: required")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise BadInput(f"{self.where(key)}: expected {_names(kinds)}, got a boolean")
-        if not isinstance(value, kinds):
-            raise BadInput(f"{self.where(key)}: expected {_names(kinds)}, got {_kind(value)}")
-        return value
-
-    def number(self, key: str, default: float | None, *, minimum: float | None = None, maximum: float | None = None,
-               exclusive_minimum: bool = False, integer: bool = False, required: bool = False) -> Any:
-        value = self.get(key, int if integer else (int, float), default, required=required)
-        if value is None:
-            return None
-        if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
-            raise BadInput(f"{self.where(key)}: expected a number {'>' if exclusive_minimum else '>='} {minimum:g}, "
-                           f"got {value}")
-        if maximum is not None and value > maximum:
-            raise BadInput(f"{self.where(key)}: expected a number <= {maximum:g}, got {value}")
-        return value
-
-    def section(self, key: str) -> _Fields:
-        self._used.add(key)
-        return _Fields(self.data.get(key) or {}, self.where(key))
-
-    def done(self) -> None:
-        unknown = [k for k in self.data if k not in self._used]
-        if unknown:
-            known = ", ".join(sorted(self._used))
-            raise BadInput(f"{self.where(str(unknown[0]))}: unknown key (expected one of {known})")
-
-
-def _names(kinds: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
-             dict: "a mapping"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a mapping"}.get(type(value), type(value).__name__)
-
-
-def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, str] | None = None) -> Profile:
-    root = _Fields(data, "")
-    name = root.get("name", str, required=True)
-    description = root.get("description", str, "")
-    target = _parse_target(root.section("target"))
+def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, str] | None = None,
+                  lines: LineMap | None = None) -> Profile:
+    """The profile in `data`, or `BadInput` listing every problem in it (one line each, with its line)."""
+    problems = Problems(None if path is None else str(path), lines or LineMap())
+    root = Fields(data, "", problems)
+    name = root.text("name", None, max_length=MAX_NAME_LENGTH, required=True)
+    if name is not None and not PROFILE_NAME_RE.fullmatch(name):
+        root.fail("name", f"expected letters, digits, '.', '_' or '-' (it names the results folder), got {cut(name)}")
+    description = root.text("description", "", max_length=MAX_DESCRIPTION_LENGTH)
+    time_scale = root.number("time_scale", 1.0, minimum=MIN_TIME_SCALE, maximum=MAX_TIME_SCALE)
+    target = _parse_target(root.section("target"), time_scale)
     accounts = root.section("accounts")
     count = accounts.number("count", None, minimum=1, maximum=MAX_ACCOUNTS, integer=True, required=True)
     channels = _parse_channels(accounts, count)
     keep_reconnecting = accounts.get("keep_reconnecting_after_failed_start", bool, False)
     accounts.done()
-    arms = tuple(root.get("arms", list, ["shipped", "coordinator"]))
-    for index, arm in enumerate(arms):
-        if arm not in ARMS:
-            raise BadInput(f"arms[{index}]: unknown arm {arm!r} (expected one of {', '.join(ARMS)})")
-    if not arms:
-        raise BadInput("arms: expected at least one arm")
+    arms = _parse_arms(root)
     coordinator = _parse_coordinator(root.section("coordinator"), environ or {})
-    time_scale = root.number("time_scale", 1.0, minimum=0, exclusive_minimum=True)
-    _check_real_time(target, time_scale, "time_scale")
+    if target is not None:
+        _check_real_time(target, time_scale, problems, root.line("time_scale"))
     duration_s = root.number("duration_s", 120, minimum=0, exclusive_minimum=True, maximum=MAX_DURATION_S)
-    windows = root.section("windows")
-    startup_s = windows.number("startup_s", 30, minimum=0)
-    final_s = windows.number("final_s", 30, minimum=0, exclusive_minimum=True)
-    windows.done()
-    if final_s > duration_s:
-        raise BadInput(f"windows.final_s: expected at most duration_s ({duration_s:g}), got {final_s:g}")
-    if startup_s >= duration_s:
-        raise BadInput(f"windows.startup_s: expected less than duration_s ({duration_s:g}), got {startup_s:g}")
+    startup_s, final_s = _parse_windows(root.section("windows"), duration_s)
     probe = root.section("probe")
-    probe_interval_ms = probe.number("interval_ms", 1000, minimum=0)
+    probe_interval_ms = probe.number("interval_ms", 1000, minimum=0, maximum=MAX_INTERVAL_MS)
+    if 0 < probe_interval_ms * time_scale < MIN_REAL_INTERVAL_MS:
+        probe.fail("interval_ms", f"expected 0 (off) or at least {MIN_REAL_INTERVAL_MS:g} ms of real time at time "
+                   f"scale {time_scale:g}, got {probe_interval_ms:g}")
     probe.done()
-    seed = root.get("seed", int)
-    agents, operator = _parse_agents(root)
-    try:
-        faults = parse_faults(root.get("faults", list), float(duration_s))
-    except FaultSpecError as exc:
-        raise BadInput(str(exc)) from None
+    seed = root.number("seed", None, minimum=0, maximum=MAX_SEED, integer=True)
+    agents, operator = _parse_agents(root, time_scale)
+    faults = parse_faults(root.get("faults", object), float(duration_s), problems, root.line("faults"))
     for index, arm in enumerate(arms):
         if ARMS[arm].approval_fix != "none" and agents is None:
-            raise BadInput(f"arms[{index}]: {arm!r} is an approval arm and needs an agents section")
+            problems.add(f"arms[{index}]", f"{arm!r} is an approval arm and needs an agents section",
+                         root.line("arms"))
     thresholds = _parse_thresholds(root.section("assert"), arms)
     root.done()
+    problems.check()
+    assert name is not None and target is not None and count is not None and channels is not None
     return Profile(name=name, description=description, path=path, target=target, account_count=count,
                    channels=channels, keep_reconnecting_after_failed_start=keep_reconnecting, arms=arms,
                    coordinator=coordinator, time_scale=float(time_scale), duration_s=float(duration_s),
@@ -264,147 +204,254 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
                    operator=operator, faults=faults)
 
 
-def _parse_agents(root: _Fields) -> tuple[AgentSettings | None, OperatorSettings | None]:
-    if root.data.get("agents") is None:
-        if root.data.get("operator") is not None:
-            raise BadInput("operator: only with an agents section")
+def _parse_arms(root: Fields) -> tuple[str, ...]:
+    raw = root.get("arms", list, ["shipped", "coordinator"])
+    arms: list[str] = []
+    if len(raw) > len(ARMS):
+        root.fail("arms", f"expected at most {len(ARMS)} arms, got {len(raw)}")
+        return ()
+    for index, arm in enumerate(raw):
+        if not isinstance(arm, str) or arm not in ARMS:
+            shown = cut(arm) if isinstance(arm, str) else kind_of(arm)
+            root.problems.add(f"arms[{index}]", f"unknown arm {shown} (expected one of {', '.join(ARMS)})",
+                              root.line("arms"))
+        elif arm in arms:
+            root.problems.add(f"arms[{index}]", f"{arm!r} is listed twice", root.line("arms"))
+        else:
+            arms.append(arm)
+    if not raw:
+        root.fail("arms", "expected at least one arm")
+    return tuple(arms)
+
+
+def _parse_windows(windows: Fields, duration_s: float) -> tuple[float, float]:
+    startup_s = windows.number("startup_s", DEFAULT_WINDOW_S, minimum=0, maximum=MAX_DURATION_S)
+    final_s = windows.number("final_s", DEFAULT_WINDOW_S, minimum=0, exclusive_minimum=True, maximum=MAX_DURATION_S)
+    windows.done()
+    for key, value, broken, expected in (
+            ("final_s", final_s, final_s > duration_s, "at most"),
+            ("startup_s", startup_s, startup_s >= duration_s, "less than")):
+        if not broken:
+            continue
+        if windows.has(key):
+            windows.fail(key, f"expected {expected} duration_s ({duration_s:g}), got {value:g}")
+        else:
+            windows.fail(key, f"the default ({value:g} s) is not {expected} duration_s ({duration_s:g}): set "
+                         f"windows.{key}")
+    return startup_s, final_s
+
+
+def _parse_agents(root: Fields, time_scale: float) -> tuple[AgentSettings | None, OperatorSettings | None]:
+    if not root.has("agents"):
+        if root.has("operator"):
+            root.fail("operator", "only with an agents section")
         root.get("agents", dict)
         root.get("operator", dict)
         return None, None
     section = root.section("agents")
     count = section.number("count", None, minimum=1, maximum=MAX_ACCOUNTS, integer=True, required=True)
-    heartbeat_ms = section.number("heartbeat_ms", 60_000, minimum=0, exclusive_minimum=True)
-    timeouts = section.get("provider_timeouts_ms", list, [10_000, 10_000, 10_000])
-    for index, value in enumerate(timeouts):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise BadInput(f"agents.provider_timeouts_ms[{index}]: expected a number > 0, got {value!r}")
-    if not timeouts:
-        raise BadInput("agents.provider_timeouts_ms: expected at least one provider")
-    command = section.get("command", str, "ls -la")
+    heartbeat_ms = section.number("heartbeat_ms", 60_000, minimum=0, exclusive_minimum=True,
+                                  maximum=MAX_INTERVAL_MS)
+    if heartbeat_ms * time_scale < MIN_REAL_INTERVAL_MS:
+        section.fail("heartbeat_ms", f"expected at least {MIN_REAL_INTERVAL_MS:g} ms of real time at time scale "
+                     f"{time_scale:g}, got {heartbeat_ms:g}")
+    timeouts = _parse_provider_timeouts(section)
+    command = section.text("command", "ls -la", max_length=MAX_COMMAND_LENGTH)
     approval_timeout_ms = section.number("approval_timeout_ms", DEFAULT_EXEC_APPROVAL_TIMEOUT_MS, minimum=1,
-                                         integer=True)
+                                         maximum=MAX_APPROVAL_TIMEOUT_MS, integer=True)
     section.done()
     operator = root.section("operator")
     away = "answer_after_ms" in operator.data and operator.data["answer_after_ms"] is None
-    answer_after_ms = None if away else operator.number("answer_after_ms", DEFAULT_ANSWER_AFTER_MS, minimum=0)
+    answer_after_ms = None if away else operator.number("answer_after_ms", DEFAULT_ANSWER_AFTER_MS, minimum=0,
+                                                        maximum=MAX_INTERVAL_MS)
     decision = operator.get("decision", str, "allow-once")
-    if decision not in ("allow-once", "allow-always", "deny"):
-        raise BadInput(f"operator.decision: expected allow-once, allow-always or deny, got {decision!r}")
+    if decision not in DECISIONS:
+        operator.fail("decision", f"expected {', '.join(DECISIONS[:-1])} or {DECISIONS[-1]}, got {cut(decision)}")
     operator.done()
-    agents = AgentSettings(count, float(heartbeat_ms), tuple(float(t) for t in timeouts), command,
-                           int(approval_timeout_ms))
+    if count is None:
+        return None, None
+    agents = AgentSettings(count, float(heartbeat_ms), timeouts, command, int(approval_timeout_ms))
     return agents, OperatorSettings(None if answer_after_ms is None else float(answer_after_ms), decision)
 
 
-def _check_real_time(target: Target, time_scale: float, where: str) -> None:
+def _parse_provider_timeouts(section: Fields) -> tuple[float, ...]:
+    timeouts = section.get("provider_timeouts_ms", list, [10_000, 10_000, 10_000])
+    line = section.line("provider_timeouts_ms")
+    where = section.where("provider_timeouts_ms")
+    if not timeouts or len(timeouts) > MAX_PROVIDERS:
+        section.problems.add(where, f"expected 1 to {MAX_PROVIDERS} providers, got {len(timeouts)}", line)
+        return ()
+    parsed = []
+    for index, value in enumerate(timeouts):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_INTERVAL_MS:
+            section.problems.add(f"{where}[{index}]", f"expected a number > 0 and <= {MAX_INTERVAL_MS:g}, got "
+                                 f"{cut(value)}", line)
+        else:
+            parsed.append(float(value))
+    return tuple(parsed)
+
+
+def _check_real_time(target: Target, time_scale: float, problems: Problems, line: int | None,
+                     where: str = "time_scale") -> None:
     if isinstance(target, OpenClawTarget) and time_scale != 1:
-        raise BadInput(f"{where}: the real gateway runs in real time; expected 1 with target kind openclaw, "
-                       f"got {time_scale:g}")
+        problems.add(where, f"the real gateway runs in real time; expected 1 with target kind openclaw, got "
+                     f"{time_scale:g}", line)
 
 
-def _parse_target(target: _Fields) -> Target:
+def _parse_target(target: Fields, time_scale: float) -> Target | None:
     kind = target.get("kind", str, "stub")
-    protocol = target.number("protocol", None, minimum=3, maximum=4, integer=True)
+    protocol = target.number("protocol", None, minimum=PROTOCOL_APRIL, maximum=PROTOCOL_CURRENT, integer=True)
     device_signed = target.get("device_signed", bool)
     if kind == "url":
-        url = require_loopback_url(target.get("url", str, required=True), target.where("url"))
-        token = target.get("token", str, required=True)
-        target.done()
-        return UrlTarget(url, token, protocol or PROTOCOL_APRIL, bool(device_signed or protocol == PROTOCOL_CURRENT))
+        return _parse_url_target(target, protocol, device_signed)
     if kind == "openclaw":
         return _parse_openclaw_target(target, protocol, device_signed)
     if kind != "stub":
-        raise BadInput(f"{target.where('kind')}: expected stub, url or openclaw, got {kind!r}")
-    options: dict[str, Any] = {}
+        target.fail("kind", f"expected stub, url or openclaw, got {cut(kind)}")
+        return None
+    return _parse_stub_target(target, protocol, device_signed, time_scale)
+
+
+def _parse_url_target(target: Fields, protocol: int | None, device_signed: bool | None) -> UrlTarget | None:
+    url = target.text("url", None, max_length=MAX_URL_LENGTH, required=True)
+    token = target.text("token", None, max_length=MAX_TOKEN_LENGTH, required=True)
+    for key in (*STUB_OPTIONS, "version", "cpu_quota", "backend"):
+        if target.has(key):
+            target.fail(key, "not an option of kind: url (expected url, token, protocol, device_signed)")
+            target.get(key, object)
+    target.done()
+    if url is None or token is None:
+        return None
+    try:
+        require_loopback_url(url, target.where("url"))
+    except BadInput as exc:
+        target.problems.add(target.where("url"), str(exc).split(": ", 1)[1], target.line("url"))
+        return None
+    protocol = protocol or PROTOCOL_APRIL
+    return UrlTarget(url, token, protocol, bool(device_signed or protocol == PROTOCOL_CURRENT))
+
+
+def _parse_stub_target(target: Fields, protocol: int | None, device_signed: bool | None,
+                       time_scale: float) -> StubTarget | None:
     args: list[str] = []
-    parsers: dict[str, tuple[type | tuple[type, ...], Callable[[Any], Any]]] = {
-        "profile": (str, str), "handshake_timeout_ms": (int, int), "max_preauth_per_ip": (int, int),
-        "cost_clock": (str, str), "health_refresh_coalesce": (str, str),
-        "challenge_latency_ms": ((int, float), float), "hello_latency_ms": ((int, float), float),
-    }
     for key in STUB_OPTIONS:
-        is_cost = key.endswith("_cost") or "_cost_" in key
-        kind_of, convert = ((str, int, float), lambda v: parse_cost(str(v))) if is_cost else parsers[key]
-        value = target.get(key, kind_of)
-        if value is None:
-            continue
-        try:
-            options[key] = convert(value)
-        except ValueError as exc:
-            raise BadInput(f"{target.where(key)}: {exc}") from None
-        args += [f"--{key.replace('_', '-')}", str(value)]
+        value = target.get(key, (str, int, float))
+        if value is not None:
+            args += [f"--{key.replace('_', '-')}", _option_text(value)]
     for key in ("url", "token"):
-        if target.get(key, str) is not None:
-            raise BadInput(f"{target.where(key)}: only with kind: url (this target is the gateway stub)")
+        if target.get(key, object) is not None:
+            target.fail(key, "only with kind: url (this target is the gateway stub)")
+    for key in ("version", "cpu_quota"):
+        if target.get(key, object) is not None:
+            target.fail(key, "only with kind: openclaw (this target is the gateway stub)")
     backend = target.get("backend", str, "embedded")
     if backend not in STUB_BACKENDS:
-        raise BadInput(f"{target.where('backend')}: expected {' or '.join(STUB_BACKENDS)}, got {backend!r}")
+        target.fail("backend", f"expected {' or '.join(STUB_BACKENDS)}, got {cut(backend)}")
     target.done()
-    try:
-        stub = StubConfig(port=0, **options)
-    except ConfigError as exc:
-        message = str(exc).split(": ", 1)[-1]
-        raise BadInput(f"target: {message}") from None
+    # The stub's own option table decides, so whatever the stub would refuse is refused here: each option
+    # alone first (every problem reported), then all together (the checks that span options).
+    scale = ["--time-scale", _option_text(time_scale)]
+    alone = [_stub_problem(target, ["--port", "0", flag, value, *scale])
+             for flag, value in zip(args[::2], args[1::2], strict=True)]
+    if any(alone) or _stub_problem(target, ["--port", "0", *args, *scale]):
+        return None
+    stub = stub_config_from_args(["--port", "0", *args, *scale], {})
     protocol = protocol or stub.generation.protocol
-    return StubTarget(stub, tuple(args), protocol, bool(device_signed or protocol == PROTOCOL_CURRENT), backend=backend)
+    return StubTarget(stub, tuple(args), protocol, bool(device_signed or protocol == PROTOCOL_CURRENT),
+                      backend=backend if backend in STUB_BACKENDS else "embedded")
 
 
-def _parse_openclaw_target(target: _Fields, protocol: int | None, device_signed: bool | None) -> OpenClawTarget:
-    version = target.get("version", (str, float), required=True)
-    version = str(version)
-    if not OPENCLAW_VERSION_RE.match(version):
-        raise BadInput(f"{target.where('version')}: expected an npm version such as 2026.4.24, got {version!r}")
-    handshake_timeout_ms = target.number("handshake_timeout_ms", None, minimum=1, integer=True)
-    max_preauth = target.number("max_preauth_per_ip", None, minimum=1, integer=True)
+def _stub_problem(target: Fields, argv: list[str]) -> bool:
+    """Whether the stub refuses these options; its reason goes to the problems, under the option's field."""
+    try:
+        stub_config_from_args(argv, {})
+    except ConfigError as exc:
+        option = exc.field if exc.field in STUB_OPTIONS else None
+        message = str(exc).split(": ", 1)[-1]
+        target.problems.add(target.where(option) if option else target.path, message,
+                            target.line(option) if option else None)
+        return True
+    return False
+
+
+def _option_text(value: str | int | float) -> str:
+    """A profile value as the stub's command line takes it (a float that is a whole number stays exact)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def _parse_openclaw_target(target: Fields, protocol: int | None, device_signed: bool | None) -> OpenClawTarget | None:
+    version = target.get("version", (str, float), None, required=True)
+    version = None if version is None else str(version)
+    if version is not None and not OPENCLAW_VERSION_RE.match(version):
+        target.fail("version", f"expected an npm version such as 2026.4.24, got {cut(version)}")
+        version = None
+    handshake_timeout_ms = target.number("handshake_timeout_ms", None, minimum=1, maximum=MAX_INTERVAL_MS,
+                                         integer=True)
+    max_preauth = target.number("max_preauth_per_ip", None, minimum=1, maximum=MAX_PREAUTH_PER_IP, integer=True)
     cpu_quota = target.number("cpu_quota", None, minimum=0, exclusive_minimum=True, maximum=os.cpu_count() or 1)
-    for key in (*STUB_OPTIONS, "url", "token"):
+    for key in (*STUB_OPTIONS, "url", "token", "backend"):
         if key not in ("handshake_timeout_ms", "max_preauth_per_ip") and target.get(key, object) is not None:
-            raise BadInput(f"{target.where(key)}: not an option of kind: openclaw (expected version, "
-                           f"handshake_timeout_ms, max_preauth_per_ip, cpu_quota, protocol, device_signed)")
+            target.fail(key, "not an option of kind: openclaw (expected version, handshake_timeout_ms, "
+                        "max_preauth_per_ip, cpu_quota, protocol, device_signed)")
     target.done()
+    if version is None:
+        return None
     return OpenClawTarget(version, handshake_timeout_ms, max_preauth, None if cpu_quota is None else float(cpu_quota),
                           protocol or protocol_for_version(version), True if device_signed is None else device_signed)
 
 
-def _parse_channels(accounts: _Fields, count: int) -> tuple[str, ...]:
-    raw = accounts.get("channels", (dict, str), {"matrix": count})
+def _parse_channels(accounts: Fields, count: int | None) -> tuple[str, ...] | None:
+    raw = accounts.get("channels", (dict, str), None)
+    if raw is None:
+        return None if count is None else ("matrix",) * count
     if isinstance(raw, str):
         raw = {raw: count}
     channels: list[str] = []
+    section = accounts.section("channels")
     for channel, n in raw.items():
-        where = accounts.where(f"channels.{channel}")
         if channel not in CHANNELS:
-            raise BadInput(f"{where}: unknown channel (expected one of {', '.join(CHANNELS)})")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise BadInput(f"{where}: expected an integer >= 0, got {n!r}")
-        channels += [channel] * n
-    if len(channels) != count:
-        raise BadInput(f"{accounts.where('channels')}: the counts add up to {len(channels)}, expected count ({count})")
-    return tuple(channels)
+            section.fail(str(channel), f"unknown channel (expected one of {', '.join(CHANNELS)})")
+        elif n is None or isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_ACCOUNTS:
+            section.fail(str(channel), f"expected an integer from 0 to {MAX_ACCOUNTS}, got {cut(n)}")
+        else:
+            channels += [channel] * n  # bounded above: at most MAX_ACCOUNTS per channel
+    if count is not None and len(channels) != count and len(accounts.problems.items) == 0:
+        accounts.fail("channels", f"the counts add up to {len(channels)}, expected count ({count})")
+    return tuple(channels) if count is not None and len(channels) == count else None
 
 
-def _parse_coordinator(section: _Fields, environ: Mapping[str, str]) -> CoordinatorSettings:
+def _parse_coordinator(section: Fields, environ: Mapping[str, str]) -> CoordinatorSettings:
     from_env = CoordinatorSettings.from_env(environ)
-    jitter = section.number("start_jitter_ms", from_env.start_jitter_ms, minimum=0, integer=True)
-    k = section.number("max_concurrent_starts", from_env.max_concurrent_starts, minimum=1, integer=True)
-    hold = section.number("start_slot_max_hold_ms", from_env.start_slot_max_hold_ms, minimum=1, integer=True)
+    jitter = section.number("start_jitter_ms", from_env.start_jitter_ms, minimum=0, maximum=MAX_INTERVAL_MS,
+                            integer=True)
+    k = section.number("max_concurrent_starts", from_env.max_concurrent_starts, minimum=1, maximum=MAX_ACCOUNTS,
+                       integer=True)
+    hold = section.number("start_slot_max_hold_ms", from_env.start_slot_max_hold_ms, minimum=1,
+                          maximum=MAX_INTERVAL_MS, integer=True)
     section.done()
     return CoordinatorSettings(jitter, k, hold)
 
 
-def _parse_thresholds(section: _Fields, arms: tuple[str, ...]) -> dict[str, tuple[Threshold, ...]]:
+def _parse_thresholds(section: Fields, arms: tuple[str, ...]) -> dict[str, tuple[Threshold, ...]]:
     out: dict[str, tuple[Threshold, ...]] = {}
     for arm in list(section.data):
+        block = section.section(arm)
         if arm != "all" and arm not in arms:
-            raise BadInput(f"{section.where(str(arm))}: not an arm of this profile (expected all or one of "
-                           f"{', '.join(arms)})")
-        block = section.section(str(arm))
+            section.fail(arm, f"not an arm of this profile (expected all or one of {', '.join(arms)})")
+            continue
         parsed = []
-        for metric in list(block.data):
+        for metric in list(block.data)[:MAX_THRESHOLDS_PER_ARM]:
+            spec = block.get(metric, (str, int, float, list))
+            if spec is None:
+                continue
             try:
-                parsed.append(parse_threshold(str(metric), block.get(str(metric), (str, int, float, list))))
+                parsed.append(parse_threshold(metric, spec))
             except ValueError as exc:
-                raise BadInput(f"{block.where(str(metric))}: {exc}") from None
+                block.fail(metric, str(exc))
+        if len(block.data) > MAX_THRESHOLDS_PER_ARM:
+            section.fail(arm, f"expected at most {MAX_THRESHOLDS_PER_ARM} thresholds, got {len(block.data)}")
         block.done()
-        out[str(arm)] = tuple(parsed)
+        out[arm] = tuple(parsed)
     return out

@@ -23,9 +23,13 @@ STUB_BACKENDS: tuple[StubBackendName, ...] = ("embedded", "docker")
 
 
 def require_loopback_url(url: str, field: str = "target.url") -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise BadInput(f"{field}: expected a ws:// URL with a host and a port, got {url[:80]!r} ({exc})") from None
     if parts.scheme not in ("ws", "wss"):
-        raise BadInput(f"{field}: expected a ws:// URL, got {url!r}")
+        raise BadInput(f"{field}: expected a ws:// URL, got {url[:80]!r}")
     host = parts.hostname or ""
     if host != "localhost":
         try:
@@ -33,7 +37,9 @@ def require_loopback_url(url: str, field: str = "target.url") -> str:
         except ValueError:
             loopback = False
         if not loopback:
-            raise BadInput(f"{field}: refused {host!r}: load goes to loopback only (127.0.0.0/8, ::1, localhost)")
+            raise BadInput(f"{field}: refused {host[:80]!r}: load goes to loopback only (127.0.0.0/8, ::1, localhost)")
+    if port == 0:
+        raise BadInput(f"{field}: expected a port from 1 to 65535, got 0")
     return url
 
 

@@ -219,7 +219,8 @@ def test_no_daemon_is_one_line_and_exit_3(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("target", "args", "expected"), [
-    ("{kind: stub, backend: dockr}", [], "harness: error: target.backend: expected embedded or docker, got 'dockr'"),
+    ("{kind: stub, backend: dockr}", [], "harness: error: PROFILE:2: target.backend: expected embedded or docker, "
+                                         "got 'dockr'"),
     ("{kind: url, url: 'ws://127.0.0.1:9/', token: t}", ["--backend", "docker"],
      "harness: error: --backend: only with target kind stub, this profile's is url"),
     ("{kind: stub}", ["--backend", "podman"], "harness: error: argument --backend: invalid choice: 'podman' "
@@ -230,4 +231,4 @@ def test_a_bad_backend_exits_2_naming_it(target: str, args: list[str], expected:
     profile.write_text(f"name: p\ntarget: {target}\naccounts: {{count: 1}}\n", encoding="utf-8")
     result = harness("run", str(profile), *args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [expected]
+    assert result.stderr.strip().splitlines() == [expected.replace("PROFILE", str(profile))]

@@ -8,7 +8,9 @@ threshold exits 1, and Ctrl-C leaves nothing running.
 from __future__ import annotations
 
 import csv
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,7 +102,7 @@ def test_a_bad_profile_exits_2_with_one_line_naming_the_field(tmp_path: Path) ->
     result = harness("compare", str(profile), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("harness: error: arms[1]: unknown arm 'jittery' (expected one of shipped, coordinator, ")
+    assert line.startswith(f"harness: error: {profile}:3: arms[1]: unknown arm 'jittery' (expected one of shipped, ")
     assert not (tmp_path / "out").exists()  # nothing started
 
 
@@ -115,8 +117,9 @@ def test_bad_options_exit_2(args: list[str], tmp_path: Path) -> None:
 
 def interrupt_mid_run(profile: Path, out: Path, *options: str, started: Callable[[], bool],
                       start_timeout_s: float = 60, mid_run_s: float = 2,
-                      before_interrupt: Callable[[], None] | None = None) -> tuple[int, str]:
-    """`harness run PROFILE --arm shipped` until `started()`, `mid_run_s` more, then SIGINT: (exit code, stderr)."""
+                      before_interrupt: Callable[[], None] | None = None,
+                      sig: int = signal.SIGINT) -> tuple[int, str]:
+    """`harness run PROFILE --arm shipped` until `started()`, `mid_run_s` more, then `sig`: (exit code, stderr)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", str(profile), "--arm", "shipped", *options, "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -129,12 +132,12 @@ def interrupt_mid_run(profile: Path, out: Path, *options: str, started: Callable
         time.sleep(mid_run_s)
         if before_interrupt is not None:
             before_interrupt()
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         try:
             _, stderr = process.communicate(timeout=60)
         except subprocess.TimeoutExpired as exc:
             tail = (exc.stderr or b"")[-4000:]
-            raise AssertionError(f"still running 60 s after SIGINT; stderr ends:\n"
+            raise AssertionError(f"still running 60 s after {signal.Signals(sig).name}; stderr ends:\n"
                                  f"{tail.decode(errors='replace') if isinstance(tail, bytes) else tail}") from None
     finally:
         if process.poll() is None:
@@ -143,12 +146,84 @@ def interrupt_mid_run(profile: Path, out: Path, *options: str, started: Callable
     return process.returncode, stderr
 
 
-def test_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
-    code, stderr = interrupt_mid_run(PROFILES / "matrix-11-accounts.yaml", tmp_path,
-                                     started=lambda: bool(stub_processes(str(tmp_path))))
-    assert code == 130, stderr[-2000:]
-    assert "interrupted" in stderr
+@pytest.mark.parametrize(("sig", "code", "line"), [
+    (signal.SIGINT, 130, "harness: interrupted; everything it started has been stopped"),
+    (signal.SIGTERM, 143, "harness: stopped by SIGTERM; everything it started has been stopped"),
+])
+def test_ctrl_c_or_sigterm_stops_everything_with_one_line(tmp_path: Path, sig: int, code: int, line: str) -> None:
+    exit_code, stderr = interrupt_mid_run(PROFILES / "matrix-11-accounts.yaml", tmp_path, sig=sig,
+                                          started=lambda: bool(stub_processes(str(tmp_path))))
+    assert exit_code == code, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == line
     assert stub_processes(str(tmp_path)) == []
+
+
+def catches_sigterm(pid: int) -> bool:
+    """The harness installs its signal handlers first thing in main(): SIGTERM (bit 15) is then caught."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(PROFILES / "matrix-11-accounts.yaml"),
+                                "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not catches_sigterm(process.pid):
+            assert time.monotonic() < deadline and process.poll() is None, "main() never started"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGINT)  # while Locust and the rest are still being imported
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines() == ["harness: interrupted; everything it started has been stopped"]
+    assert stub_processes(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize(("signum", "ended"), [(signal.SIGKILL, "signal SIGKILL"),
+                                               (signal.SIGTERM, "exit code 0")])  # the stub stops cleanly on SIGTERM
+def test_a_gateway_that_dies_mid_run_stops_the_run_with_exit_3_naming_it(tmp_path: Path, signum: int,
+                                                                         ended: str) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(PROFILES / "matrix-11-accounts.yaml"),
+                                "--arm", "coordinator", "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "coordinator" / "locust_stats.csv").exists():  # the stub is up and the accounts run
+            assert time.monotonic() < deadline and process.poll() is None, "the run never started its accounts"
+            time.sleep(0.1)
+        [stub] = stub_processes(str(tmp_path))
+        os.kill(int(stub.split()[0]), signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 3, stderr[-2000:]
+    assert "Traceback" not in stderr and stdout == ""  # no verdict, no table
+    [error] = [line for line in stderr.splitlines() if line.startswith("harness: error:")]
+    assert error.startswith(f"harness: error: the gateway stub exited with {ended} during the run; "
+                            "its log's last lines: "), error
+    assert not (tmp_path / "coordinator" / "summary.json").exists()
+
+
+def test_nothing_answering_at_a_url_target_is_exit_3_before_any_load(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        profile = tmp_path / "url.yaml"
+        profile.write_text(f"name: url\naccounts: {{count: 2}}\narms: [shipped]\nduration_s: 60\n"
+                           f"target: {{kind: url, url: 'ws://127.0.0.1:{port}/', token: t}}\n", encoding="utf-8")
+        result = harness("run", str(profile), "--out", str(tmp_path / "out"), timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"harness: error: nothing answers at ws://127.0.0.1:{port}/ (connection refused)")
 
 
 

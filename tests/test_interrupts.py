@@ -1,4 +1,4 @@
-"""Ctrl-C under gevent lands in the main greenlet even when a patched thread is running at that moment."""
+"""Ctrl-C and SIGTERM under gevent land in the main greenlet even when a patched thread is running at that moment."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # A patched thread that is nearly always the running greenlet: it computes for 50 ms between yields. The main
@@ -16,9 +18,9 @@ PROGRAM = """
 import sys, time, threading
 from gevent import monkey; monkey.patch_all()
 import gevent
+from harness.interrupts import Terminated, deliver_signals_to_main_greenlet
 if sys.argv[1] == "handler":
-    from harness.interrupts import deliver_ctrl_c_to_main_greenlet
-    deliver_ctrl_c_to_main_greenlet()
+    deliver_signals_to_main_greenlet()
 beats = 0
 def busy():
     global beats
@@ -33,21 +35,21 @@ print("ready", flush=True)
 try:
     time.sleep(4)
     print("slept", flush=True)
-except KeyboardInterrupt:
+except (KeyboardInterrupt, Terminated) as stop:
     before = beats
     gevent.sleep(0.3)
-    print("interrupted", "thread-alive" if beats > before else "thread-dead", flush=True)
+    print(type(stop).__name__, "thread-alive" if beats > before else "thread-dead", flush=True)
 """
 
 
-def interrupt(mode: str) -> tuple[str, str]:
+def interrupt(mode: str, sig: int = signal.SIGINT) -> tuple[str, str]:
     process = subprocess.Popen([sys.executable, "-c", PROGRAM, mode], cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
         time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         stdout, stderr = process.communicate(timeout=20)
     finally:
         if process.poll() is None:
@@ -55,9 +57,10 @@ def interrupt(mode: str) -> tuple[str, str]:
     return stdout.strip(), stderr
 
 
-def test_ctrl_c_reaches_the_main_greenlet_and_the_thread_carries_on() -> None:
-    stdout, stderr = interrupt("handler")
-    assert stdout == "interrupted thread-alive", stderr[-2000:]
+@pytest.mark.parametrize(("sig", "raised"), [(signal.SIGINT, "KeyboardInterrupt"), (signal.SIGTERM, "Terminated")])
+def test_a_stop_signal_reaches_the_main_greenlet_and_the_thread_carries_on(sig: int, raised: str) -> None:
+    stdout, stderr = interrupt("handler", sig)
+    assert stdout == f"{raised} thread-alive", stderr[-2000:]
     assert "Traceback" not in stderr
 
 

@@ -25,15 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from harness.faults.toxic_types import DEFAULT_STREAM, STREAMS, TOXIC_TYPES, Unit
+from harness.input_fields import Fields, Problems, cut, kind_of
 
 # The toxics a fault window may add: noop does nothing, so it is no fault.
+MAX_FAULT_WINDOWS = 100
+MAX_DURATION_S = 86_400  # a fault window lies within a run, which is at most a day
+MAX_ATTRIBUTE = 1e12  # Toxiproxy's attributes are int64; this keeps them so after any time scale
+
 TOXIC_ATTRIBUTES: dict[str, Mapping[str, Unit]] = {
     name: toxic.attributes for name, toxic in TOXIC_TYPES.items() if name != "noop"}
 FaultKind = Literal["toxic", "gateway_down", "gateway_restart"]
-
-
-class FaultSpecError(ValueError):
-    """A bad fault entry; the message starts with the field's path."""
 
 
 @dataclass(frozen=True)
@@ -81,72 +82,72 @@ class FaultWindow:
         return out
 
 
-def parse_faults(raw: Any, duration_s: float) -> tuple[FaultWindow, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise FaultSpecError(f"faults: expected a list of fault windows, got {type(raw).__name__}")
-    return tuple(_parse_window(i, entry, duration_s) for i, entry in enumerate(raw))
+def parse_faults(raw: Any, duration_s: float, problems: Problems | None = None, line: int | None = None,
+                 ) -> tuple[FaultWindow, ...]:
+    """The `faults:` list of a profile; its problems go to `problems` (without one: `BadInput` at once)."""
+    own = problems is None
+    problems = problems or Problems()
+    windows: tuple[FaultWindow, ...] = ()
+    if raw is not None and not isinstance(raw, list):
+        problems.add("faults", f"expected a list of fault windows, got {kind_of(raw)}", line)
+    elif raw is not None and len(raw) > MAX_FAULT_WINDOWS:
+        problems.add("faults", f"expected at most {MAX_FAULT_WINDOWS} fault windows, got {len(raw)}", line)
+    elif raw is not None:
+        parsed = [_parse_window(i, entry, duration_s, problems, line) for i, entry in enumerate(raw)]
+        windows = tuple(w for w in parsed if w is not None)
+    if own:
+        problems.check()
+    return windows
 
 
-def _parse_window(index: int, entry: Any, duration_s: float) -> FaultWindow:
-    where = f"faults[{index}]"
-    if not isinstance(entry, dict):
-        raise FaultSpecError(f"{where}: expected a mapping")
-    unknown = set(entry) - {"at_s", "until_s", "toxic", "gateway_down", "gateway_restart"}
-    if unknown:
-        raise FaultSpecError(f"{where}.{sorted(unknown)[0]}: unknown key "
-                             "(expected at_s, until_s, toxic, gateway_down, gateway_restart)")
-    start = _number(entry.get("at_s"), f"{where}.at_s", required=True)
-    end = _number(entry.get("until_s"), f"{where}.until_s", required=False)
-    if start is None or start < 0 or start >= duration_s:
-        raise FaultSpecError(f"{where}.at_s: expected 0 <= at_s < duration_s ({duration_s:g}), got {start}")
-    if end is not None and end <= start:
-        raise FaultSpecError(f"{where}.until_s: expected a time after at_s ({start:g}), got {end:g}")
-    kinds = ["toxic" in entry, entry.get("gateway_down") is True, entry.get("gateway_restart") is True]
-    if sum(kinds) != 1:
-        raise FaultSpecError(f"{where}: expected exactly one of toxic, gateway_down: true, gateway_restart: true")
-    if kinds[2] and end is None:
-        raise FaultSpecError(f"{where}.until_s: a gateway_restart needs the time it comes back")
-    toxic = _parse_toxic(entry["toxic"], f"{where}.toxic") if kinds[0] else None
-    return FaultWindow(index, start, end, toxic, restart=kinds[2])
-
-
-def _parse_toxic(raw: Any, where: str) -> ToxicSpec:
-    if not isinstance(raw, dict):
-        raise FaultSpecError(f"{where}: expected a mapping")
-    unknown = set(raw) - {"type", "stream", "toxicity", "attributes"}
-    if unknown:
-        raise FaultSpecError(f"{where}.{sorted(unknown)[0]}: unknown key (expected type, stream, toxicity, attributes)")
-    kind = raw.get("type")
-    if kind not in TOXIC_ATTRIBUTES:
-        raise FaultSpecError(f"{where}.type: expected one of {', '.join(TOXIC_ATTRIBUTES)}, got {kind!r}")
-    stream = raw.get("stream", DEFAULT_STREAM)
-    if stream not in STREAMS:
-        raise FaultSpecError(f"{where}.stream: expected downstream or upstream, got {stream!r}")
-    toxicity = _number(raw.get("toxicity", 1.0), f"{where}.toxicity", required=True)
-    if toxicity is None or not 0 <= toxicity <= 1:
-        raise FaultSpecError(f"{where}.toxicity: expected a number from 0 to 1, got {toxicity}")
-    attributes = raw.get("attributes") or {}
-    if not isinstance(attributes, dict):
-        raise FaultSpecError(f"{where}.attributes: expected a mapping")
-    parsed: dict[str, float] = {}
-    for name, value in attributes.items():
-        if name not in TOXIC_ATTRIBUTES[kind]:
-            allowed = ", ".join(TOXIC_ATTRIBUTES[kind])
-            raise FaultSpecError(f"{where}.attributes.{name}: not an attribute of {kind} (expected {allowed})")
-        number = _number(value, f"{where}.attributes.{name}", required=True)
-        if number is None or number < 0:
-            raise FaultSpecError(f"{where}.attributes.{name}: expected a number >= 0, got {value!r}")
-        parsed[name] = number
-    return ToxicSpec(kind, stream, float(toxicity), parsed)
-
-
-def _number(value: Any, where: str, *, required: bool) -> float | None:
-    if value is None:
-        if required:
-            raise FaultSpecError(f"{where}: required")
+def _parse_window(index: int, entry: Any, duration_s: float, problems: Problems,
+                  line: int | None) -> FaultWindow | None:
+    fields = Fields(entry, f"faults[{index}]", problems, line)
+    count = len(problems.items)
+    start = fields.number("at_s", None, minimum=0, maximum=MAX_DURATION_S, required=True)
+    end = fields.number("until_s", None, minimum=0, maximum=MAX_DURATION_S)
+    if start is not None and start >= duration_s:
+        fields.fail("at_s", f"expected 0 <= at_s < duration_s ({duration_s:g}), got {start:g}")
+    if start is not None and end is not None and end <= start:
+        fields.fail("until_s", f"expected a time after at_s ({start:g}), got {end:g}")
+    has_toxic = fields.has("toxic")
+    down = fields.get("gateway_down", bool, False) is True
+    restart = fields.get("gateway_restart", bool, False) is True
+    if has_toxic + down + restart != 1 and fields.data:
+        problems.add(fields.path, "expected exactly one of toxic, gateway_down: true, gateway_restart: true",
+                     fields.line("at_s"))
+    if restart and end is None and "until_s" not in fields.data:
+        fields.fail("until_s", "a gateway_restart needs the time it comes back")
+    toxic = _parse_toxic(fields.section("toxic")) if has_toxic else None
+    fields.done()
+    if len(problems.items) > count or start is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FaultSpecError(f"{where}: expected a number, got {value!r}")
-    return float(value)
+    return FaultWindow(index, float(start), None if end is None else float(end), toxic, restart=restart)
+
+
+def _parse_toxic(fields: Fields) -> ToxicSpec | None:
+    count = len(fields.problems.items)
+    kind = fields.get("type", str, required=True)
+    if kind is not None and kind not in TOXIC_ATTRIBUTES:
+        fields.fail("type", f"expected one of {', '.join(TOXIC_ATTRIBUTES)}, got {cut(kind)}")
+        kind = None
+    stream = fields.get("stream", str, DEFAULT_STREAM)
+    if stream not in STREAMS:
+        fields.fail("stream", f"expected downstream or upstream, got {cut(stream)}")
+    toxicity = fields.number("toxicity", 1.0, minimum=0, maximum=1)
+    attributes = fields.section("attributes")
+    parsed: dict[str, float] = {}
+    for name in list(attributes.data):
+        if kind is not None and name not in TOXIC_ATTRIBUTES[kind]:
+            allowed = ", ".join(TOXIC_ATTRIBUTES[kind])
+            attributes.fail(name, f"not an attribute of {kind} (expected {allowed})")
+            continue
+        value = attributes.number(name, None, minimum=0, maximum=MAX_ATTRIBUTE, required=True)
+        if value is not None:
+            parsed[name] = float(value)
+    if kind is not None:
+        attributes.done()
+    fields.done()
+    if kind is None or len(fields.problems.items) > count:
+        return None
+    return ToxicSpec(kind, stream, float(toxicity), parsed)
