@@ -258,3 +258,13 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402 - kept wit
 _hypothesis_settings.register_profile("quick", max_examples=25, deadline=2000, database=None, print_blob=True)
 _hypothesis_settings.register_profile("campaign", max_examples=2500, deadline=None, database=None, print_blob=True)
 _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
+CAMPAIGN = os.environ.get("HYPOTHESIS_PROFILE") == "campaign"
+
+
+def report(config: pytest.Config, line: str) -> None:
+    """A campaign's figures, on the terminal: written with pytest's output capture suspended."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(line)

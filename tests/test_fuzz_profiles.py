@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import CAMPAIGN, report
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +31,8 @@ SHIPPED = sorted((Path(__file__).resolve().parent.parent / "profiles").glob("*.y
 SHIPPED_DATA = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in SHIPPED]
 SHIPPED_TEXT = [path.read_text(encoding="utf-8") for path in SHIPPED]
 TIME_LIMIT_S = 2.0
+inputs_tried: Counter[str] = Counter()  # profiles by outcome, reported by the campaign
+inputs_argv: Counter[str] = Counter()
 MEMORY_LIMIT_BYTES = 64 * 1024 * 1024
 
 scalars = st.one_of(
@@ -102,10 +107,13 @@ def _load(text: str | bytes) -> None:
             try:
                 text = text.decode("utf-8")
             except UnicodeDecodeError:
+                inputs_tried["not utf-8"] += 1
                 return  # read_yaml's own refusal, tested in test_profile.py
         data, lines = parse_yaml(text, "fuzz.yaml")
         parse_profile(data, path=Path("fuzz.yaml"), environ={}, lines=lines)
+        inputs_tried["loaded"] += 1
     except BadInput as exc:
+        inputs_tried["refused"] += 1
         assert str(exc).strip(), "an empty error line"
         assert all(len(line) < 600 for line in str(exc).splitlines()), "a value formatted whole"
     finally:
@@ -113,6 +121,15 @@ def _load(text: str | bytes) -> None:
         tracemalloc.stop()
     assert time.perf_counter() - started < TIME_LIMIT_S
     assert peak < MEMORY_LIMIT_BYTES
+
+
+@pytest.fixture(scope="module", autouse=True)
+def campaign_figures(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if CAMPAIGN:
+        report(request.config, f"\nfuzz_profiles: {sum(inputs_tried.values())} profiles "
+                               f"({', '.join(f'{n} {k}' for k, n in sorted(inputs_tried.items()))}), "
+                               f"{inputs_argv['argv']} argument lists")
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
@@ -153,6 +170,7 @@ options = st.lists(st.one_of(
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(options)
 def test_any_argument_list_parses_or_exits_2(argv: list[str]) -> None:
+    inputs_argv["argv"] += 1
     try:
         build_parser().parse_args(argv)
     except SystemExit as exc:

@@ -22,7 +22,6 @@ import asyncio
 import errno
 import ipaddress
 import json
-import os
 import socket
 import threading
 from collections import Counter
@@ -32,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from conftest import CAMPAIGN, report
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_fuzz_stub import report
 
 from harness.faults.embedded_proxy.addresses import loopback_ip, split_host_port
 from harness.faults.embedded_proxy.api import Request, Response, ToxiproxyApi
@@ -42,7 +41,6 @@ from harness.faults.embedded_proxy.records import ProxyRecord, Toxic
 from harness.faults.embedded_proxy.server import EmbeddedToxiproxy
 from harness.faults.toxic_types import STREAMS, TOXIC_TYPES
 
-CAMPAIGN = os.environ.get("HYPOTHESIS_PROFILE") == "campaign"
 API_EXAMPLES = settings().max_examples * 6  # a request through `handle` takes microseconds
 HTTP_EXAMPLES = settings().max_examples
 NAMES = ("p1", "p2", "p 3", "ü", "a/b", "x" * 40)  # few, so requests meet the proxies earlier ones made

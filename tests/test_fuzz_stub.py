@@ -20,7 +20,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import threading
 import time
 import urllib.request
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_args
 
 import pytest
-from conftest import FAST, TOKEN
+from conftest import CAMPAIGN, FAST, TOKEN, report
 from conftest import connect_params as valid_connect_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,7 +63,6 @@ from gateway_stub.schema import CLIENT_IDS, CLIENT_MODES
 from openclaw_wire.device_auth import DeviceIdentity
 from openclaw_wire.log_records import StubEvent
 
-CAMPAIGN = os.environ.get("HYPOTHESIS_PROFILE") == "campaign"
 # Examples per test, relative to the loaded profile's max_examples: the handshake object takes microseconds.
 OBJECT_EXAMPLES = settings().max_examples * 12
 SOCKET_EXAMPLES = settings().max_examples
@@ -441,15 +439,6 @@ class _Problems(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(f"{record.name}: {record.getMessage()} {record.exc_info!r}")
-
-
-def report(config: pytest.Config, line: str) -> None:
-    """A campaign's figures, on the terminal: written with pytest's output capture suspended."""
-    terminal = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if terminal is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            terminal.write_line(line)
 
 
 @pytest.fixture(scope="module")
