@@ -176,6 +176,9 @@ class HostFigures(_Model):
     """Share of the run during which some task on the machine waited for a CPU (PSI)."""
     harness_loop_lag_ms: LoopLagFigures
     """How late the harness's event loop woke a 50 ms sleeper, in scenario milliseconds."""
+    gateway_cpu_quota: float | None = None
+    """The gateway ran under this `cpu_quota` (a share of one core): Linux counts the time the quota throttles
+    it as waiting, so its wait is the experiment's, not the host's, and is not judged."""
 
 
 class ThresholdResult(_Model):

@@ -36,15 +36,16 @@ def test_latency_spike_storm_outlives_its_trigger_as_shipped_and_not_behind_the_
     shipped, coordinated = arms["shipped"], arms["coordinator"]
     assert shipped["verdict"] == "storm"
     assert max(storm_seconds(shipped)) >= 350  # trigger gone at 120 s, storm still there at the end
-    assert coordinated["verdict"] == "converged"
+    assert coordinated["verdict"] == "recovered"
     assert max(storm_seconds(coordinated)) < 180  # recovered soon after the spike
+    assert coordinated["recovered_at_s"] < 180
     assert coordinated["connected_accounts_at_end"] == 11
 
 
 def test_handshake_stall_is_confined_to_its_window(tmp_path: Path) -> None:
     arms = compare("handshake-stall.yaml", tmp_path)
     for arm, summary in arms.items():
-        assert summary["verdict"] == "converged", arm
+        assert summary["verdict"] == "recovered", arm  # storm entries after startup, then all back and quiet
         seconds = storm_seconds(summary)
         assert seconds and min(seconds) >= 60 and max(seconds) < 140, (arm, seconds)
         assert summary["storm_entries_by_kind"]["connect_error"] >= 11, arm  # the upgrade never got through

@@ -204,6 +204,14 @@ def test_a_busy_host_makes_the_verdict_inconclusive_never_a_storm(figures: HostF
     assert exit_code([distribution([summary], converged)]) == EXIT_INCONCLUSIVE  # not the failed threshold's 1
 
 
+def test_a_gateway_throttled_by_its_cpu_quota_is_not_judged_by_its_wait_but_the_harness_still_is() -> None:
+    storm = [attempt("a", t, Outcome.HANDSHAKE_TIMEOUT) for t in (75, 85, 95)]
+    throttled = host(gateway_waited=0.94).model_copy(update={"gateway_cpu_quota": 0.05})
+    assert judge(storm_meta(throttled), record(storm, set())).verdict == "storm"
+    busy = host(gateway_waited=0.94, harness_waited=0.40).model_copy(update={"gateway_cpu_quota": 0.05})
+    assert judge(storm_meta(busy), record(storm, set())).inconclusive_reason.startswith("the harness's processes")
+
+
 def test_a_quiet_host_leaves_the_verdict_alone_and_a_failed_arm_outranks_an_inconclusive_one() -> None:
     storm = [attempt("a", t, Outcome.HANDSHAKE_TIMEOUT) for t in (75, 85, 95)]
     converged, storm_expected = [parse_threshold("verdict", "converged")], [parse_threshold("verdict", "storm")]

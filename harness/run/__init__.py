@@ -31,6 +31,7 @@ from harness.run.compose import compose
 from harness.run.drive import drive
 from harness.run.progress import Progress
 from harness.summary import Distribution, Summary
+from harness.target import OpenClawTarget, Target
 from harness.verdict.distribution import distribution
 from harness.verdict.host import host_figures
 from harness.verdict.judge import RunMeta, judge
@@ -68,7 +69,8 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
         fault_backend=driven.fault_backend,
         approval_fix=arm.approval_fix if driven.record.approvals is not None else None,
         approval_fix_applies=approval_fix_applies if driven.record.approvals is not None else None,
-        host=host_figures(driven.host, driven.harness_loop_lag_ms), handshake_timeout_ms=parts.handshake_timeout_ms,
+        host=host_figures(driven.host, driven.harness_loop_lag_ms, gateway_cpu_quota(profile.target)),
+        handshake_timeout_ms=parts.handshake_timeout_ms,
     )
     summary = judge(meta, driven.record, profile.thresholds_for(arm_name))
     _write_csv(out_dir / "accounts.csv", ACCOUNT_COLUMNS, account_rows(driven.record))
@@ -79,6 +81,10 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
                   f"{summary.connected_accounts_at_end}/{profile.account_count} connected at the end "
                   f"({summary.wall_clock_s:.1f} s)")
     return ArmResult(arm_name, summary, out_dir)
+
+
+def gateway_cpu_quota(target: Target) -> float | None:
+    return target.cpu_quota if isinstance(target, OpenClawTarget) else None
 
 
 def run_profile(profile: Profile, arms: Sequence[str], out_root: Path, *, repeat: int = 1,
