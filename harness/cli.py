@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, BadInput, HarnessError
-from harness.interrupts import Terminated, deliver_signals_to_main_greenlet, raise_on_signals
+from harness.interrupts import (
+    Terminated,
+    deliver_signals_to_main_greenlet,
+    forget_unhandled_interrupt,
+    raise_on_signals,
+)
+from harness.stop_signals import signals_held
 
 MAX_REPEAT = 100
 MAX_SEED = 2**32 - 1
@@ -117,11 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_on_signals()
     try:
         args = build_parser().parse_args(argv)
-        import locust  # noqa: F401  (gevent's monkey-patching must come before sockets and threads are imported)
+        with signals_held():  # a stop request inside gevent's monkey-patching leaves `threading` half patched
+            import locust  # noqa: F401  (gevent's monkey-patching must come before sockets and threads are imported)
 
-        deliver_signals_to_main_greenlet()
+            deliver_signals_to_main_greenlet()
         return _run_command(args)
     except KeyboardInterrupt:
+        forget_unhandled_interrupt()
         print("harness: interrupted; everything it started has been stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Terminated:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -69,3 +70,55 @@ def test_without_the_handler_a_patched_thread_swallows_ctrl_c() -> None:
     stdout, stderr = interrupt("default")
     assert stdout == "slept"
     assert "KeyboardInterrupt" in stderr
+
+
+# Ctrl-C raised inside a __del__ (one of the places Python cannot raise from: it prints "Exception ignored").
+SWALLOWED = """
+import os, signal, sys, time
+from harness.interrupts import raise_on_signals
+if sys.argv[1] == "handler":
+    raise_on_signals()
+else:
+    signal.signal(signal.SIGINT, lambda signum, frame: (_ for _ in ()).throw(KeyboardInterrupt()))
+class Dropped:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs here, inside __del__
+            pass
+try:
+    Dropped()
+    time.sleep(3)
+    print("slept", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize(("mode", "printed"), [("handler", "interrupted"), ("default", "slept")])
+def test_a_ctrl_c_that_lands_where_python_cannot_raise_is_sent_again(mode: str, printed: str) -> None:
+    result = subprocess.run([sys.executable, "-c", SWALLOWED, mode], cwd=ROOT, capture_output=True, text=True,
+                            timeout=20)
+    assert result.stdout.strip() == printed, result.stderr[-2000:]
+    assert ("Exception ignored" in result.stderr) == (mode == "default")
+
+
+# A KeyboardInterrupt that left code run from a string (as dataclasses runs its generated methods) and was then
+# handled: CPython still ends a `python -m` program with SIGINT unless the mark is cleared.
+HANDLED = """
+import sys
+try:
+    exec("raise KeyboardInterrupt")
+except KeyboardInterrupt:
+    if sys.argv[1:] == ["forget"]:
+        from harness.interrupts import forget_unhandled_interrupt
+        forget_unhandled_interrupt()
+sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["forget"], 130), ([], -signal.SIGINT)])
+def test_a_handled_ctrl_c_exits_130_not_by_sigint(tmp_path: Path, argv: list[str], code: int) -> None:
+    (tmp_path / "handled_interrupt.py").write_text(HANDLED, encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "handled_interrupt", *argv], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=20, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == code, result.stderr[-2000:]

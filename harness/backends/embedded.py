@@ -3,7 +3,7 @@
 A `ChildService` is a Python module run as a child process that prints one JSON ready line on stdout.
 The child runs in its own session so a terminal's Ctrl-C reaches only the harness, which then stops it
 itself (SIGTERM, then SIGKILL after a grace period): no child outlives a run. Should the harness die
-without stopping it (SIGKILL, a crash), the kernel sends the child SIGTERM (`die_with_parent`).
+without stopping it (SIGKILL, a crash), the kernel sends the child SIGTERM (`prepare_child`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -22,9 +21,11 @@ from pathlib import Path
 from typing import Any, Self
 
 from harness.errors import BackendError
+from harness.stop_signals import signals_held, unblock_stop_signals
 
 READY_TIMEOUT_S = 15.0
 STOP_GRACE_S = 5.0
+READY_POLL_S = 0.02
 
 
 class ChildService:
@@ -68,7 +69,7 @@ class ChildService:
 
     def start(self) -> None:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._log_path.open("w", encoding="utf-8") as log_file:
+        with self._log_path.open("w", encoding="utf-8") as log_file, signals_held():
             self._process = subprocess.Popen(
                 [sys.executable, "-m", self._module, *self._args],
                 stdout=subprocess.PIPE,
@@ -77,7 +78,7 @@ class ChildService:
                 text=True,
                 env={**os.environ, **(self._env or {})},
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=prepare_child,
             )
         try:
             favour(self._process.pid)
@@ -87,19 +88,28 @@ class ChildService:
             raise
 
     def _read_ready_line(self) -> dict[str, Any]:
+        """The child's first stdout line, polled without blocking: a selector under gevent arms a Timeout per
+        wait, and a Ctrl-C landing as one fired left it pending for the teardown's own wait (1 in 80 runs
+        interrupted in start-up beside a busy loop ended in a gevent.Timeout traceback)."""
         assert self._process is not None and self._process.stdout is not None
+        stdout = self._process.stdout.fileno()
+        os.set_blocking(stdout, False)
+        received = b""
         deadline = time.monotonic() + READY_TIMEOUT_S
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._process.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if selector.select(timeout=0.1):
-                    line = self._process.stdout.readline()
-                    if line:
-                        ready: dict[str, Any] = json.loads(line)
-                        return ready
-                    break  # EOF: the stub exited
-                if self._process.poll() is not None:
-                    break
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(stdout, 65536)
+            except BlockingIOError:
+                chunk = None
+            if chunk == b"":
+                break  # EOF: the child exited
+            received += chunk or b""
+            if b"\n" in received:
+                ready: dict[str, Any] = json.loads(received.split(b"\n", 1)[0])
+                return ready
+            if self._process.poll() is not None:
+                break
+            time.sleep(READY_POLL_S)
         code = self._process.poll()
         tail = self._log_tail()
         if code is None:
@@ -200,11 +210,13 @@ def last_lines(text: str, count: int = 3) -> str:
     return " | ".join(lines[-count:]) if lines else "(empty log)"
 
 
-def die_with_parent() -> None:
-    """In a child before exec: ask Linux for SIGTERM when the harness dies, so a crash leaves no service behind.
+def prepare_child() -> None:
+    """In a child before exec: take the signals `signals_held` blocked, and ask Linux for SIGTERM when the
+    harness dies, so a crash leaves no service behind.
 
     Strictly, when the thread that started the child ends: every service is started from the main thread.
     """
+    unblock_stop_signals()
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -50,8 +50,9 @@ from typing import Any, Self
 
 from harness.backends.base import TargetDied, ToxiproxyPlacement, local_toxiproxy
 from harness.backends.cpu_throttle import CpuThrottle, check_quota, throttle_cpu
-from harness.backends.embedded import die_with_parent, exit_status, last_lines
+from harness.backends.embedded import exit_status, last_lines, prepare_child
 from harness.errors import BackendError, BadInput
+from harness.stop_signals import signals_held, unblock_stop_signals
 from harness.summary import OpenClawTargetRecord, TargetRecord
 from harness.target import OpenClawTarget
 
@@ -229,9 +230,9 @@ def _remove(path: Path) -> None:
 
 def _run_npm_install(command: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> int:
     """Run npm in its own session with its output in `log_path`; kill its whole group if interrupted."""
-    with log_path.open("wb") as log_file:
+    with log_path.open("wb") as log_file, signals_held():
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=unblock_stop_signals)
     try:
         return process.wait(NPM_INSTALL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -564,10 +565,10 @@ class OpenClawGateway:
         started = time.monotonic()
         env = self._environment(node.parent, self._home)
         try:
-            with self._log_path.open("wb") as log_file:
+            with self._log_path.open("wb") as log_file, signals_held():
                 self._process = subprocess.Popen(command, cwd=install_dir, env=env, stdout=log_file,
                                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                 start_new_session=True, preexec_fn=die_with_parent)
+                                                 start_new_session=True, preexec_fn=prepare_child)
             logger.info("openclaw %s: pid %d on %s (console: %s)", self._version, self._process.pid, self.url,
                         self._log_path)
             self._wait_ready(started)
@@ -709,7 +710,7 @@ _ORPHANED_HOME = re.compile(r"^openclaw-.+-home-(\d+)-[^-]+$")
 def _remove_orphaned_homes() -> None:
     """Remove the private HOMEs of harness processes that died without stopping their gateway (SIGKILL, a crash).
 
-    Their gateways got SIGTERM from the kernel (`die_with_parent`); a HOME is named after the harness's pid.
+    Their gateways got SIGTERM from the kernel (`prepare_child`); a HOME is named after the harness's pid.
     """
     for home in Path(tempfile.gettempdir()).glob("openclaw-*-home-*"):
         owner = _ORPHANED_HOME.match(home.name)
