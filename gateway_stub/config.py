@@ -363,7 +363,9 @@ class _OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus an error; the project's rule is one line naming the option, exit 2."""
 
     def error(self, message: str) -> Any:
-        raise ConfigError(message.replace("argument ", "", 1))
+        # argparse quotes the offending argument whole, and lists unrecognized ones as they came (newlines too).
+        line = " ".join(message.replace("argument ", "", 1).split())
+        raise ConfigError(line if len(line) <= 300 else line[:299] + "…")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,9 +77,16 @@ def checked_out_dir(out: Path, option: str = "--out") -> Path:
     return out
 
 
+MESSAGE_SHOWN_CHARS = 300
+
+
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
-        print(f"harness: error: {message}", file=sys.stderr)
+        # argparse quotes the offending argument whole, and lists unrecognized ones as they came (newlines too).
+        line = " ".join(message.split())
+        if len(line) > MESSAGE_SHOWN_CHARS:
+            line = line[: MESSAGE_SHOWN_CHARS - 1] + "…"
+        print(f"harness: error: {line}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -155,6 +162,10 @@ def _run_command(args: argparse.Namespace) -> int:
     return run_or_compare(args)
 
 
+def accounts(count: int) -> str:
+    return "1 account" if count == 1 else f"{count} accounts"
+
+
 def run_or_compare(args: argparse.Namespace) -> int:
     from harness.profile import load_profile
     from harness.report.table import render, render_distributions
@@ -177,19 +188,19 @@ def run_or_compare(args: argparse.Namespace) -> int:
         arms = list(profile.arms)
     out = checked_out_dir(args.out or Path("results") / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     times = f", {args.repeat} times each" if args.repeat > 1 else ""
-    print(f"{profile.name}: {profile.account_count} accounts, arms {', '.join(arms)}{times}, "
+    print(f"{profile.name}: {accounts(profile.account_count)}, arms {', '.join(arms)}{times}, "
           f"{profile.duration_s:g} s at time scale {profile.time_scale:g} -> {out}", file=sys.stderr)
     results = run_profile(profile, arms, out, repeat=args.repeat)
     summaries = [r.summary for r in results]
     spreads = distributions(profile, results)
-    title = f"{profile.name} ({profile.account_count} accounts, seed {profile.seed})"
+    title = f"{profile.name} ({accounts(profile.account_count)}, seed {profile.seed})"
     if args.repeat == 1:
         print(render(summaries, title))
     else:
         for spread in spreads:
             spread.write(arm_dir(out, spread.arm) / "distribution.json")
         seeds = f"seeds {spreads[0].seeds[0]}-{spreads[0].seeds[-1]}"
-        print(render_distributions(spreads, f"{profile.name} ({profile.account_count} accounts, {args.repeat} runs "
+        print(render_distributions(spreads, f"{profile.name} ({accounts(profile.account_count)}, {args.repeat} runs "
                                             f"each, {seeds})"))
     if args.command == "compare":
         Comparison(profile=profile.name, repeats=args.repeat, arms=summaries, distributions=spreads).write(

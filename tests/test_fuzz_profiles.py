@@ -9,6 +9,8 @@ runs in the suite; `HYPOTHESIS_PROFILE=campaign` runs the long one (see README, 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 import tracemalloc
 from collections import Counter
@@ -163,7 +165,8 @@ def test_bombs_are_refused_quickly_and_cheaply(bomb: str) -> None:
 options = st.lists(st.one_of(
     st.sampled_from(["run", "compare", "demo", "toxiproxy", "openclaw-install", "--arm", "--seed", "--time-scale",
                      "--out", "--repeat", "--backend", "--profile", "--host", "--port", "docker", "embedded",
-                     "profiles/matrix-11-accounts.yaml", "nan", "1e-300", "-1", "0", "１２３", "9" * 400]),
+                     "profiles/matrix-11-accounts.yaml", "nan", "1e-300", "-1", "0", "１２３", "9" * 400,
+                     "x" * 3000, "two\nlines"]),
     st.text(max_size=20)), max_size=8)
 
 
@@ -171,7 +174,20 @@ options = st.lists(st.one_of(
 @given(options)
 def test_any_argument_list_parses_or_exits_2(argv: list[str]) -> None:
     inputs_argv["argv"] += 1
+    stderr = io.StringIO()
     try:
-        build_parser().parse_args(argv)
+        with contextlib.redirect_stderr(stderr):
+            build_parser().parse_args(argv)
     except SystemExit as exc:
         assert exc.code in (0, 2)  # 0: --help
+        if exc.code == 2:  # one line, never the offending argument whole
+            assert len(stderr.getvalue().splitlines()) == 1 and len(stderr.getvalue()) <= 400, stderr.getvalue()
+
+
+@pytest.mark.parametrize("argv", [["x" * 3000], ["run", "profiles/single-account.yaml", "two\nlines", "y" * 3000]])
+def test_an_option_error_is_one_short_line_whatever_the_argument(argv: list[str]) -> None:
+    stderr = io.StringIO()
+    with pytest.raises(SystemExit) as exited, contextlib.redirect_stderr(stderr):
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert len(stderr.getvalue().splitlines()) == 1 and len(stderr.getvalue()) <= 320, stderr.getvalue()[:500]
