@@ -66,10 +66,16 @@ def test_a_stop_signal_reaches_the_main_greenlet_and_the_thread_carries_on(sig: 
 
 
 def test_without_the_handler_a_patched_thread_swallows_ctrl_c() -> None:
-    # The failure the handler exists for, shown on the same program: the thread dies and the main sleeps on.
-    stdout, stderr = interrupt("default")
-    assert stdout == "slept"
-    assert "KeyboardInterrupt" in stderr
+    # The failure the handler exists for, shown on the same program: Ctrl-C lands in the thread and the main
+    # greenlet sleeps on. Where it lands is chance (nearly always the thread, which nearly always runs), so
+    # up to three tries: one lost Ctrl-C shows the failure.
+    outcomes = []
+    for _ in range(3):
+        stdout, _stderr = interrupt("default")
+        outcomes.append(stdout)
+        if stdout == "slept":
+            break
+    assert outcomes[-1] == "slept", outcomes
 
 
 # Ctrl-C raised inside a __del__ (one of the places Python cannot raise from: it prints "Exception ignored").
