@@ -55,9 +55,8 @@ def too_busy(host: HostFigures | None, handshake_timeout_ms: float) -> str | Non
         return None
     # A gateway under a cpu_quota is meant to wait: the kernel counts its throttled time as run-queue wait, per
     # thread, and that cannot be told apart from the host's share (seen: 28.3 s of 30 s at quota 0.05, quiet).
-    judged = (("harness", host.harness),) if host.gateway_cpu_quota else (("harness", host.harness),
-                                                                           ("gateway", host.gateway))
-    for role, cpu in judged:
+    gateway = None if host.gateway_cpu_quota else host.gateway
+    for role, cpu in (("harness", host.harness), ("gateway", gateway)):
         if cpu is not None and cpu.waited_fraction > MAX_WAITED_FRACTION[role]:
             return (f"the {role}'s processes waited for a CPU {cpu.waited_fraction:.0%} of the run "
                     f"(limit {MAX_WAITED_FRACTION[role]:.0%}): the host was busy with other work")
