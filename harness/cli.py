@@ -2,7 +2,8 @@
 
   harness run PROFILE [--arm NAME] [--seed N] [--time-scale X] [--out DIR]   one arm
   harness compare PROFILE [--seed N] [--time-scale X] [--out DIR]            every arm, one table
-      both also take --backend {embedded,docker}: where a stub target runs (overrides the profile's)
+      both also take --backend {embedded,docker}: where a stub target runs (overrides the profile's), and
+      --target sim: a stub profile in the simulator (virtual time, no sockets)
   harness demo                                                               one handshake, one timeout
   harness toxiproxy [--host 127.0.0.1] [--port 8474]                        a Toxiproxy-compatible server
   harness openclaw-install [VERSION ...]                                     Node 24 + openclaw@VERSION, cached
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--repeat", type=_repeat_count, default=1, metavar="N",
                          help=f"run each arm N times (1..{MAX_REPEAT}) with seeds base, base+1, ... and report the "
                               "distribution (verdict counts, median and range of every figure)")
+        sub.add_argument("--target", choices=("sim",),
+                         help="run a stub profile in the simulator (virtual time, no sockets; harness/sim/)")
         sub.add_argument("--backend", choices=("embedded", "docker"),
                          help="where a stub target runs: child processes or Docker containers (default: the "
                               "profile's target.backend, else embedded)")
@@ -174,7 +177,8 @@ def run_or_compare(args: argparse.Namespace) -> int:
     from harness.target import StubTarget
     from harness.verdict.distribution import exit_code
 
-    profile = load_profile(args.profile).with_overrides(seed=args.seed, time_scale=args.time_scale)
+    profile = load_profile(args.profile).with_overrides(seed=args.seed, time_scale=args.time_scale,
+                                                        target=args.target)
     if args.backend:
         if not isinstance(profile.target, StubTarget):
             raise BadInput(f"--backend: only with target kind stub, this profile's is {profile.target.kind}")

@@ -7,8 +7,9 @@ The shape, with defaults:
     name: matrix-11-accounts          # required
     description: ""
     target:
-      kind: stub                      # stub (the gateway stub), url (a ws:// URL on loopback) or openclaw (the real
+      kind: stub                      # stub (the gateway stub), url (a ws:// URL on loopback), openclaw (the real
                                       # gateway from npm, started by the harness on loopback; time_scale must be 1)
+                                      # or sim (the stub's options, run in the simulator: harness/sim/)
       backend: embedded               # stub: where it runs: embedded (a child process) or docker (containers)
       profile: april-2026             # stub: protocol profile
       handshake_timeout_ms: null      # stub: null = the profile's (10000 april-2026, 15000 current)
@@ -74,7 +75,15 @@ from harness.faults.timeline import FaultWindow, parse_faults
 from harness.input_fields import Fields, Problems, cut, kind_of
 from harness.policy.arms import ARMS
 from harness.policy.coordinator import CoordinatorSettings
-from harness.target import STUB_BACKENDS, OpenClawTarget, StubTarget, Target, UrlTarget, require_loopback_url
+from harness.target import (
+    STUB_BACKENDS,
+    OpenClawTarget,
+    SimTarget,
+    StubTarget,
+    Target,
+    UrlTarget,
+    require_loopback_url,
+)
 from harness.verdict.thresholds import Threshold, parse_threshold
 from harness.yaml_input import LineMap, read_yaml
 from openclaw_wire.constants import (
@@ -136,10 +145,17 @@ class Profile:
     def thresholds_for(self, arm: str) -> tuple[Threshold, ...]:
         return (*self.thresholds.get("all", ()), *self.thresholds.get(arm, ()))
 
-    def with_overrides(self, *, seed: int | None = None, time_scale: float | None = None) -> Profile:
+    def with_overrides(self, *, seed: int | None = None, time_scale: float | None = None,
+                       target: str | None = None) -> Profile:
+        """The profile with `--seed`, `--time-scale` or `--target sim` (a stub profile, run in the simulator)."""
         from dataclasses import replace
 
         changes: dict[str, Any] = {}
+        if target is not None and target != self.target.kind:
+            if target != "sim" or not isinstance(self.target, StubTarget):
+                raise BadInput(f"--target: only a stub profile can run in the simulator (--target sim); this "
+                               f"profile's target is {self.target.kind}")
+            changes["target"] = SimTarget(self.target)
         if seed is not None:
             changes["seed"] = seed
         if time_scale is not None:
@@ -306,10 +322,11 @@ def _parse_target(target: Fields, time_scale: float) -> Target | None:
         return _parse_url_target(target, protocol, device_signed)
     if kind == "openclaw":
         return _parse_openclaw_target(target, protocol, device_signed)
-    if kind != "stub":
-        target.fail("kind", f"expected stub, url or openclaw, got {cut(kind)}")
+    if kind not in ("stub", "sim"):
+        target.fail("kind", f"expected stub, url, openclaw or sim, got {cut(kind)}")
         return None
-    return _parse_stub_target(target, protocol, device_signed, time_scale)
+    stub = _parse_stub_target(target, protocol, device_signed, time_scale, simulated=kind == "sim")
+    return SimTarget(stub) if stub is not None and kind == "sim" else stub
 
 
 def _parse_url_target(target: Fields, protocol: int | None, device_signed: bool | None) -> UrlTarget | None:
@@ -332,7 +349,7 @@ def _parse_url_target(target: Fields, protocol: int | None, device_signed: bool 
 
 
 def _parse_stub_target(target: Fields, protocol: int | None, device_signed: bool | None,
-                       time_scale: float) -> StubTarget | None:
+                       time_scale: float, *, simulated: bool = False) -> StubTarget | None:
     args: list[str] = []
     for key in STUB_OPTIONS:
         value = target.get(key, (str, int, float))
@@ -345,7 +362,9 @@ def _parse_stub_target(target: Fields, protocol: int | None, device_signed: bool
         if target.get(key, object) is not None:
             target.fail(key, "only with kind: openclaw (this target is the gateway stub)")
     backend = target.get("backend", str, "embedded")
-    if backend not in STUB_BACKENDS:
+    if simulated and target.has("backend"):
+        target.fail("backend", "not an option of kind: sim (the simulator runs in this process)")
+    elif backend not in STUB_BACKENDS:
         target.fail("backend", f"expected {' or '.join(STUB_BACKENDS)}, got {cut(backend)}")
     target.done()
     # The stub's own option table decides, so whatever the stub would refuse is refused here: each option

@@ -233,7 +233,32 @@ class OpenClawTargetRecord(_Model):
     """Any socket the gateway opened beyond loopback."""
 
 
-TargetRecord = Annotated[StubTargetRecord | UrlTargetRecord | OpenClawTargetRecord, Field(discriminator="kind")]
+class SimTargetRecord(_Model):
+    """The stub as the simulator models it (harness/sim/, docs/simulator.md): no sockets, virtual time."""
+
+    kind: Literal["sim"]
+    profile: str
+    effective_handshake_timeout_ms: int
+    max_preauth_per_ip: int
+    connect_cost_before_timer: str
+    connect_cost_after_timer: str
+    upgrade_cost: str
+    colocated_challenge_cost: str
+    colocated_hello_cost: str
+    health_refresh_cost: str
+    health_refresh_coalesce: str
+    challenge_latency_ms: float
+    hello_latency_ms: float
+    network_ms: float
+    """The model's one-way latency per frame (from the calibration)."""
+    overhead_ms: float
+    """The model's loop time per handshake for the stub's own work (from the calibration)."""
+    loop_busy_s: float
+    """Scenario seconds the modelled loop spent on callbacks."""
+
+
+TargetRecord = Annotated[StubTargetRecord | UrlTargetRecord | OpenClawTargetRecord | SimTargetRecord,
+                         Field(discriminator="kind")]
 
 
 class Summary(_Model):

@@ -1,8 +1,9 @@
 """The gateway a run aims at, as types, and where load may go: loopback only.
 
-A profile's `target:` is one of three kinds, each its own type: the gateway stub (`StubTarget`, run by
+A profile's `target:` is one of four kinds, each its own type: the gateway stub (`StubTarget`, run by
 the harness in a child process or containers), a gateway already running at a loopback URL
-(`UrlTarget`), or the real OpenClaw gateway from npm (`OpenClawTarget`, started by the harness). A run
+(`UrlTarget`), the real OpenClaw gateway from npm (`OpenClawTarget`, started by the harness), or the
+stub as the simulator models it (`SimTarget`, in virtual time, no sockets). A run
 picks the backend for its target in one place (`harness.backends.open_backend`). A URL outside
 127.0.0.0/8, ::1 or localhost is refused.
 """
@@ -93,4 +94,24 @@ class OpenClawTarget:
             protocol_for_version(self.version))
 
 
-Target = StubTarget | UrlTarget | OpenClawTarget
+@dataclass(frozen=True)
+class SimTarget:
+    """The gateway stub as the simulator models it (`harness.sim`): the stub's options, in virtual time."""
+
+    kind: ClassVar[str] = "sim"
+    stub: StubTarget  # the stub the model follows, configured as the profile says
+
+    @property
+    def protocol(self) -> int:
+        return self.stub.protocol
+
+    @property
+    def device_signed(self) -> bool:
+        return self.stub.device_signed
+
+    @property
+    def effective_handshake_timeout_ms(self) -> int:
+        return self.stub.effective_handshake_timeout_ms
+
+
+Target = StubTarget | UrlTarget | OpenClawTarget | SimTarget

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.policy.backoff import BootstrapRetry
 from harness.policy.bootstrap import AccountBootstrap, Phase, SetTimer, StartHandler, StopHandler
 from harness.policy.coordinator import CoordinatorSettings, StartCoordinator
-from harness.policy.virtual_time import StartOutcome, VirtualDriver
+from harness.sim.bootstrap_driver import StartOutcome, VirtualDriver
 
 
 def always(duration_ms: float, succeeded: bool) -> StartOutcome:

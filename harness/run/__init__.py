@@ -1,4 +1,4 @@
-"""One arm of a profile, end to end, in three steps: compose, drive, judge.
+"""One arm of a profile, end to end, in three steps: compose, drive, judge (a sim target: simulate, judge).
 
   compose  profile + arm -> the parts of the run (`harness.run.compose`), before anything starts;
   drive    start the target's backend, run the accounts (and agents) against it over real sockets for the
@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import IO
 
 from harness.backends import open_backend
+from harness.events import RunRecord
 from harness.profile import Profile
+from harness.report.progress import Progress
 from harness.run.compose import compose
 from harness.run.drive import drive
-from harness.run.progress import Progress
+from harness.sim import simulated_summary
 from harness.summary import Distribution, Summary
-from harness.target import OpenClawTarget, Target
+from harness.target import OpenClawTarget, SimTarget, Target
 from harness.verdict.distribution import distribution
 from harness.verdict.host import host_figures
 from harness.verdict.judge import RunMeta, judge
@@ -54,6 +56,21 @@ class ArmResult:
 def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: IO[str] = sys.stderr) -> ArmResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(progress_stream)
+    if isinstance(profile.target, SimTarget):
+        summary, record = simulated_summary(profile, arm_name)
+    else:
+        summary, record = _run_live(profile, arm_name, out_dir, progress)
+    _write_csv(out_dir / "accounts.csv", ACCOUNT_COLUMNS, account_rows(record))
+    if record.approvals is not None:
+        _write_csv(out_dir / "intents.csv", INTENT_COLUMNS, intent_rows(record.approvals))
+    summary.write(out_dir / "summary.json")
+    progress.done(f"[{arm_name}] {summary.verdict}: {summary.storm_entries} storm entries, "
+                  f"{summary.connected_accounts_at_end}/{profile.account_count} connected at the end "
+                  f"({summary.wall_clock_s:.1f} s)")
+    return ArmResult(arm_name, summary, out_dir)
+
+
+def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress) -> tuple[Summary, RunRecord]:
     wall_started = time.monotonic()
     parts = compose(profile, arm_name, out_dir)
     with open_backend(profile.target, out_dir, parts.stub_args) as backend:
@@ -72,15 +89,7 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
         host=host_figures(driven.host, driven.harness_loop_lag_ms, gateway_cpu_quota(profile.target)),
         handshake_timeout_ms=parts.handshake_timeout_ms,
     )
-    summary = judge(meta, driven.record, profile.thresholds_for(arm_name))
-    _write_csv(out_dir / "accounts.csv", ACCOUNT_COLUMNS, account_rows(driven.record))
-    if driven.record.approvals is not None:
-        _write_csv(out_dir / "intents.csv", INTENT_COLUMNS, intent_rows(driven.record.approvals))
-    summary.write(out_dir / "summary.json")
-    progress.done(f"[{arm_name}] {summary.verdict}: {summary.storm_entries} storm entries, "
-                  f"{summary.connected_accounts_at_end}/{profile.account_count} connected at the end "
-                  f"({summary.wall_clock_s:.1f} s)")
-    return ArmResult(arm_name, summary, out_dir)
+    return judge(meta, driven.record, profile.thresholds_for(arm_name)), driven.record
 
 
 def gateway_cpu_quota(target: Target) -> float | None:

@@ -29,10 +29,10 @@ from harness.faults.scheduler import FaultScheduler
 from harness.host import HostMeter, HostWindow
 from harness.locustfile import NativeApprovalsAccount, RunContext
 from harness.policy.coordinator import CoordinatorStatistics
+from harness.report.progress import Progress
 from harness.run.approval_scenario import ApprovalScenario
 from harness.run.compose import Parts
 from harness.run.probe import HealthProbe
-from harness.run.progress import Progress
 from harness.summary import FaultWindowRecord
 
 PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
