@@ -4,6 +4,7 @@
   harness compare PROFILE [--seed N] [--time-scale X] [--out DIR]            every arm, one table
       both also take --backend {embedded,docker}: where a stub target runs (overrides the profile's), and
       --target sim: a stub profile in the simulator (virtual time, no sockets)
+  harness sweep SPEC [--out DIR] [--workers N] [--verify N]                 a simulated grid; recommended J and K
   harness demo                                                               one handshake, one timeout
   harness toxiproxy [--host 127.0.0.1] [--port 8474]                        a Toxiproxy-compatible server
   harness openclaw-install [VERSION ...]                                     Node 24 + openclaw@VERSION, cached
@@ -49,6 +50,14 @@ def _whole(text: str, low: int, high: int, what: str) -> int:
 
 def _repeat_count(text: str) -> int:
     return _whole(text, 1, MAX_REPEAT, "a whole number of runs")
+
+
+def _worker_count(text: str) -> int:
+    return _whole(text, 1, 256, "a number of workers")
+
+
+def _verify_count(text: str) -> int:
+    return _whole(text, 0, 100, "a number of cells")
 
 
 def _seed(text: str) -> int:
@@ -112,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--backend", choices=("embedded", "docker"),
                          help="where a stub target runs: child processes or Docker containers (default: the "
                               "profile's target.backend, else embedded)")
+    sweep = commands.add_parser("sweep", help="run a grid of simulated runs on every core and recommend J and K")
+    sweep.add_argument("spec", type=Path, help="a sweep spec YAML file (see sweeps/)")
+    sweep.add_argument("--out", type=Path, help="results folder (default: results/sweep-<name>; the same folder "
+                                                "resumes an interrupted sweep)")
+    sweep.add_argument("--workers", type=_worker_count, help="worker processes (default: one per core)")
+    sweep.add_argument("--verify", type=_verify_count, default=0, metavar="N",
+                       help="re-run the N most informative cells on the stub over real sockets and report agreement")
     proxy = commands.add_parser("toxiproxy", help="run the embedded Toxiproxy-compatible server in the foreground")
     proxy.add_argument("--host", default="127.0.0.1", help="loopback address for the API (default 127.0.0.1)")
     proxy.add_argument("--port", default="8474", help="API port (default 8474, Toxiproxy's)")
@@ -133,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_on_signals()
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "sweep":  # simulated only: no gevent, so its worker processes can fork cleanly
+            return run_sweep_command(args)
         with signals_held():  # a stop request inside gevent's monkey-patching leaves `threading` half patched
             import locust  # noqa: F401  (gevent's monkey-patching must come before sockets and threads are imported)
 
@@ -211,6 +229,24 @@ def run_or_compare(args: argparse.Namespace) -> int:
             out / "compare.json")
     print(f"results: {out}", file=sys.stderr)
     return exit_code(spreads)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from harness.report.recommendation import render_recommendation
+    from harness.sweep import run_sweep
+    from harness.sweep.spec import load_spec, spec_runs
+    from harness.sweep.verify import verify
+
+    spec = load_spec(args.spec)
+    out = checked_out_dir(args.out or Path("results") / f"sweep-{spec.name}")
+    print(f"{spec.name}: {spec_runs(spec)} simulated runs ({len(spec.seeds)} seeds each), {spec.duration_s:g} s of "
+          f"scenario each -> {out}", file=sys.stderr)
+    result = run_sweep(spec, out, workers=args.workers)
+    print(render_recommendation(result.recommendation))
+    if args.verify:
+        print(verify(spec, out, args.verify))
+    print(f"results: {out}", file=sys.stderr)
+    return EXIT_OK
 
 
 def install_openclaw(versions: list[str]) -> int:
