@@ -14,7 +14,6 @@ Locust's own stats, CSV and charts show the storm.
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +29,9 @@ from harness.agents.operator import Operator
 from harness.client.connect_shape import ClientShape
 from harness.clock import ScaledClock
 from harness.events import AccountLedger, ApprovalLedger, Attempt, Outcome
-from harness.policy.arms import ARMS, Arm
-from harness.policy.backoff import BootstrapRetry
+from harness.policy.arms import ARMS, Arm, FixSettings, bootstrap_retry, start_gate
 from harness.policy.bootstrap import AccountBootstrap
-from harness.policy.coordinator import CoordinatorSettings, StartCoordinator
+from harness.policy.coordinator import CoordinatorSettings
 from harness.target import require_loopback_url
 from openclaw_wire.constants import APRIL_HANDSHAKE_TIMEOUT_MS
 from openclaw_wire.device_auth import DeviceIdentity
@@ -53,7 +51,7 @@ class RunContext:
     arm: Arm
     channels: list[str]  # one per account, in spawn order
     clock: ScaledClock
-    coordinator_settings: CoordinatorSettings = field(default_factory=CoordinatorSettings)
+    fixes: FixSettings = field(default_factory=FixSettings)
     shape: ClientShape = ClientShape()
     handshake_timeout_ms: int = APRIL_HANDSHAKE_TIMEOUT_MS
     keep_reconnecting_after_failed_start: bool = False
@@ -68,9 +66,9 @@ class RunContext:
 
     def __post_init__(self) -> None:
         require_loopback_url(self.url)
-        if self.arm.coordinated:
-            rng = random.Random(self.seed)
-            self.runtime = CoordinatorRuntime(StartCoordinator(self.coordinator_settings, rng.random), self.clock)
+        gate = start_gate(self.arm, self.fixes, self.seed)
+        if gate is not None:
+            self.runtime = CoordinatorRuntime(gate, self.clock)
 
     @property
     def account_names(self) -> list[str]:
@@ -83,7 +81,7 @@ class RunContext:
         settings = ClientSettings(url=self.url, token=self.token, channel=channel, account=name,
                                   shape=self.shape, handshake_timeout_ms=self.handshake_timeout_ms,
                                   keep_reconnecting_after_failed_start=self.keep_reconnecting_after_failed_start)
-        bootstrap = AccountBootstrap(name, BootstrapRetry(self.arm.bootstrap_retry),
+        bootstrap = AccountBootstrap(name, bootstrap_retry(self.arm, self.fixes, self.seed, name),
                                      self.runtime.coordinator if self.runtime else None)
         on_frame = None
         if self.approvals is not None:
@@ -162,7 +160,7 @@ def _standalone_context(environment: Environment, **_: Any) -> None:
     environment.harness_context = RunContext(  # type: ignore[attr-defined]
         url=options.gateway_url, token=options.gateway_token, arm=ARMS[options.arm],
         channels=[options.channel] * count, clock=ScaledClock(1.0),
-        coordinator_settings=CoordinatorSettings.from_env(os.environ),
+        fixes=FixSettings(coordinator=CoordinatorSettings.from_env(os.environ)),
         shape=ClientShape(options.gateway_protocol, DeviceIdentity.generate() if options.device_signed else None),
     )
 

@@ -38,6 +38,11 @@ The shape, with defaults:
     arms: [shipped, coordinator]      # from harness.policy.arms.ARMS
     coordinator: {}                   # start_jitter_ms, max_concurrent_starts, start_slot_max_hold_ms;
                                       # unset ones come from OPENCLAW_APPROVAL_HANDLER_* (PR parsing) or the PR defaults
+    fixes:                            # the other fix families' parameters (arms stagger, adaptive, breaker)
+      stagger_ms: 2000                # stagger: the i-th account's first start waits i x stagger_ms
+      adaptive_max_concurrent_starts: 8   # adaptive: the AIMD cap's ceiling
+      breaker_failures: 3             # breaker: failed starts in a row that open it
+      breaker_cooldown_ms: 30000      # breaker: how long it stays open
     time_scale: 1.0                   # > 0
     duration_s: 120                   # scenario time, > 0, at most 86400
     windows: {startup_s: 30, final_s: 30}
@@ -73,8 +78,10 @@ from harness.agents.settings import AgentSettings, OperatorSettings
 from harness.errors import BadInput
 from harness.faults.timeline import FaultWindow, parse_faults
 from harness.input_fields import Fields, Problems, cut, kind_of
-from harness.policy.arms import ARMS
+from harness.policy.arms import ARMS, FixSettings
+from harness.policy.backoff import BreakerSettings
 from harness.policy.coordinator import CoordinatorSettings
+from harness.policy.start_gates import GateSettings
 from harness.target import (
     STUB_BACKENDS,
     OpenClawTarget,
@@ -141,6 +148,12 @@ class Profile:
     agents: AgentSettings | None = None
     operator: OperatorSettings | None = None
     faults: tuple[FaultWindow, ...] = ()
+    gates: GateSettings = GateSettings()
+    breaker: BreakerSettings = BreakerSettings()
+
+    @property
+    def fixes(self) -> FixSettings:
+        return FixSettings(self.coordinator, self.gates, self.breaker)
 
     def thresholds_for(self, arm: str) -> tuple[Threshold, ...]:
         return (*self.thresholds.get("all", ()), *self.thresholds.get(arm, ()))
@@ -191,6 +204,7 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
     accounts.done()
     arms = _parse_arms(root)
     coordinator = _parse_coordinator(root.section("coordinator"), environ or {})
+    gates, breaker = _parse_fixes(root.section("fixes"))
     if target is not None:
         _check_real_time(target, time_scale, problems, root.line("time_scale"))
     duration_s = root.number("duration_s", 120, minimum=0, exclusive_minimum=True, maximum=MAX_DURATION_S)
@@ -217,7 +231,7 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
                    coordinator=coordinator, time_scale=float(time_scale), duration_s=float(duration_s),
                    startup_window_s=float(startup_s), final_window_s=float(final_s),
                    probe_interval_ms=float(probe_interval_ms), seed=seed, thresholds=thresholds, agents=agents,
-                   operator=operator, faults=faults)
+                   operator=operator, faults=faults, gates=gates, breaker=breaker)
 
 
 def _parse_arms(root: Fields) -> tuple[str, ...]:
@@ -451,6 +465,18 @@ def _parse_coordinator(section: Fields, environ: Mapping[str, str]) -> Coordinat
                           maximum=MAX_INTERVAL_MS, integer=True)
     section.done()
     return CoordinatorSettings(jitter, k, hold)
+
+
+def _parse_fixes(section: Fields) -> tuple[GateSettings, BreakerSettings]:
+    gates, breaker = GateSettings(), BreakerSettings()
+    stagger = section.number("stagger_ms", gates.stagger_ms, minimum=0, maximum=MAX_INTERVAL_MS, integer=True)
+    adaptive = section.number("adaptive_max_concurrent_starts", gates.adaptive_max_concurrent_starts, minimum=1,
+                              maximum=MAX_ACCOUNTS, integer=True)
+    failures = section.number("breaker_failures", breaker.failures, minimum=1, maximum=1000, integer=True)
+    cooldown = section.number("breaker_cooldown_ms", breaker.cooldown_ms, minimum=1, maximum=MAX_INTERVAL_MS,
+                              integer=True)
+    section.done()
+    return GateSettings(stagger, adaptive), BreakerSettings(failures, cooldown)
 
 
 def _parse_thresholds(section: Fields, arms: tuple[str, ...]) -> dict[str, tuple[Threshold, ...]]:

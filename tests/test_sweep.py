@@ -187,3 +187,23 @@ def test_a_cells_profile_file_says_what_the_simulator_runs(tmp_path: Path) -> No
         assert getattr(from_file, field) == getattr(direct, field), field
     assert isinstance(from_file.target, SimTarget) and isinstance(direct.target, SimTarget)
     assert from_file.target.stub.config == direct.target.stub.config
+
+
+def test_every_fix_family_is_an_axis_and_varies_only_its_own_parameters(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, seeds=1, axes={
+        "accounts": [11], "arm": ["coordinator", "stagger", "adaptive", "breaker", "backoff-jitter"],
+        "start_jitter_ms": [0, 2000], "max_concurrent_starts": [3], "stagger_ms": [500, 1000, 2000],
+        "adaptive_max_concurrent_starts": [2, 4], "breaker_failures": [2, 5], "breaker_cooldown_ms": [10_000]}))
+    run_sweep(spec, tmp_path / "out", workers=1)
+    rows = list(csv.DictReader((tmp_path / "out" / "sweep.csv").read_text().splitlines()))
+    by_arm = {arm: [r for r in rows if r["arm"] == arm] for arm in spec.arms}
+    assert {arm: len(found) for arm, found in by_arm.items()} == {
+        "coordinator": 2, "stagger": 3, "adaptive": 2, "breaker": 2, "backoff-jitter": 1}
+    assert {r["stagger_ms"] for r in by_arm["stagger"]} == {"500", "1000", "2000"}
+    assert {r["start_jitter_ms"] for r in by_arm["stagger"]} == {""}  # not the stagger arm's parameter
+    assert {r["breaker_cooldown_ms"] for r in by_arm["breaker"]} == {"10000"}
+    families = json.loads((tmp_path / "out" / "recommendation.json").read_text())["families"]
+    assert [f["arm"] for f in families] == list(spec.arms)
+    stagger = next(f for f in families if f["arm"] == "stagger")
+    if stagger["best"] is not None:
+        assert set(stagger["best"]) == {"stagger_ms", "p95_time_to_all_connected_s"}

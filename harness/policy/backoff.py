@@ -7,10 +7,17 @@ Three schedules meet in the storm (reference §7, §8, §9.2):
   (APPROVAL_HANDLER_BOOTSTRAP_RETRY_MS, src/infra/approval-handler-bootstrap.ts);
 - the bootstrap backoff of PR #68283 (never merged): 1 s doubling to 60 s, 300 s on PAIRING_REQUIRED,
   reset on success.
+
+Two more bootstrap retries are fix families to compare (../shared/reference/fix-families.md):
+- `backoff-jitter`: PR #68283's bound with full jitter, U(0, min(60 s, 1 s * 2^(n-1))) (AWS, "Exponential
+  Backoff and Jitter": the least work of the schedules it compares);
+- `breaker`: the fixed 1 s, but after F consecutive failed starts the account pauses for a cooldown before it
+  tries again (openclaw#70641's circuit-breaker suggestion); success closes it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # APPROVAL_HANDLER_BOOTSTRAP_RETRY_MS, src/infra/approval-handler-bootstrap.ts (every build checked).
@@ -22,6 +29,15 @@ CLIENT_RECONNECT_MAX_MS = 30_000
 BOOTSTRAP_BACKOFF_INITIAL_MS = 1000
 BOOTSTRAP_BACKOFF_MAX_MS = 60_000
 BOOTSTRAP_PAIRING_RETRY_MS = 300_000
+RETRY_KINDS = ("shipped", "backoff", "backoff-jitter", "breaker")
+DEFAULT_BREAKER_FAILURES = 3
+DEFAULT_BREAKER_COOLDOWN_MS = 30_000
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failures: int = DEFAULT_BREAKER_FAILURES  # consecutive failed starts that open the breaker
+    cooldown_ms: int = DEFAULT_BREAKER_COOLDOWN_MS  # how long it stays open
 
 
 @dataclass
@@ -46,21 +62,37 @@ def client_reconnect_backoff() -> DoublingBackoff:
 
 
 class BootstrapRetry:
-    """When the bootstrap layer retries a failed handler start. `shipped` is fixed; `backoff` is PR #68283."""
+    """When the bootstrap layer retries a failed handler start: `shipped` (fixed), `backoff` (PR #68283),
+    `backoff-jitter` (its bound, fully jittered by `random`) or `breaker` (fixed, with a cooldown)."""
 
-    def __init__(self, kind: str) -> None:
-        if kind not in ("shipped", "backoff"):
-            raise ValueError(f"bootstrap retry kind must be shipped or backoff, got {kind!r}")
+    def __init__(self, kind: str, *, random: Callable[[], float] | None = None,
+                 breaker: BreakerSettings = BreakerSettings()) -> None:
+        if kind not in RETRY_KINDS:
+            raise ValueError(f"bootstrap retry kind must be one of {', '.join(RETRY_KINDS)}, got {kind!r}")
+        if kind == "backoff-jitter" and random is None:
+            raise ValueError("backoff-jitter needs a random source")
         self.kind = kind
+        self._random = random
+        self._breaker = breaker
         self._backoff = DoublingBackoff(BOOTSTRAP_BACKOFF_INITIAL_MS, BOOTSTRAP_BACKOFF_MAX_MS)
 
-    def after_failure_ms(self, *, pairing_required: bool = False) -> int:
+    def after_failure_ms(self, *, pairing_required: bool = False) -> float:
         if self.kind == "shipped":
+            return APPROVAL_HANDLER_BOOTSTRAP_RETRY_MS
+        if self.kind == "breaker":
+            self._backoff.failures += 1
+            if self._backoff.failures >= self._breaker.failures:
+                self._backoff.failures = 0  # half-open after the cooldown: one more try, then count again
+                return self._breaker.cooldown_ms
             return APPROVAL_HANDLER_BOOTSTRAP_RETRY_MS
         if pairing_required:
             self._backoff.failures += 1
             return BOOTSTRAP_PAIRING_RETRY_MS
-        return self._backoff.next_delay_ms()
+        bound = self._backoff.next_delay_ms()
+        if self.kind == "backoff-jitter":
+            assert self._random is not None
+            return self._random() * bound
+        return bound
 
     def reset(self) -> None:
         """On a successful start, a context change, or cleanup."""

@@ -106,12 +106,12 @@ class AccountBootstrap:
             return []
         self.phase = Phase.RUNNING
         self.retry.reset()
-        return self._release_slot(now_ms)
+        return self._release_slot(now_ms, succeeded=True)
 
     def start_failed(self, now_ms: float, handler_id: int, *, pairing_required: bool = False) -> list[Command]:
         if handler_id != self._handler_id or self.phase is not Phase.STARTING:
             return []
-        commands = self._release_slot(now_ms)
+        commands = self._release_slot(now_ms, succeeded=False)
         delay_ms = self.retry.after_failure_ms(pairing_required=pairing_required)
         self.phase = Phase.RETRY_WAIT
         return commands + [self._set_timer(now_ms + delay_ms)]
@@ -121,7 +121,7 @@ class AccountBootstrap:
     def _begin_start(self, now_ms: float, *, first_of_generation: bool) -> list[Command]:
         if self.coordinator is None:
             return self._start_handler()
-        jitter_ms = self.coordinator.jitter_ms(first_of_generation)
+        jitter_ms = self.coordinator.delay_ms(self.account, first_of_generation)
         if jitter_ms > 0:
             self.phase = Phase.JITTER
             return [self._set_timer(now_ms + jitter_ms)]
@@ -156,11 +156,12 @@ class AccountBootstrap:
         self._handler_id = None
         return commands
 
-    def _release_slot(self, now_ms: float) -> list[Command]:
+    def _release_slot(self, now_ms: float, succeeded: bool | None = None) -> list[Command]:
+        """Give the start slot back; `succeeded` says how the start ended (None: abandoned, neither)."""
         grant, self._grant = self._grant, None
         if grant is None or self.coordinator is None:
             return []
-        granted = self.coordinator.release(grant, now_ms)
+        granted = self.coordinator.release(grant, now_ms, succeeded)
         return [NotifyGranted(tuple(granted))] if granted else []
 
     def _set_timer(self, at_ms: float) -> SetTimer:

@@ -105,6 +105,10 @@ class StartCoordinator:
         self._cancelled = 0
         self._max_wait_ms = 0.0
 
+    def delay_ms(self, account: str, first_start_of_generation: bool) -> float:
+        """How long `account` waits before asking for a slot: the coordinator's jitter (other gates differ)."""
+        return self.jitter_ms(first_start_of_generation)
+
     def jitter_ms(self, first_start_of_generation: bool) -> float:
         """How long to wait before queueing: uniform [0, J) on a generation's first start, else 0."""
         span = self.settings.start_jitter_ms
@@ -127,13 +131,21 @@ class StartCoordinator:
             self._cancelled += 1
             self._queue.remove(waiter)
 
-    def release(self, grant: Grant, now_ms: float) -> list[Waiter]:
+    def release(self, grant: Grant, now_ms: float, succeeded: bool | None = None) -> list[Waiter]:
         """The start ended (resolved or rejected). Idempotent per grant. Returns the waiters just granted."""
         if grant.released:
             return []
+        self.start_ended(succeeded)
         grant.released = True
         self._held.remove(grant)
         return self._hand_out(now_ms)
+
+    def start_ended(self, succeeded: bool | None) -> None:
+        """A hook for gates that learn from how starts end (the adaptive cap); the coordinator does not."""
+
+    def capacity(self) -> int:
+        """How many starts may run at once now."""
+        return self.settings.max_concurrent_starts
 
     def expire_holds(self, now_ms: float) -> list[Waiter]:
         """Force-release every slot held past its hold deadline; `start()` itself keeps running."""
@@ -141,7 +153,7 @@ class StartCoordinator:
         for grant in [g for g in self._held if g.hold_deadline_ms <= now_ms]:
             grant.forced = True
             self._forced += 1
-            granted += self.release(grant, now_ms)
+            granted += self.release(grant, now_ms, succeeded=False)
         return granted
 
     def next_hold_deadline_ms(self) -> float | None:
@@ -150,7 +162,7 @@ class StartCoordinator:
     def statistics(self) -> CoordinatorStatistics:
         return CoordinatorStatistics(
             borrowed=len(self._held),
-            total=self.settings.max_concurrent_starts,
+            total=self.capacity(),
             waiting=len(self._queue),
             granted_total=self._granted_total,
             forced_releases=self._forced,
@@ -160,7 +172,7 @@ class StartCoordinator:
 
     def _hand_out(self, now_ms: float) -> list[Waiter]:
         granted: list[Waiter] = []
-        while self._queue and len(self._held) < self.settings.max_concurrent_starts:
+        while self._queue and len(self._held) < self.capacity():
             waiter = self._queue.popleft()
             grant = Grant(waiter.account, waiter.generation,
                           hold_deadline_ms=now_ms + self.settings.start_slot_max_hold_ms)

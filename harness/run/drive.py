@@ -92,7 +92,7 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
                                       parts.handshake_timeout_ms)
     context = RunContext(
         url=client_url, token=backend.token, arm=arm, channels=list(profile.channels), clock=clock,
-        coordinator_settings=profile.coordinator, shape=parts.shape, handshake_timeout_ms=parts.handshake_timeout_ms,
+        fixes=profile.fixes, shape=parts.shape, handshake_timeout_ms=parts.handshake_timeout_ms,
         keep_reconnecting_after_failed_start=profile.keep_reconnecting_after_failed_start, seed=profile.seed,
         approvals=scenario.ledger if scenario else None, operator=scenario.operator if scenario else None,
     )

@@ -13,16 +13,14 @@ What it cannot model yet is refused with one line (`BadInput`, exit 2): the dupl
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 
 from harness.errors import BadInput
 from harness.events import AccountLedger, RunRecord
-from harness.policy.arms import ARMS
-from harness.policy.backoff import BootstrapRetry
+from harness.policy.arms import ARMS, bootstrap_retry, start_gate
 from harness.policy.bootstrap import AccountBootstrap
-from harness.policy.coordinator import CoordinatorStatistics, StartCoordinator
+from harness.policy.coordinator import CoordinatorStatistics
 from harness.profile import Profile
 from harness.sim.bootstrap_driver import BootstrapDriver
 from harness.sim.clients import ClientModel, SimHandlers, SimHealthProbe
@@ -70,14 +68,12 @@ def simulate(profile: Profile, arm_name: str, tuning: Tuning | None = None) -> S
     sim = Simulation()
     gateway = SimGateway(sim, target.stub.config, tuning or CALIBRATED, profile.seed)
     ledger = AccountLedger()
-    coordinator = None
-    if arm.coordinated:
-        coordinator = StartCoordinator(profile.coordinator, random.Random(profile.seed).random)
+    coordinator = start_gate(arm, profile.fixes, profile.seed)
     model = ClientModel(float(target.effective_handshake_timeout_ms), profile.keep_reconnecting_after_failed_start)
     driver = BootstrapDriver(sim, SimHandlers(sim, gateway, model, ledger), coordinator)
     names = [f"{channel}-{index + 1}" for index, channel in enumerate(profile.channels)]
     for name in names:
-        driver.add(AccountBootstrap(name, BootstrapRetry(arm.bootstrap_retry), coordinator))
+        driver.add(AccountBootstrap(name, bootstrap_retry(arm, profile.fixes, profile.seed, name), coordinator))
         driver.register(name)
     probe = SimHealthProbe(sim, gateway, profile.probe_interval_ms, duration_ms)
     if profile.probe_interval_ms > 0:

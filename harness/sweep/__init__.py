@@ -165,10 +165,8 @@ def write_outputs(spec: SweepSpec, out: Path, rows: list[dict[str, Any]]) -> dic
     sweep = {"name": spec.name, "description": spec.description, "spec": str(spec.path),
              "base": str(spec.base.path), "duration_s": spec.duration_s, "seeds": list(spec.seeds),
              "axes": {"accounts": list(spec.accounts), "host_speed": list(spec.host_speeds), "arm": list(spec.arms),
-                      "start_jitter_ms": list(spec.start_jitter_ms),
-                      "max_concurrent_starts": [k if k is not None else "unlimited"
-                                                for k in spec.max_concurrent_starts],
-                      "start_slot_max_hold_ms": list(spec.start_slot_max_hold_ms)},
+                      **{name: ["unlimited" if value is None else value for value in values]
+                         for name, values in spec.params.items()}},
              "safe_host_speeds": list(spec.safe_host_speeds), "runs": len(rows), "cells": cell_figures}
     (out / "sweep.json").write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
     (out / "recommendation.json").write_text(json.dumps(recommendation, indent=2) + "\n", encoding="utf-8")

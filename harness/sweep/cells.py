@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from gateway_stub.cost import CostSpec, Distribution
-from harness.policy.arms import ARMS
-from harness.policy.coordinator import CoordinatorSettings
-from harness.profile import Profile
+from harness.policy.backoff import BreakerSettings
+from harness.profile import MAX_ACCOUNTS, Profile
 from harness.sim import simulated_summary
 from harness.summary import metric_value
-from harness.sweep.spec import UNLIMITED, SweepSpec
+from harness.sweep.spec import PARAMS, UNLIMITED, SweepSpec, params_of
 from harness.target import SimTarget, StubTarget
 
 UNLIMITED_STARTS = sys.maxsize  # K = unlimited: the coordinator never makes a start wait
 COST_FIELDS = ("upgrade_cost", "connect_cost_before_timer", "connect_cost_after_timer", "colocated_challenge_cost",
                "colocated_hello_cost", "health_refresh_cost")
-CELL_COLUMNS = ("cell", "accounts", "host_speed", "arm", "start_jitter_ms", "max_concurrent_starts",
-                "start_slot_max_hold_ms")
+CELL_COLUMNS = ("cell", "accounts", "host_speed", "arm", *PARAMS)
 FIGURE_COLUMNS = (
     "verdict", "observed_verdict", "storm_entries", "storm_entries_by_kind.handshake_timeout",
     "storm_entries_by_kind.preauth_rejected", "storm_entries_by_kind.connect_error", "storm_entries_after_startup",
@@ -39,42 +38,30 @@ class Cell:
     accounts: int
     host_speed: float
     arm: str
-    start_jitter_ms: int | None  # None: the arm has no coordinator
-    max_concurrent_starts: int | None  # None: unlimited, or no coordinator
-    start_slot_max_hold_ms: int | None
+    params: tuple[tuple[str, Any], ...]  # its arm's fix parameters (`params_of`); K None: unlimited
 
-    @property
-    def coordinated(self) -> bool:
-        return ARMS[self.arm].coordinated
-
-    def key(self) -> tuple[Any, ...]:
-        return (self.accounts, self.host_speed, self.arm, self.start_jitter_ms, self.max_concurrent_starts,
-                self.start_slot_max_hold_ms)
+    def param(self, name: str) -> Any:
+        return dict(self.params).get(name)
 
     def columns(self) -> dict[str, Any]:
-        cap: Any = self.max_concurrent_starts
-        if self.coordinated and cap is None:
-            cap = UNLIMITED
-        return {"cell": self.index, "accounts": self.accounts, "host_speed": self.host_speed, "arm": self.arm,
-                "start_jitter_ms": self.start_jitter_ms, "max_concurrent_starts": cap,
-                "start_slot_max_hold_ms": self.start_slot_max_hold_ms}
+        """The cell's columns of sweep.csv: a parameter that does not apply to its arm is empty."""
+        out: dict[str, Any] = {"cell": self.index, "accounts": self.accounts, "host_speed": self.host_speed,
+                               "arm": self.arm, **{name: None for name in PARAMS}}
+        for name, value in self.params:
+            out[name] = UNLIMITED if name == "max_concurrent_starts" and value is None else value
+        return out
 
 
 def cells(spec: SweepSpec) -> Iterator[Cell]:
-    """Every cell in a fixed order; the coordinator's settings vary only for arms behind it."""
+    """Every cell in a fixed order; a fix parameter varies only for the arms it applies to."""
     index = 0
     for accounts in spec.accounts:
         for speed in spec.host_speeds:
             for arm in spec.arms:
-                if not ARMS[arm].coordinated:
-                    yield Cell(index, accounts, speed, arm, None, None, None)
+                names = params_of(arm)
+                for values in itertools.product(*(spec.params[name] for name in names)):
+                    yield Cell(index, accounts, speed, arm, tuple(zip(names, values, strict=True)))
                     index += 1
-                    continue
-                for jitter in spec.start_jitter_ms:
-                    for cap in spec.max_concurrent_starts:
-                        for hold in spec.start_slot_max_hold_ms:
-                            yield Cell(index, accounts, speed, arm, jitter, cap, hold)
-                            index += 1
 
 
 def cell_profile(spec: SweepSpec, cell: Cell, seed: int) -> Profile:
@@ -83,19 +70,25 @@ def cell_profile(spec: SweepSpec, cell: Cell, seed: int) -> Profile:
     assert isinstance(stub, StubTarget)
     costs = {name: slower(getattr(stub.config, name), 1.0 / cell.host_speed) for name in COST_FIELDS}
     config = dataclasses.replace(stub.config, **costs)
+    given = dict(cell.params)
     coordinator = base.coordinator
-    if cell.coordinated:
-        assert cell.start_jitter_ms is not None and cell.start_slot_max_hold_ms is not None
-        coordinator = CoordinatorSettings(cell.start_jitter_ms, cell.max_concurrent_starts or UNLIMITED_STARTS,
-                                          cell.start_slot_max_hold_ms)
+    if "start_jitter_ms" in given:
+        coordinator = dataclasses.replace(coordinator, start_jitter_ms=given["start_jitter_ms"],
+                                          max_concurrent_starts=given["max_concurrent_starts"] or UNLIMITED_STARTS)
+    if "start_slot_max_hold_ms" in given:
+        coordinator = dataclasses.replace(coordinator, start_slot_max_hold_ms=given["start_slot_max_hold_ms"])
+    gates = dataclasses.replace(base.gates, **{k: v for k, v in given.items()
+                                               if k in ("stagger_ms", "adaptive_max_concurrent_starts")})
+    breaker = base.breaker
+    if "breaker_failures" in given:
+        breaker = BreakerSettings(given["breaker_failures"], given["breaker_cooldown_ms"])
     duration_s = spec.duration_s
-    startup_s = min(base.startup_window_s, duration_s / 2)
-    final_s = min(base.final_window_s, duration_s / 2)
     return dataclasses.replace(
         base, name=spec.name, target=SimTarget(dataclasses.replace(stub, config=config)),
         account_count=cell.accounts, channels=(base.channels[0],) * cell.accounts, arms=(cell.arm,),
-        coordinator=coordinator, seed=seed, duration_s=duration_s, startup_window_s=startup_s,
-        final_window_s=final_s, thresholds={},
+        coordinator=coordinator, gates=gates, breaker=breaker, seed=seed, duration_s=duration_s,
+        startup_window_s=min(base.startup_window_s, duration_s / 2),
+        final_window_s=min(base.final_window_s, duration_s / 2), thresholds={},
     )
 
 
@@ -134,8 +127,10 @@ def cell_profile_data(spec: SweepSpec, cell: Cell, seed: int, kind: str = "stub"
                 windows={"startup_s": profile.startup_window_s, "final_s": profile.final_window_s},
                 accounts={"count": cell.accounts, "channels": {profile.channels[0]: cell.accounts}})
     data.pop("assert", None)
-    if cell.coordinated:
-        data["coordinator"] = {"start_jitter_ms": profile.coordinator.start_jitter_ms,
-                               "max_concurrent_starts": min(profile.coordinator.max_concurrent_starts, cell.accounts),
-                               "start_slot_max_hold_ms": profile.coordinator.start_slot_max_hold_ms}
+    data["coordinator"] = {"start_jitter_ms": profile.coordinator.start_jitter_ms,
+                           "max_concurrent_starts": min(profile.coordinator.max_concurrent_starts, MAX_ACCOUNTS),
+                           "start_slot_max_hold_ms": profile.coordinator.start_slot_max_hold_ms}
+    data["fixes"] = {"stagger_ms": profile.gates.stagger_ms,
+                     "adaptive_max_concurrent_starts": profile.gates.adaptive_max_concurrent_starts,
+                     "breaker_failures": profile.breaker.failures, "breaker_cooldown_ms": profile.breaker.cooldown_ms}
     return data

@@ -27,12 +27,15 @@ from harness.policy.coordinator import (
     DEFAULT_START_JITTER_MS,
     DEFAULT_START_SLOT_MAX_HOLD_MS,
 )
-from harness.sweep.spec import SweepSpec
+from harness.sweep.spec import PARAMS, SweepSpec
 
 P95_TIE_S = 0.5
 OBJECTIVE = __doc__.split("The objective (recorded in recommendation.json as text):\n", 1)[1].strip()
-PR_SETTING = (DEFAULT_START_JITTER_MS, DEFAULT_MAX_CONCURRENT_STARTS, DEFAULT_START_SLOT_MAX_HOLD_MS)
-Setting = tuple[int | None, Any, int | None]  # (J, K or "unlimited", H); all None for an arm without coordinator
+# A setting is the values of every fix parameter (PARAMS, in order; None where it does not apply to the arm).
+Setting = tuple[Any, ...]
+PR_SETTING: Setting = (DEFAULT_START_JITTER_MS, DEFAULT_MAX_CONCURRENT_STARTS, DEFAULT_START_SLOT_MAX_HOLD_MS,
+                       *(None,) * (len(PARAMS) - 3))
+COORDINATOR_PARAMS = PARAMS[:3]
 
 
 def is_safe(row: dict[str, Any]) -> bool:
@@ -48,7 +51,7 @@ def p95(times: Sequence[float | None]) -> float | None:
 
 
 def _setting(row: dict[str, Any]) -> Setting:
-    return (row["start_jitter_ms"], row["max_concurrent_starts"], row["start_slot_max_hold_ms"])
+    return tuple(row[name] for name in PARAMS)
 
 
 def aggregate(spec: SweepSpec, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,8 +67,7 @@ def aggregate(spec: SweepSpec, rows: Iterable[dict[str, Any]]) -> list[dict[str,
         entries = sorted(r["storm_entries"] for r in runs)
         out.append({
             "cell": index, "accounts": first["accounts"], "host_speed": first["host_speed"], "arm": first["arm"],
-            "start_jitter_ms": first["start_jitter_ms"], "max_concurrent_starts": first["max_concurrent_starts"],
-            "start_slot_max_hold_ms": first["start_slot_max_hold_ms"], "runs": len(runs), "safe_runs": safe,
+            **{name: first[name] for name in PARAMS}, "runs": len(runs), "safe_runs": safe,
             "storm_probability": round(1 - safe / len(runs), 6),
             "p95_time_to_all_connected_s": p95([r["time_to_all_connected_s"] for r in runs]),
             "median_storm_entries": entries[len(entries) // 2],
@@ -122,13 +124,15 @@ class _Grid:
         return min(tied, key=lambda sp: _order(sp[0]))
 
 
-def _order(setting: Setting) -> tuple[float, float, float]:
-    j, k, h = setting
-    return (j or 0, math.inf if k == "unlimited" else (k or 0), h or 0)
+def _order(setting: Setting) -> tuple[float, ...]:
+    """Smaller first: J, then K (unlimited last), then the rest."""
+    return tuple(math.inf if value == "unlimited" else (value or 0) for value in setting)
 
 
-def _described(setting: Setting) -> dict[str, Any]:
-    return {"start_jitter_ms": setting[0], "max_concurrent_starts": setting[1], "start_slot_max_hold_ms": setting[2]}
+def _described(setting: Setting, names: tuple[str, ...] = COORDINATOR_PARAMS) -> dict[str, Any]:
+    """The coordinator's three, always; another parameter only where it applies."""
+    values = dict(zip(PARAMS, setting, strict=True))
+    return {name: value for name, value in values.items() if name in names or value is not None}
 
 
 def recommend(spec: SweepSpec, cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -147,7 +151,7 @@ def recommend(spec: SweepSpec, cells: list[dict[str, Any]]) -> dict[str, Any]:
         chosen = grid.best(candidates)
         entry: dict[str, Any] = {"accounts": accounts, "safe_settings": len(candidates)}
         if chosen is None:
-            entry.update(_described((None, None, None)), p95_time_to_all_connected_s=None, margin=None,
+            entry.update(_described((None,) * len(PARAMS)), p95_time_to_all_connected_s=None, margin=None,
                          margin_is_lower_bound=False)
         else:
             margin, bound = grid.margin(chosen[0], accounts)
@@ -209,6 +213,6 @@ def _families(spec: SweepSpec, cells: list[dict[str, Any]]) -> list[dict[str, An
                     and (p := grid.p95(s, accounts)) is not None]
             chosen = grid.best(safe)
             out.append({"arm": arm, "accounts": accounts, "safe_settings": len(safe), "settings": len(grid.settings),
-                        "best": None if chosen is None else {**_described(chosen[0]),
+                        "best": None if chosen is None else {**_described(chosen[0], ()),
                                                               "p95_time_to_all_connected_s": chosen[1]}})
     return out

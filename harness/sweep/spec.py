@@ -12,6 +12,10 @@
       start_jitter_ms: [0, 2000]
       max_concurrent_starts: [1, 3, unlimited]
       start_slot_max_hold_ms: [30000]
+      stagger_ms: [2000]                    # arm stagger: the i-th account starts i x S ms late
+      adaptive_max_concurrent_starts: [8]   # arm adaptive: the AIMD cap's ceiling (its hold: start_slot_max_hold_ms)
+      breaker_failures: [3]                 # arm breaker: failed starts in a row that open it
+      breaker_cooldown_ms: [30000]          # arm breaker: how long it stays open
     safe_host_speeds: null                  # the speeds a safe setting must hold at (default: every host_speed)
 
 Every problem is one line naming the field (`BadInput`, exit 2).
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,14 +58,25 @@ class SweepSpec:
     accounts: tuple[int, ...]
     host_speeds: tuple[float, ...]
     arms: tuple[str, ...]
-    start_jitter_ms: tuple[int, ...]
-    max_concurrent_starts: tuple[int | None, ...]  # None: unlimited
-    start_slot_max_hold_ms: tuple[int, ...]
+    params: Mapping[str, tuple[Any, ...]]  # each fix parameter's values (max_concurrent_starts None: unlimited)
     safe_host_speeds: tuple[float, ...]
+
+    @property
+    def start_jitter_ms(self) -> tuple[int, ...]:
+        return self.params["start_jitter_ms"]
+
+    @property
+    def max_concurrent_starts(self) -> tuple[int | None, ...]:
+        return self.params["max_concurrent_starts"]
+
+    @property
+    def start_slot_max_hold_ms(self) -> tuple[int, ...]:
+        return self.params["start_slot_max_hold_ms"]
 
     def fingerprint(self) -> str:
         """What the results depend on: a resumed sweep must have the same."""
-        fields = {k: v for k, v in self.__dict__.items() if k not in ("path", "description", "base")}
+        fields = {k: v for k, v in self.__dict__.items() if k not in ("path", "description", "base", "params")}
+        fields["params"] = dict(self.params)
         fields["base"] = str(self.base.path)
         fields["base_text"] = self.base.path.read_text() if self.base.path else ""
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -81,9 +97,7 @@ def load_spec(path: Path) -> SweepSpec:
     accounts = _axis(axes, "accounts", lambda v: _integer(v, 1, MAX_ACCOUNTS))
     host_speeds = _axis(axes, "host_speed", lambda v: _real(v, MIN_HOST_SPEED, MAX_HOST_SPEED))
     arms = _axis(axes, "arm", _arm)
-    jitters = _axis(axes, "start_jitter_ms", lambda v: _integer(v, 0, MAX_INTERVAL_MS))
-    caps = _axis(axes, "max_concurrent_starts", _cap)
-    holds = _axis(axes, "start_slot_max_hold_ms", lambda v: _integer(v, 1, MAX_INTERVAL_MS))
+    parsed = {name: _axis(axes, name, parse) for name, parse in PARAM_PARSERS.items()}
     axes.done()
     safe_raw = root.get("safe_host_speeds", list, None)
     root.done()
@@ -95,13 +109,17 @@ def load_spec(path: Path) -> SweepSpec:
         root.fail("safe_host_speeds", f"expected a non-empty list of values of axes.host_speed, got {cut(safe_raw)}")
     problems.check()
     assert name is not None and base is not None
+    defaults = {"start_jitter_ms": base.coordinator.start_jitter_ms,
+                "max_concurrent_starts": base.coordinator.max_concurrent_starts,
+                "start_slot_max_hold_ms": base.coordinator.start_slot_max_hold_ms,
+                "stagger_ms": base.gates.stagger_ms,
+                "adaptive_max_concurrent_starts": base.gates.adaptive_max_concurrent_starts,
+                "breaker_failures": base.breaker.failures, "breaker_cooldown_ms": base.breaker.cooldown_ms}
     spec = SweepSpec(
         name=name, description=description, path=path, base=base,
         duration_s=float(duration_s if duration_s is not None else base.duration_s), seeds=seeds,
-        accounts=accounts or (base.account_count,), host_speeds=host_speeds,
-        arms=arms or (base.arms[0],), start_jitter_ms=jitters or (base.coordinator.start_jitter_ms,),
-        max_concurrent_starts=caps or (base.coordinator.max_concurrent_starts,),
-        start_slot_max_hold_ms=holds or (base.coordinator.start_slot_max_hold_ms,), safe_host_speeds=safe,
+        accounts=accounts or (base.account_count,), host_speeds=host_speeds, arms=arms or (base.arms[0],),
+        params={name: values or (defaults[name],) for name, values in parsed.items()}, safe_host_speeds=safe,
     )
     runs = spec_runs(spec)
     if runs > MAX_RUNS:
@@ -109,10 +127,26 @@ def load_spec(path: Path) -> SweepSpec:
     return spec
 
 
+def params_of(arm: str) -> tuple[str, ...]:
+    """The fix parameters that mean something for `arm` (an axis varies only for the arms it applies to)."""
+    spec = ARMS[arm]
+    names: tuple[str, ...] = {
+        "coordinator": ("start_jitter_ms", "max_concurrent_starts", "start_slot_max_hold_ms"),
+        "stagger": ("stagger_ms",),
+        "adaptive": ("adaptive_max_concurrent_starts", "start_slot_max_hold_ms"),
+    }.get(spec.start_gate, ())
+    if spec.bootstrap_retry == "breaker":
+        names += ("breaker_failures", "breaker_cooldown_ms")
+    return names
+
+
 def spec_runs(spec: SweepSpec) -> int:
-    coordinated = sum(ARMS[a].coordinated for a in spec.arms)
-    settings = len(spec.start_jitter_ms) * len(spec.max_concurrent_starts) * len(spec.start_slot_max_hold_ms)
-    per_speed = coordinated * settings + (len(spec.arms) - coordinated)
+    per_speed = 0
+    for arm in spec.arms:
+        settings = 1
+        for name in params_of(arm):
+            settings *= len(spec.params[name])
+        per_speed += settings
     return len(spec.accounts) * len(spec.host_speeds) * per_speed * len(spec.seeds)
 
 
@@ -167,6 +201,18 @@ def _cap(value: Any) -> int | None:
         return _integer(value, 1, MAX_ACCOUNTS)
     except _Refused:
         raise _Refused(f"expected an integer from 1 to {MAX_ACCOUNTS} or {UNLIMITED}") from None
+
+
+PARAM_PARSERS: dict[str, Any] = {
+    "start_jitter_ms": lambda v: _integer(v, 0, MAX_INTERVAL_MS),
+    "max_concurrent_starts": _cap,
+    "start_slot_max_hold_ms": lambda v: _integer(v, 1, MAX_INTERVAL_MS),
+    "stagger_ms": lambda v: _integer(v, 0, MAX_INTERVAL_MS),
+    "adaptive_max_concurrent_starts": lambda v: _integer(v, 1, MAX_ACCOUNTS),
+    "breaker_failures": lambda v: _integer(v, 1, 1000),
+    "breaker_cooldown_ms": lambda v: _integer(v, 1, MAX_INTERVAL_MS),
+}
+PARAMS = tuple(PARAM_PARSERS)
 
 
 def _load_base(spec_path: Path, base_text: str | None, root: Fields) -> Profile | None:

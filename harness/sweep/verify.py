@@ -42,8 +42,7 @@ def informative(spec: SweepSpec, rows: list[dict[str, Any]], recommendation: dic
     for accounts, entry in picks.items():
         setting = (entry["start_jitter_ms"], _cap(entry["max_concurrent_starts"]), entry["start_slot_max_hold_ms"])
         add(next((c for c in grid if c.accounts == accounts and c.host_speed == slowest and c.arm ==
-                  recommendation["arm"] and (c.start_jitter_ms, c.max_concurrent_starts, c.start_slot_max_hold_ms)
-                  == setting), None))
+                  recommendation["arm"] and _coordinator_setting(c) == setting), None))
     for accounts, entry in picks.items():
         for cell in _neighbours(spec, grid, accounts, slowest, recommendation["arm"], entry):
             add(cell)
@@ -57,6 +56,10 @@ def _cap(value: Any) -> int | None:
     return None if value == "unlimited" else value
 
 
+def _coordinator_setting(cell: Cell) -> tuple[Any, Any, Any]:
+    return (cell.param("start_jitter_ms"), cell.param("max_concurrent_starts"), cell.param("start_slot_max_hold_ms"))
+
+
 def _neighbours(spec: SweepSpec, grid: list[Cell], accounts: int, speed: float, arm: str,
                 entry: dict[str, Any]) -> list[Cell]:
     jitters, caps = list(spec.start_jitter_ms), list(spec.max_concurrent_starts)
@@ -64,8 +67,8 @@ def _neighbours(spec: SweepSpec, grid: list[Cell], accounts: int, speed: float, 
     wanted = [(jitters[j2], caps[k2]) for j2, k2 in ((j - 1, k), (j + 1, k), (j, k - 1), (j, k + 1))
               if 0 <= j2 < len(jitters) and 0 <= k2 < len(caps)]
     return [c for c in grid if c.accounts == accounts and c.host_speed == speed and c.arm == arm
-            and (c.start_jitter_ms, c.max_concurrent_starts) in wanted
-            and c.start_slot_max_hold_ms == entry["start_slot_max_hold_ms"]]
+            and _coordinator_setting(c)[:2] in wanted
+            and c.param("start_slot_max_hold_ms") == entry["start_slot_max_hold_ms"]]
 
 
 def verify(spec: SweepSpec, out: Path, count: int) -> str:
@@ -86,7 +89,7 @@ def verify(spec: SweepSpec, out: Path, count: int) -> str:
                         "stub_time_to_all_connected_s": None if stub is None else stub["time_to_all_connected_s"],
                         "agree": agree})
         print(f"verify {number}/{count}: cell {cell.index} ({cell.accounts} accounts, speed {cell.host_speed:g}, "
-              f"J {cell.start_jitter_ms}, K {cell.max_concurrent_starts}): sim "
+              f"{cell.arm} {dict(cell.params)}): sim "
               f"{'safe' if is_safe(sim) else 'not safe'}, stub "
               f"{'-' if stub is None else 'safe' if is_safe(stub) else 'not safe'}", file=sys.stderr, flush=True)
     (out / "verify.json").write_text(json.dumps(results, indent=2) + "\n")
