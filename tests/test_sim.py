@@ -176,9 +176,36 @@ def test_a_sim_target_refuses_the_stubs_backend_and_what_it_cannot_model(tmp_pat
     with pytest.raises(BadInput, match=r"target.backend: not an option of kind: sim"):
         parse_profile({"name": "x", "target": {"kind": "sim", "backend": "docker"}, "accounts": {"count": 1}})
     faulty = parse_profile({"name": "x", "target": {"kind": "sim"}, "accounts": {"count": 1}, "duration_s": 60,
-                            "faults": [{"at_s": 10, "until_s": 20, "gateway_down": True}]})
-    with pytest.raises(BadInput, match=r"faults: the simulator cannot model a fault timeline yet \(got gateway_down\)"):
+                            "faults": [{"at_s": 10, "until_s": 20, "toxic": {"type": "bandwidth",
+                                                                           "attributes": {"rate": 1}}}]})
+    with pytest.raises(BadInput, match=r"faults\[0\].toxic.type: the simulator models latency and timeout toxics, "
+                                       r"gateway_down and gateway_restart, not bandwidth"):
         simulate(faulty, "shipped")
+    agents = load_profile(ROOT / "profiles" / "heartbeat-failover-telegram.yaml").with_overrides(target="sim")
+    with pytest.raises(BadInput, match=r"agents: the simulator models the reconnect storm only"):
+        simulate(agents, "none")
+
+
+@pytest.mark.parametrize("name", ["latency-spike", "handshake-stall"])
+def test_the_fault_profiles_give_their_documented_verdicts_in_the_simulator(name: str) -> None:
+    loaded = load_profile(ROOT / "profiles" / f"{name}.yaml").with_overrides(target="sim")
+    for arm in loaded.arms:
+        summary, _ = simulated_summary(loaded, arm)
+        assert summary.passed, (arm, [t for t in summary.thresholds if not t.passed])
+        assert [(f.applied_at_s, f.removed_at_s) for f in summary.faults] == [
+            (w.start_s, w.end_s) for w in loaded.faults]
+
+
+def test_a_downed_proxy_cuts_connected_accounts_and_refuses_new_ones() -> None:
+    loaded = parse_profile({
+        "name": "down", "target": {"kind": "sim"}, "accounts": {"count": 3}, "duration_s": 60, "seed": 1,
+        "windows": {"startup_s": 10, "final_s": 20}, "faults": [{"at_s": 10, "until_s": 20, "gateway_down": True}]})
+    record = simulate(loaded, "shipped").record
+    assert len(record.disconnects) == 3 and all(10_000 <= d.at_ms < 10_100 for d in record.disconnects)
+    assert {d.close_code for d in record.disconnects} == {1006}
+    during = [a for a in record.attempts if 10_000 < a.started_ms < 20_000]
+    assert during and {a.detail for a in during} == {"ConnectionRefusedError"}
+    assert record.connected_at_end == {"matrix-1", "matrix-2", "matrix-3"}
 
 
 def harness(*args: str) -> subprocess.CompletedProcess[str]:

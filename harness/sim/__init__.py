@@ -7,8 +7,9 @@ profile's costs, latencies, timeout and pre-auth budget, for the profile's durat
 `RunRecord` the verdict judges, so a simulated run gets the same summary.json as a live one
 (`target.kind: sim`). It uses no sockets, threads or gevent; 180 s of a matrix-11 profile take milliseconds.
 
-What it cannot model yet is refused with one line (`BadInput`, exit 2): the duplicate-prompt scenario
-(agents) and fault timelines.
+A fault timeline runs through a simulated Toxiproxy proxy (`harness.sim.network`: gateway down and
+restart, latency and timeout toxics). What it cannot model is refused with one line (`BadInput`, exit 2):
+the duplicate-prompt scenario (agents) and the other toxics.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from harness.sim.bootstrap_driver import BootstrapDriver
 from harness.sim.clients import ClientModel, SimHandlers, SimHealthProbe
 from harness.sim.gateway import CALIBRATED, SimGateway, Tuning
 from harness.sim.loop import Simulation
-from harness.summary import SimTargetRecord, Summary
+from harness.sim.network import MODELLED_TOXICS, Network
+from harness.summary import FaultWindowRecord, SimTargetRecord, Summary
 from harness.target import SimTarget
 from harness.verdict.figures import percentile
 from harness.verdict.judge import RunMeta, judge
@@ -43,6 +45,7 @@ class Simulated:
     record: RunRecord
     coordinator_statistics: CoordinatorStatistics | None
     loop_busy_ms: float  # loop time the gateway spent on callbacks
+    faults: list[FaultWindowRecord]  # the fault windows, applied and removed on time (virtual time is exact)
 
 
 def check_simulable(profile: Profile) -> None:
@@ -53,10 +56,11 @@ def check_simulable(profile: Profile) -> None:
     if profile.agents is not None:
         raise BadInput(f"{where}agents: the simulator models the reconnect storm only; run the duplicate-prompt "
                        "scenario on a live target")
-    if profile.faults:
-        kinds = sorted({w.kind if w.toxic is None else f"toxic {w.toxic.type}" for w in profile.faults})
-        raise BadInput(f"{where}faults: the simulator cannot model a fault timeline yet (got {', '.join(kinds)}); "
-                       "run it on a live target")
+    for window in profile.faults:
+        if window.toxic is not None and window.toxic.type not in MODELLED_TOXICS:
+            raise BadInput(f"{where}faults[{window.index}].toxic.type: the simulator models "
+                           f"{' and '.join(MODELLED_TOXICS)} toxics, gateway_down and gateway_restart, not "
+                           f"{window.toxic.type}; run it on a live target")
 
 
 def simulate(profile: Profile, arm_name: str, tuning: Tuning | None = None) -> Simulated:
@@ -66,7 +70,9 @@ def simulate(profile: Profile, arm_name: str, tuning: Tuning | None = None) -> S
     arm = ARMS[arm_name]
     duration_ms = profile.duration_s * 1000.0
     sim = Simulation()
-    gateway = SimGateway(sim, target.stub.config, tuning or CALIBRATED, profile.seed)
+    tuning = tuning or CALIBRATED
+    network = Network(sim, tuning, profile.faults, profile.seed)
+    gateway = SimGateway(sim, target.stub.config, tuning, profile.seed, network)
     ledger = AccountLedger()
     coordinator = start_gate(arm, profile.fixes, profile.seed)
     model = ClientModel(float(target.effective_handshake_timeout_ms), profile.keep_reconnecting_after_failed_start)
@@ -75,6 +81,13 @@ def simulate(profile: Profile, arm_name: str, tuning: Tuning | None = None) -> S
     for name in names:
         driver.add(AccountBootstrap(name, bootstrap_retry(arm, profile.fixes, profile.seed, name), coordinator))
         driver.register(name)
+
+    def reregister_all() -> None:  # what a gateway restart does to its channel accounts: a new generation each
+        for name in names:
+            driver.register(name, sim.now_ms)
+
+    network.on_restart = reregister_all
+    network.schedule_faults()
     probe = SimHealthProbe(sim, gateway, profile.probe_interval_ms, duration_ms)
     if profile.probe_interval_ms > 0:
         probe.start()
@@ -88,7 +101,13 @@ def simulate(profile: Profile, arm_name: str, tuning: Tuning | None = None) -> S
         gateway_records=None, health_rpc_ms=probe.samples_ms,
         event_loop_lag_ms={"p99": percentile(lags, 0.99), "max": round(max(lags), 3) if lags else None},
     )
-    return Simulated(record, coordinator.statistics() if coordinator else None, sim.loop_busy_ms)
+    faults = [FaultWindowRecord(
+        index=w.index, kind=w.kind, from_s=w.start_s, to_s=w.end_s, type=w.toxic.type if w.toxic else None,
+        stream=w.toxic.stream if w.toxic else None, toxicity=w.toxic.toxicity if w.toxic else None,
+        attributes=dict(w.toxic.attributes) if w.toxic else None, applied_at_s=w.start_s,
+        removed_at_s=w.end_s if w.end_s is not None and w.end_s < profile.duration_s else None, errors=[])
+        for w in profile.faults]
+    return Simulated(record, coordinator.statistics() if coordinator else None, sim.loop_busy_ms, faults)
 
 
 def simulated_summary(profile: Profile, arm_name: str, tuning: Tuning | None = None) -> tuple[Summary, RunRecord]:
@@ -110,7 +129,8 @@ def simulated_summary(profile: Profile, arm_name: str, tuning: Tuning | None = N
     meta = RunMeta(
         profile=profile.name, arm=arm_name, seed=profile.seed, time_scale=profile.time_scale, target=target,
         wall_clock_s=time.perf_counter() - started, coordinator=profile.coordinator if arm.coordinated else None,
-        coordinator_statistics=simulated.coordinator_statistics,
+        coordinator_statistics=simulated.coordinator_statistics, faults=simulated.faults,
+        fault_backend="simulated Toxiproxy proxy (harness.sim.network)" if simulated.faults else None,
         handshake_timeout_ms=profile.target.effective_handshake_timeout_ms,
     )
     return judge(meta, simulated.record, profile.thresholds_for(arm_name)), simulated.record

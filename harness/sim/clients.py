@@ -86,10 +86,14 @@ class SimHandlerClient:
         self._deadline(conn, AWAITING_CHALLENGE, CONNECT_CHALLENGE_TIMEOUT_MS, Outcome.CHALLENGE_TIMEOUT,
                        "connect challenge timeout", 1008)
 
-    def refused(self, conn: Conn, status: int) -> None:
+    def refused(self, conn: Conn, status: int | None) -> None:
+        """An HTTP status instead of the upgrade (503: the pre-auth budget), or None: the connection refused."""
         if self._current(conn, UPGRADING):
             conn.client_gone = True  # nothing was opened
-            self._end(Outcome.PREAUTH_REJECTED if status == 503 else Outcome.NETWORK_ERROR, None, f"HTTP {status}")
+            if status is None:
+                self._end(Outcome.NETWORK_ERROR, None, "ConnectionRefusedError")
+            else:
+                self._end(Outcome.PREAUTH_REJECTED if status == 503 else Outcome.NETWORK_ERROR, None, f"HTTP {status}")
 
     def challenged(self, conn: Conn) -> None:
         if not self._current(conn, AWAITING_CHALLENGE):
@@ -110,6 +114,9 @@ class SimHandlerClient:
         if self._conn is not conn or self._stopped or self._state == DONE:
             return
         self._gateway.client_closed(conn)  # the close is answered
+        if self._state == UPGRADING:  # cut before the upgrade's answer: the socket never opened
+            self._end(Outcome.NETWORK_ERROR, None, "ConnectionResetError")
+            return
         if self._state == CONNECTED:
             self._state = DONE
             self._ledger.record_disconnect(Disconnect(self.account, self.handler_id, self._sim.now_ms, code, reason))

@@ -14,8 +14,9 @@ own `StubConfig` is what it reads, and its cost distributions and budget are the
   timer          fires late when the loop is busy; closes 1000 with no reason;
   close          a closed socket gives its budget slot back and cancels its connect at the next slice.
 
-Frames cross loopback in `network_ms` each way; the stub's own per-handshake CPU (Python's websockets,
-JSON, signature checks) is `overhead_ms`, spent on the upgrade: both from the calibration (docs/simulator.md).
+Frames cross loopback as `harness.sim.network` says (with the fault timeline's proxy, if any); the stub's own
+per-handshake CPU (Python's websockets, JSON, signature checks) is `overhead_ms`, spent on the upgrade: both
+from the calibration (docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gateway_stub.budget import PreauthBudget, PreauthSlot
 from gateway_stub.config import StubConfig
 from gateway_stub.cost import CostSpec
 from harness.sim.loop import Action, Simulation
+from harness.sim.network import Network
 from openclaw_wire.constants import HEALTH_REFRESH_INTERVAL_MS
 
 LOOPBACK_IP = "127.0.0.1"  # every local client shares one pre-auth budget key, as on the stub
@@ -43,6 +45,7 @@ class Tuning:
     """What the model adds to the stub's options: measured, not configured (docs/simulator.md)."""
 
     network_ms: float = 0.0  # one way, per frame
+    network_jitter_ms: float = 0.0  # plus a uniform draw below this, per frame
     overhead_ms: float = 0.0  # the stub's own loop time per handshake
 
 
@@ -55,7 +58,7 @@ class Client(Protocol):
 
     def upgraded(self, conn: Conn) -> None: ...
 
-    def refused(self, conn: Conn, status: int) -> None: ...
+    def refused(self, conn: Conn, status: int | None) -> None: ...
 
     def challenged(self, conn: Conn) -> None: ...
 
@@ -84,8 +87,11 @@ class Conn:
 
 
 class SimGateway:
-    def __init__(self, sim: Simulation, config: StubConfig, tuning: Tuning, seed: int | None) -> None:
+    def __init__(self, sim: Simulation, config: StubConfig, tuning: Tuning, seed: int | None,
+                 network: Network | None = None) -> None:
         self.sim = sim
+        self.network = network or Network(sim, tuning, (), seed)
+        self.network.on_cut = lambda conn: self.sim.submit(lambda: self._closed(conn), 0.0, READ_TURNS)
         self.config = config
         self.tuning = tuning
         self._rng = random.Random(seed)  # the costs' draws, as the stub's CostBurner has its own
@@ -103,31 +109,30 @@ class SimGateway:
 
     # -- from clients (each after the network's latency) ----------------------------------------------
 
-    def connect(self, client: Client) -> Conn:
-        """A client opens a socket and sends its upgrade request."""
+    def connect(self, client: Client, proxied: bool = True) -> Conn:
+        """A client opens a socket (through the fault proxy, unless `proxied` is false) and sends its upgrade."""
         conn = Conn(client)
-        self.sim.after(self.tuning.network_ms,
-                       lambda: self.sim.submit(lambda: self._upgrade(conn),
-                                               self._sample(self.config.upgrade_cost) + self.tuning.overhead_ms,
-                                               READ_TURNS))
+        self.network.open(conn, proxied, lambda: client.refused(conn, None),
+                          lambda: self.sim.submit(lambda: self._upgrade(conn),
+                                                  self._sample(self.config.upgrade_cost) + self.tuning.overhead_ms,
+                                                  READ_TURNS))
         return conn
 
     def send_connect(self, conn: Conn) -> None:
-        self.sim.after(self.tuning.network_ms, lambda: self.sim.submit(lambda: self._connect_frame(conn), 0.0,
-                                                                       TASK_TURNS))
+        self.network.up(conn, lambda: self.sim.submit(lambda: self._connect_frame(conn), 0.0, TASK_TURNS))
 
     def client_closed(self, conn: Conn) -> None:
         """The client closed its socket (or answered the gateway's close)."""
         conn.client_gone = True
-        self.sim.after(self.tuning.network_ms, lambda: self.sim.submit(lambda: self._closed(conn), 0.0, READ_TURNS))
+        self.network.closed(conn, lambda: self.sim.submit(lambda: self._closed(conn), 0.0, READ_TURNS))
 
     def request(self, respond: Action) -> None:
-        """A request after hello (the health probe's `health`): answered by the loop, then a health refresh."""
+        """A request after hello (the health probe's `health`, direct): answered by the loop, then a refresh."""
         def handle() -> None:
-            self.sim.after(self.tuning.network_ms, respond)
+            self.network.down_to(None, respond)
             self.request_health_refresh()
 
-        self.sim.after(self.tuning.network_ms, lambda: self.sim.submit(handle, 0.0, TASK_TURNS))
+        self.network.up(None, lambda: self.sim.submit(handle, 0.0, TASK_TURNS))
 
     # -- on the loop ----------------------------------------------------------------------------------
 
@@ -137,20 +142,20 @@ class SimGateway:
         slot = self._budget.try_acquire(LOOPBACK_IP)
         if slot is None:
             self.rejected_503 += 1
-            self._tell(lambda: conn.client.refused(conn, 503))
+            self._tell(conn, lambda: conn.client.refused(conn, 503))
             return
         conn.slot = slot
         conn.timer_due_ms = self.sim.now_ms + self._timeout_ms
         self.sim.at(conn.timer_due_ms, lambda: self.sim.submit(lambda: self._timer_fired(conn), 0.0,
                                                                TIMER_CALLBACK_TURNS))
-        self._tell(lambda: conn.client.upgraded(conn))
+        self._tell(conn, lambda: conn.client.upgraded(conn))
         self.sim.after(self.config.challenge_latency_ms,
                        lambda: self.sim.submit(lambda: self._challenge(conn), 0.0, TIMER_TURNS))
 
     def _challenge(self, conn: Conn) -> None:
         if not conn.alive() or conn.closing:
             return
-        self._tell(lambda: conn.client.challenged(conn))
+        self._tell(conn, lambda: conn.client.challenged(conn))
         self._spawn_cost(self.config.colocated_challenge_cost)
 
     def _connect_frame(self, conn: Conn) -> None:
@@ -180,7 +185,7 @@ class SimGateway:
     def _hello_out(self, conn: Conn) -> None:
         self.handshakes_succeeded += 1
         self.authenticated.add(conn)
-        self._tell(lambda: conn.client.hello(conn))
+        self._tell(conn, lambda: conn.client.hello(conn))
         self._spawn_cost(self.config.colocated_hello_cost)
         self.request_health_refresh()
 
@@ -189,7 +194,7 @@ class SimGateway:
             return
         conn.closing = True
         self.handshakes_timed_out += 1
-        self._tell(lambda: conn.client.closed_by_gateway(conn, 1000, ""))
+        self._tell(conn, lambda: conn.client.closed_by_gateway(conn, 1000, ""))
 
     def _closed(self, conn: Conn) -> None:
         if conn.closed:
@@ -249,8 +254,8 @@ class SimGateway:
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _tell(self, deliver: Action) -> None:
-        self.sim.after(self.tuning.network_ms, deliver)
+    def _tell(self, conn: Conn, deliver: Action) -> None:
+        self.network.down_to(conn, deliver)
 
     def _spawn_cost(self, cost: CostSpec) -> None:
         if not cost.is_zero:
