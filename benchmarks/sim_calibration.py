@@ -18,6 +18,7 @@ with host load is what it would measure otherwise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -76,8 +77,8 @@ def live(cell: Cell, seed: int, duration_s: float, out: Path) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         profile = folder / "profile.yaml"
         profile.write_text(yaml.safe_dump(profile_data(cell, seed, duration_s)))
-        subprocess.run([str(ROOT / ".venv" / "bin" / "harness"), "run", str(profile), "--out", str(folder / "run")],
-                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "harness.cli", "run", str(profile), "--out", str(folder / "run")],
+                       cwd=ROOT, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         produced = folder / "run" / cell.arm.replace("+", "_") / "summary.json"
         if not produced.exists():
             raise SystemExit(f"{cell.name} seed {seed}: the live run wrote no summary (see {folder / 'run'})")
@@ -86,13 +87,13 @@ def live(cell: Cell, seed: int, duration_s: float, out: Path) -> dict[str, Any]:
     return result
 
 
-def simulated(cell: Cell, seed: int, duration_s: float) -> dict[str, Any]:
+def simulated(cell: Cell, seed: int, duration_s: float, tuning: Any = None) -> dict[str, Any]:
     from harness.profile import parse_profile
     from harness.sim import simulated_summary
 
     data = profile_data(cell, seed, duration_s)
     data["target"]["kind"] = "sim"
-    summary, _ = simulated_summary(parse_profile(data), cell.arm)
+    summary, _ = simulated_summary(parse_profile(data), cell.arm, tuning)
     return summary.model_dump(mode="json")
 
 
@@ -162,13 +163,22 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=90.0)
     parser.add_argument("--cells", choices=("small", "full"), default="full")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--tuning", type=json.loads, default={},
+                        help='try these model tuning values, JSON, e.g. {"close_real_ms": [10, 60]} '
+                             "(default: calibrated)")
+    parser.add_argument("--sim-seeds", type=int, help="simulate this many seeds per cell (default: --seeds)")
     args = parser.parse_args()
+    from harness.sim.network import CALIBRATED
+
+    tuning = dataclasses.replace(CALIBRATED, **{k: tuple(v) if isinstance(v, list) else v
+                                                for k, v in args.tuning.items()})
+    sim_seeds = [70641 + i for i in range(args.sim_seeds or args.seeds)]
     cells = [Cell(n, cost, arm) for n, cost in (FULL_CELLS if args.cells == "full" else SMALL_CELLS) for arm in ARMS]
     seeds = [70641 + i for i in range(args.seeds)]
     rows = []
     for index, cell in enumerate(cells):
         stub = figures([live(cell, seed, args.duration, args.out) for seed in seeds])
-        sim = figures([simulated(cell, seed, args.duration) for seed in seeds])
+        sim = figures([simulated(cell, seed, args.duration, tuning) for seed in sim_seeds])
         rows.append(compare(cell, sim, stub))
         print(f"[{index + 1}/{len(cells)}] {cell.name}: stub {stub['verdict']} {stub['storm_entries']:g} "
               f"{stub['time_to_all_connected_s']}, sim {sim['verdict']} {sim['storm_entries']:g} "

@@ -233,6 +233,15 @@ class OpenClawTargetRecord(_Model):
     """Any socket the gateway opened beyond loopback."""
 
 
+class SimTuningRecord(_Model):
+    network_real_ms: float
+    network_jitter_real_ms: float
+    connect_real_ms: tuple[float, float]
+    close_real_ms: tuple[float, float]
+    upgrade_loop_real_ms: float
+    upgrade_turns: int
+
+
 class SimTargetRecord(_Model):
     """The stub as the simulator models it (harness/sim/, docs/simulator.md): no sockets, virtual time."""
 
@@ -249,10 +258,8 @@ class SimTargetRecord(_Model):
     health_refresh_coalesce: str
     challenge_latency_ms: float
     hello_latency_ms: float
-    network_ms: float
-    """The model's one-way latency per frame (from the calibration)."""
-    overhead_ms: float
-    """The model's loop time per handshake for the stub's own work (from the calibration)."""
+    tuning: SimTuningRecord
+    """What the model adds for real sockets and Python, in real ms (from the calibration, docs/simulator.md)."""
     loop_busy_s: float
     """Scenario seconds the modelled loop spent on callbacks."""
 

@@ -20,8 +20,9 @@ from harness.profile import Profile, load_profile, parse_profile
 from harness.sim import simulate, simulated_summary
 from harness.sim.bootstrap_driver import BootstrapDriver, StartOutcome, VirtualDriver
 from harness.sim.clients import ClientModel, SimHandlers
-from harness.sim.gateway import SimGateway, Tuning
+from harness.sim.gateway import SimGateway
 from harness.sim.loop import Simulation
+from harness.sim.network import Tuning
 from harness.target import SimTarget
 from tests.schema_check import validated
 
@@ -78,16 +79,23 @@ def test_a_cancelled_sliced_cost_stops_at_the_next_slice() -> None:
 # -- the gateway and its clients -------------------------------------------------------------------
 
 
+# The hand-made cases run the model without what real sockets add (Tuning()), so their timings are exact.
+EXACT = Tuning()
+
+
 def test_one_account_at_zero_cost_connects_after_the_latencies() -> None:
-    record = simulate(profile(), "shipped").record
+    record = simulate(profile(), "shipped", EXACT).record
     (attempt,) = record.attempts
     assert attempt.outcome is Outcome.HELLO
     assert attempt.latency_ms == pytest.approx(20 + 40)  # challenge latency + hello latency, the stub's defaults
     assert record.connected_at_end == {"matrix-1"}
+    # The calibrated model adds what real sockets cost at time scale 0.1: about 10 ms real, 100 ms of scenario.
+    (calibrated,) = simulate(profile(), "shipped").record.attempts
+    assert 60 + 40 < calibrated.latency_ms < 60 + 160
 
 
 def test_n_times_the_cost_well_over_the_timeout_makes_every_shipped_attempt_time_out() -> None:
-    record = simulate(profile(accounts=11, cost="fixed:5000@10"), "shipped").record
+    record = simulate(profile(accounts=11, cost="fixed:5000@10"), "shipped", EXACT).record
     assert len(record.attempts) > 11 * 3
     assert {a.outcome for a in record.attempts} == {Outcome.HANDSHAKE_TIMEOUT}
     assert all(a.close_code == 1000 for a in record.attempts)
@@ -95,7 +103,7 @@ def test_n_times_the_cost_well_over_the_timeout_makes_every_shipped_attempt_time
 
 
 def test_the_33rd_concurrent_preauth_socket_gets_a_503() -> None:
-    record = simulate(profile(accounts=33, hello_latency_ms=5000, duration_s=3), "shipped").record
+    record = simulate(profile(accounts=33, hello_latency_ms=5000, duration_s=3), "shipped", EXACT).record
     first_round = [a for a in record.attempts if a.started_ms == 0]
     assert [a.outcome for a in first_round].count(Outcome.PREAUTH_REJECTED) == 1
     assert [a.detail for a in first_round if a.outcome is Outcome.PREAUTH_REJECTED] == ["HTTP 503"]
@@ -103,7 +111,7 @@ def test_the_33rd_concurrent_preauth_socket_gets_a_503() -> None:
 
 def test_the_budget_slot_comes_back_on_hello() -> None:
     # 40 accounts, 32 slots, idle handshakes of 60 ms: the 8 refused get in 1 s later.
-    record = simulate(profile(accounts=40, duration_s=10), "shipped").record
+    record = simulate(profile(accounts=40, duration_s=10), "shipped", EXACT).record
     assert len(record.connected_at_end) == 40
     assert sum(a.outcome is Outcome.PREAUTH_REJECTED for a in record.attempts) == 8
 
@@ -200,7 +208,7 @@ def test_a_downed_proxy_cuts_connected_accounts_and_refuses_new_ones() -> None:
     loaded = parse_profile({
         "name": "down", "target": {"kind": "sim"}, "accounts": {"count": 3}, "duration_s": 60, "seed": 1,
         "windows": {"startup_s": 10, "final_s": 20}, "faults": [{"at_s": 10, "until_s": 20, "gateway_down": True}]})
-    record = simulate(loaded, "shipped").record
+    record = simulate(loaded, "shipped", EXACT).record
     assert len(record.disconnects) == 3 and all(10_000 <= d.at_ms < 10_100 for d in record.disconnects)
     assert {d.close_code for d in record.disconnects} == {1006}
     during = [a for a in record.attempts if 10_000 < a.started_ms < 20_000]

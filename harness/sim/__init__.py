@@ -14,6 +14,7 @@ the duplicate-prompt scenario (agents) and the other toxics.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -25,10 +26,10 @@ from harness.policy.coordinator import CoordinatorStatistics
 from harness.profile import Profile
 from harness.sim.bootstrap_driver import BootstrapDriver
 from harness.sim.clients import ClientModel, SimHandlers, SimHealthProbe
-from harness.sim.gateway import CALIBRATED, SimGateway, Tuning
+from harness.sim.gateway import SimGateway
 from harness.sim.loop import Simulation
-from harness.sim.network import MODELLED_TOXICS, Network
-from harness.summary import FaultWindowRecord, SimTargetRecord, Summary
+from harness.sim.network import CALIBRATED, MODELLED_TOXICS, Network, Tuning
+from harness.summary import FaultWindowRecord, SimTargetRecord, SimTuningRecord, Summary
 from harness.target import SimTarget
 from harness.verdict.figures import percentile
 from harness.verdict.judge import RunMeta, judge
@@ -71,7 +72,7 @@ def simulate(profile: Profile, arm_name: str, tuning: Tuning | None = None) -> S
     duration_ms = profile.duration_s * 1000.0
     sim = Simulation()
     tuning = tuning or CALIBRATED
-    network = Network(sim, tuning, profile.faults, profile.seed)
+    network = Network(sim, tuning, profile.faults, profile.seed, time_scale=profile.time_scale)
     gateway = SimGateway(sim, target.stub.config, tuning, profile.seed, network)
     ledger = AccountLedger()
     coordinator = start_gate(arm, profile.fixes, profile.seed)
@@ -122,7 +123,7 @@ def simulated_summary(profile: Profile, arm_name: str, tuning: Tuning | None = N
         max_preauth_per_ip=config.max_preauth_per_ip,
         **{name: getattr(config, name).describe() for name in COST_OPTIONS},
         health_refresh_coalesce=config.health_refresh_coalesce, challenge_latency_ms=config.challenge_latency_ms,
-        hello_latency_ms=config.hello_latency_ms, network_ms=tuning.network_ms, overhead_ms=tuning.overhead_ms,
+        hello_latency_ms=config.hello_latency_ms, tuning=SimTuningRecord(**dataclasses.asdict(tuning)),
         loop_busy_s=round(simulated.loop_busy_ms / 1000.0, 3),
     )
     arm = ARMS[arm_name]

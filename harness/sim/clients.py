@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from harness.events import AccountLedger, Attempt, Disconnect, Outcome
 from harness.policy.backoff import client_reconnect_backoff
 from harness.sim.bootstrap_driver import StartReport
-from harness.sim.gateway import Conn, SimGateway
+from harness.sim.conn import Conn
+from harness.sim.gateway import SimGateway
 from harness.sim.loop import Simulation
 from openclaw_wire.constants import CONNECT_CHALLENGE_TIMEOUT_MS, DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS
 

@@ -22,14 +22,13 @@ from the calibration (docs/simulator.md).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Protocol
 
-from gateway_stub.budget import PreauthBudget, PreauthSlot
+from gateway_stub.budget import PreauthBudget
 from gateway_stub.config import StubConfig
 from gateway_stub.cost import CostSpec
+from harness.sim.conn import Client, Conn
 from harness.sim.loop import Action, Simulation
-from harness.sim.network import Network
+from harness.sim.network import Network, Tuning
 from openclaw_wire.constants import HEALTH_REFRESH_INTERVAL_MS
 
 LOOPBACK_IP = "127.0.0.1"  # every local client shares one pre-auth budget key, as on the stub
@@ -40,57 +39,11 @@ TIMER_TURNS = 2  # a sleep's timer wakes its task
 TIMER_CALLBACK_TURNS = 1  # a call_later callback runs as it falls due
 
 
-@dataclass(frozen=True)
-class Tuning:
-    """What the model adds to the stub's options: measured, not configured (docs/simulator.md)."""
-
-    network_ms: float = 0.0  # one way, per frame
-    network_jitter_ms: float = 0.0  # plus a uniform draw below this, per frame
-    overhead_ms: float = 0.0  # the stub's own loop time per handshake
-
-
-# What the calibration against the stub over real sockets found (docs/simulator.md).
-CALIBRATED = Tuning()
-
-
-class Client(Protocol):
-    """What the gateway tells a client: each call happens when the frame arrives."""
-
-    def upgraded(self, conn: Conn) -> None: ...
-
-    def refused(self, conn: Conn, status: int | None) -> None: ...
-
-    def challenged(self, conn: Conn) -> None: ...
-
-    def hello(self, conn: Conn) -> None: ...
-
-    def closed_by_gateway(self, conn: Conn, code: int, reason: str) -> None: ...
-
-
-class Conn:
-    """One socket, as the gateway sees it."""
-
-    __slots__ = ("client", "slot", "timer_due_ms", "received_ms", "registered", "closing", "closed", "client_gone")
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.slot: PreauthSlot | None = None
-        self.timer_due_ms = 0.0
-        self.received_ms = 0.0
-        self.registered = False
-        self.closing = False  # the gateway started closing it (its timer)
-        self.closed = False  # the gateway saw it closed
-        self.client_gone = False  # the client closed it
-
-    def alive(self) -> bool:
-        return not (self.closed or self.client_gone)
-
-
 class SimGateway:
     def __init__(self, sim: Simulation, config: StubConfig, tuning: Tuning, seed: int | None,
                  network: Network | None = None) -> None:
         self.sim = sim
-        self.network = network or Network(sim, tuning, (), seed)
+        self.network = network or Network(sim, tuning, (), seed, time_scale=1.0)
         self.network.on_cut = lambda conn: self.sim.submit(lambda: self._closed(conn), 0.0, READ_TURNS)
         self.config = config
         self.tuning = tuning
@@ -114,8 +67,8 @@ class SimGateway:
         conn = Conn(client)
         self.network.open(conn, proxied, lambda: client.refused(conn, None),
                           lambda: self.sim.submit(lambda: self._upgrade(conn),
-                                                  self._sample(self.config.upgrade_cost) + self.tuning.overhead_ms,
-                                                  READ_TURNS))
+                                                  self._sample(self.config.upgrade_cost) + self.network.upgrade_loop_ms,
+                                                  self.tuning.upgrade_turns))
         return conn
 
     def send_connect(self, conn: Conn) -> None:
@@ -194,7 +147,7 @@ class SimGateway:
             return
         conn.closing = True
         self.handshakes_timed_out += 1
-        self._tell(conn, lambda: conn.client.closed_by_gateway(conn, 1000, ""))
+        self.network.close_to_client(conn, lambda: conn.client.closed_by_gateway(conn, 1000, ""))
 
     def _closed(self, conn: Conn) -> None:
         if conn.closed:
