@@ -11,7 +11,8 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _accounts(count: int) -> str:
+def accounts_text(count: int) -> str:
+    """`1 account`, `11 accounts`; for 0 the words for a setting that covers none of the counts swept."""
     return "no account count swept" if count == 0 else "1 account" if count == 1 else f"{count} accounts"
 
 
@@ -37,12 +38,12 @@ def render_recommendation(recommendation: dict[str, Any]) -> str:
     else:
         lines.append(f"default: J {default['start_jitter_ms']} ms, K {default['max_concurrent_starts']}, hold "
                      f"{default['start_slot_max_hold_ms']} ms: safe up to "
-                     f"{_accounts(default['covers_accounts_up_to'])}, "
+                     f"{accounts_text(default['covers_accounts_up_to'])}, "
                      f"p95 {_shown(default['p95_time_to_all_connected_s'])} s at that size")
     pr = recommendation.get("pr_70649")
     if pr is not None and pr.get("in_grid"):
         reach = ", ".join(f"{n} at speed {s}" for s, n in pr["safe_up_to_accounts_by_host_speed"].items())
-        lines.append(f"PR #70649 (J 2000, K 3, hold 30000): safe up to {_accounts(pr['safe_up_to_accounts'])} at "
+        lines.append(f"PR #70649 (J 2000, K 3, hold 30000): safe up to {accounts_text(pr['safe_up_to_accounts'])} at "
                      f"every safe host speed ({reach})")
     elif pr is not None:
         lines.append("PR #70649 (J 2000, K 3, hold 30000): not in this grid")

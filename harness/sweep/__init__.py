@@ -110,7 +110,7 @@ def _results(spec: SweepSpec, tasks: list[tuple[Cell, int]], workers: int) -> It
     context = multiprocessing.get_context("fork")  # the parent holds no threads, sockets or gevent here
     pool = context.Pool(workers, initializer=_worker_start, initargs=(spec,))
     try:
-        chunk = max(1, min(50, len(tasks) // (workers * 8)))
+        chunk = max(1, min(8, len(tasks) // (workers * 64)))  # small: a 64-account storm cell takes seconds
         yield from pool.imap_unordered(_work, tasks, chunksize=chunk)
         pool.close()
     finally:

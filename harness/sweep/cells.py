@@ -68,7 +68,7 @@ def cell_profile(spec: SweepSpec, cell: Cell, seed: int) -> Profile:
     base = spec.base
     stub = base.target.stub if isinstance(base.target, SimTarget) else base.target
     assert isinstance(stub, StubTarget)
-    costs = {name: slower(getattr(stub.config, name), 1.0 / cell.host_speed) for name in COST_FIELDS}
+    costs: dict[str, Any] = {name: slower(getattr(stub.config, name), 1.0 / cell.host_speed) for name in COST_FIELDS}
     config = dataclasses.replace(stub.config, **costs)
     given = dict(cell.params)
     coordinator = base.coordinator
@@ -116,7 +116,7 @@ def cell_profile_data(spec: SweepSpec, cell: Cell, seed: int, kind: str = "stub"
     import yaml
 
     assert spec.base.path is not None
-    data = yaml.safe_load(spec.base.path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = yaml.safe_load(spec.base.path.read_text(encoding="utf-8"))
     profile = cell_profile(spec, cell, seed)
     target = data.setdefault("target", {})
     target["kind"] = kind

@@ -39,7 +39,7 @@ COORDINATOR_PARAMS = PARAMS[:3]
 
 
 def is_safe(row: dict[str, Any]) -> bool:
-    return row["storm_entries_after_startup"] == 0 and row["connected_accounts_at_end"] == row["accounts"]
+    return bool(row["storm_entries_after_startup"] == 0 and row["connected_accounts_at_end"] == row["accounts"])
 
 
 def p95(times: Sequence[float | None]) -> float | None:

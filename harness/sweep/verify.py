@@ -1,14 +1,15 @@
 """`harness sweep --verify N`: the most informative cells again, on the stub over real sockets.
 
-Which cells: for each account count, the recommended setting at the slowest safe host speed, then its
-neighbours in the J x K grid, then cells next to the storm boundary (storm probability strictly between 0
-and 1, or a safe cell beside an unsafe one), until N. Each runs once (the sweep's first seed) through
+Which cells, taken in turn from three lists until N: for each account count, the recommended setting at the
+slowest safe host speed; its neighbours in the J x K grid; and cells on the storm boundary (some seeds safe,
+some not). Each runs once (the sweep's first seed) through
 `harness run` in a child process (the sweep's own process stays free of gevent), and agrees when the stub's
 run is safe exactly when the simulated one was. The result goes to verify.json and a table.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from harness.report.recommendation import accounts_text
 from harness.sweep.cells import Cell, cell_profile_data, cells
 from harness.sweep.recommend import is_safe
 from harness.sweep.spec import SweepSpec
@@ -31,24 +33,21 @@ def informative(spec: SweepSpec, rows: list[dict[str, Any]], recommendation: dic
     safe_by_cell: dict[int, list[bool]] = {}
     for row in rows:
         safe_by_cell.setdefault(row["cell"], []).append(is_safe(row))
-    chosen: list[Cell] = []
-
-    def add(cell: Cell | None) -> None:
-        if cell is not None and cell not in chosen and len(chosen) < count:
-            chosen.append(cell)
-
     slowest = min(spec.safe_host_speeds)
     picks = {e["accounts"]: e for e in recommendation.get("per_accounts", []) if e["start_jitter_ms"] is not None}
+    recommended: list[Cell] = []
+    neighbours: list[Cell] = []
     for accounts, entry in picks.items():
         setting = (entry["start_jitter_ms"], _cap(entry["max_concurrent_starts"]), entry["start_slot_max_hold_ms"])
-        add(next((c for c in grid if c.accounts == accounts and c.host_speed == slowest and c.arm ==
-                  recommendation["arm"] and _coordinator_setting(c) == setting), None))
-    for accounts, entry in picks.items():
-        for cell in _neighbours(spec, grid, accounts, slowest, recommendation["arm"], entry):
-            add(cell)
+        recommended += [c for c in grid if c.accounts == accounts and c.host_speed == slowest
+                        and c.arm == recommendation["arm"] and _coordinator_setting(c) == setting][:1]
+        neighbours += _neighbours(spec, grid, accounts, slowest, recommendation["arm"], entry)
     boundary = [by_index[i] for i, safe in sorted(safe_by_cell.items()) if 0 < sum(safe) < len(safe)]
-    for cell in boundary:
-        add(cell)
+    chosen: list[Cell] = []
+    for group in itertools.zip_longest(recommended, neighbours, boundary):
+        for cell in group:
+            if cell is not None and cell not in chosen and len(chosen) < count:
+                chosen.append(cell)
     return chosen
 
 
@@ -88,7 +87,7 @@ def verify(spec: SweepSpec, out: Path, count: int) -> str:
                         "sim_time_to_all_connected_s": sim["time_to_all_connected_s"],
                         "stub_time_to_all_connected_s": None if stub is None else stub["time_to_all_connected_s"],
                         "agree": agree})
-        print(f"verify {number}/{count}: cell {cell.index} ({cell.accounts} accounts, speed {cell.host_speed:g}, "
+        print(f"verify {number}/{count}: cell {cell.index} ({accounts_text(cell.accounts)}, speed {cell.host_speed:g}, "
               f"{cell.arm} {dict(cell.params)}): sim "
               f"{'safe' if is_safe(sim) else 'not safe'}, stub "
               f"{'-' if stub is None else 'safe' if is_safe(stub) else 'not safe'}", file=sys.stderr, flush=True)
