@@ -26,6 +26,7 @@ import json
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -188,9 +189,9 @@ class ThresholdResult(_Model):
     passed: bool
 
 
-class StubTargetRecord(_Model):
-    kind: Literal["stub"]
-    backend: Literal["embedded", "docker"]
+class StubOptionsRecord(_Model):
+    """The stub's options as a run used them: the stub itself, or the simulator's model of it."""
+
     profile: str
     """The stub's protocol generation (its `--profile`)."""
     effective_handshake_timeout_ms: int
@@ -202,6 +203,16 @@ class StubTargetRecord(_Model):
     colocated_hello_cost: str
     health_refresh_cost: str
     health_refresh_coalesce: str
+
+    @classmethod
+    def fields_from(cls, described: Mapping[str, Any]) -> dict[str, Any]:
+        """These fields out of `StubConfig.describe()`."""
+        return {name: described[name] for name in StubOptionsRecord.model_fields}
+
+
+class StubTargetRecord(StubOptionsRecord):
+    kind: Literal["stub"]
+    backend: Literal["embedded", "docker"]
     cost_clock: str
     image: str | None
     """Docker only, from here on."""
@@ -242,20 +253,10 @@ class SimTuningRecord(_Model):
     upgrade_turns: int
 
 
-class SimTargetRecord(_Model):
+class SimTargetRecord(StubOptionsRecord):
     """The stub as the simulator models it (harness/sim/, docs/simulator.md): no sockets, virtual time."""
 
     kind: Literal["sim"]
-    profile: str
-    effective_handshake_timeout_ms: int
-    max_preauth_per_ip: int
-    connect_cost_before_timer: str
-    connect_cost_after_timer: str
-    upgrade_cost: str
-    colocated_challenge_cost: str
-    colocated_hello_cost: str
-    health_refresh_cost: str
-    health_refresh_coalesce: str
     challenge_latency_ms: float
     hello_latency_ms: float
     tuning: SimTuningRecord

@@ -69,16 +69,8 @@ class StubBackend:
 
     def describe(self) -> TargetRecord:
         config = self._target.config.describe()
-        return StubTargetRecord(
-            kind="stub", backend=self._target.backend, profile=config["profile"],
-            effective_handshake_timeout_ms=config["effective_handshake_timeout_ms"],
-            max_preauth_per_ip=config["max_preauth_per_ip"],
-            connect_cost_before_timer=config["connect_cost_before_timer"],
-            connect_cost_after_timer=config["connect_cost_after_timer"], upgrade_cost=config["upgrade_cost"],
-            colocated_challenge_cost=config["colocated_challenge_cost"],
-            colocated_hello_cost=config["colocated_hello_cost"], health_refresh_cost=config["health_refresh_cost"],
-            health_refresh_coalesce=config["health_refresh_coalesce"], cost_clock=config["cost_clock"],
-            **self._container_fields())
+        return StubTargetRecord(kind="stub", backend=self._target.backend, cost_clock=config["cost_clock"],
+                                **StubTargetRecord.fields_from(config), **self._container_fields())
 
     def pids(self) -> list[int]:
         pid = self._process.pid

@@ -36,8 +36,6 @@ from harness.verdict.judge import RunMeta, judge
 
 __all__ = ["Simulated", "Tuning", "check_simulable", "simulate", "simulated_summary"]
 
-COST_OPTIONS = ("connect_cost_before_timer", "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost",
-                "colocated_hello_cost", "health_refresh_cost")
 STUB_LAG_PROBE_REAL_MS = 50.0  # the stub's loop-lag probe interval, in real ms (gateway_stub.metrics)
 
 
@@ -119,10 +117,7 @@ def simulated_summary(profile: Profile, arm_name: str, tuning: Tuning | None = N
     assert isinstance(profile.target, SimTarget)
     config = profile.target.stub.config
     target = SimTargetRecord(
-        kind="sim", profile=config.profile, effective_handshake_timeout_ms=config.effective_handshake_timeout_ms,
-        max_preauth_per_ip=config.max_preauth_per_ip,
-        **{name: getattr(config, name).describe() for name in COST_OPTIONS},
-        health_refresh_coalesce=config.health_refresh_coalesce, challenge_latency_ms=config.challenge_latency_ms,
+        kind="sim", **SimTargetRecord.fields_from(config.describe()), challenge_latency_ms=config.challenge_latency_ms,
         hello_latency_ms=config.hello_latency_ms, tuning=SimTuningRecord(**dataclasses.asdict(tuning)),
         loop_busy_s=round(simulated.loop_busy_ms / 1000.0, 3),
     )
