@@ -190,8 +190,7 @@ def accounts(count: int) -> str:
 def run_or_compare(args: argparse.Namespace) -> int:
     from harness.profile import load_profile
     from harness.report.table import render, render_distributions
-    from harness.run import arm_dir, distributions, run_profile
-    from harness.summary import Comparison
+    from harness.run import record_results, run_profile
     from harness.target import StubTarget
     from harness.verdict.distribution import exit_code
 
@@ -213,20 +212,14 @@ def run_or_compare(args: argparse.Namespace) -> int:
     print(f"{profile.name}: {accounts(profile.account_count)}, arms {', '.join(arms)}{times}, "
           f"{profile.duration_s:g} s at time scale {profile.time_scale:g} -> {out}", file=sys.stderr)
     results = run_profile(profile, arms, out, repeat=args.repeat)
-    summaries = [r.summary for r in results]
-    spreads = distributions(profile, results)
+    spreads = record_results(profile, results, out, repeat=args.repeat, comparison=args.command == "compare")
     title = f"{profile.name} ({accounts(profile.account_count)}, seed {profile.seed})"
     if args.repeat == 1:
-        print(render(summaries, title))
+        print(render([r.summary for r in results], title))
     else:
-        for spread in spreads:
-            spread.write(arm_dir(out, spread.arm) / "distribution.json")
         seeds = f"seeds {spreads[0].seeds[0]}-{spreads[0].seeds[-1]}"
         print(render_distributions(spreads, f"{profile.name} ({accounts(profile.account_count)}, {args.repeat} runs "
                                             f"each, {seeds})"))
-    if args.command == "compare":
-        Comparison(profile=profile.name, repeats=args.repeat, arms=summaries, distributions=spreads).write(
-            out / "compare.json")
     print(f"results: {out}", file=sys.stderr)
     return exit_code(spreads)
 

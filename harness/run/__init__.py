@@ -30,16 +30,15 @@ from harness.events import RunRecord
 from harness.profile import Profile
 from harness.report.progress import Progress
 from harness.run.compose import compose
-from harness.run.drive import drive
 from harness.sim import simulated_summary
-from harness.summary import Distribution, Summary
+from harness.summary import Comparison, Distribution, Summary
 from harness.target import OpenClawTarget, SimTarget, Target
 from harness.verdict.distribution import distribution
 from harness.verdict.host import host_figures
 from harness.verdict.judge import RunMeta, judge
 from harness.verdict.tables import ACCOUNT_COLUMNS, INTENT_COLUMNS, Row, account_rows, intent_rows
 
-__all__ = ["ArmResult", "arm_dir", "distributions", "run_arm", "run_profile"]
+__all__ = ["ArmResult", "arm_dir", "distributions", "record_results", "run_arm", "run_profile"]
 
 
 @dataclass
@@ -71,6 +70,8 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
 
 
 def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress) -> tuple[Summary, RunRecord]:
+    from harness.run.drive import drive  # Locust patches sockets and threads as it loads: only for a live run
+
     wall_started = time.monotonic()
     parts = compose(profile, arm_name, out_dir)
     with open_backend(profile.target, out_dir, parts.stub_args) as backend:
@@ -97,7 +98,8 @@ def gateway_cpu_quota(target: Target) -> float | None:
 
 
 def run_profile(profile: Profile, arms: Sequence[str], out_root: Path, *, repeat: int = 1,
-                on_result: Callable[[ArmResult], None] | None = None) -> list[ArmResult]:
+                on_result: Callable[[ArmResult], None] | None = None,
+                progress_stream: IO[str] = sys.stderr) -> list[ArmResult]:
     """Every arm, `repeat` times, interleaved (arm by arm within each round, so host noise falls on all arms
     alike), with seeds derived from the profile's (base, base + 1, …). One run of an arm writes to
     `out_root/<arm>/`; a repeat to `out_root/<arm>/run-NN/` and `out_root/<arm>/distribution.json`."""
@@ -108,7 +110,7 @@ def run_profile(profile: Profile, arms: Sequence[str], out_root: Path, *, repeat
             out_dir = arm_dir(out_root, arm)
             if repeat > 1:
                 out_dir = out_dir / f"run-{round_index + 1:02d}"
-            result = run_arm(seeded, arm, out_dir)
+            result = run_arm(seeded, arm, out_dir, progress_stream=progress_stream)
             results.append(result)
             if on_result:
                 on_result(result)
@@ -124,6 +126,20 @@ def distributions(profile: Profile, results: Sequence[ArmResult]) -> list[Distri
     arms = [arm for arm in profile.arms if any(r.arm == arm for r in results)]
     return [distribution([r.summary for r in results if r.arm == arm], profile.thresholds_for(arm))
             for arm in arms]
+
+
+def record_results(profile: Profile, results: Sequence[ArmResult], out_root: Path, *, repeat: int,
+                   comparison: bool) -> list[Distribution]:
+    """What a run or compare leaves beside the arms' folders: each arm's distribution.json (repeated) and
+    compare.json (compare); the distributions, in the profile's arm order."""
+    spreads = distributions(profile, results)
+    if repeat > 1:
+        for spread in spreads:
+            spread.write(arm_dir(out_root, spread.arm) / "distribution.json")
+    if comparison:
+        Comparison(profile=profile.name, repeats=repeat, arms=[r.summary for r in results],
+                   distributions=spreads).write(out_root / "compare.json")
+    return spreads
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Row]) -> None:
