@@ -21,6 +21,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from gateway_stub import GatewayStub, StubConfig
 from harness.backends.embedded import EmbeddedStub
 
+pytest_plugins = ["pytester"]
+
 TOKEN = "test-token"
 
 
