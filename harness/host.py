@@ -3,8 +3,12 @@
 A live run shares the machine with whatever else runs there, and its verdict depends on time (handshake
 timers, scaled by the time scale). So every live run measures, over the window the accounts ran:
   - for the harness's own process (the accounts under Locust, the health probe) and for the gateway's
-    processes, the CPU time they used and the time their threads were runnable but waiting for a CPU
-    (`/proc/<pid>/task/<tid>/schedstat`, second field: run-queue wait);
+    processes, the CPU time all their threads used, and the time each process's main thread, the one that runs
+    its event loop (the stub's asyncio, Node's, the harness's gevent hub), was runnable but waiting for a CPU
+    (`/proc/<pid>/task/<tid>/schedstat`, second field: run-queue wait). Only the loop thread's wait delays a
+    timer; a multi-threaded gateway's helper threads (Node's libuv pool and V8's background threads) wait for
+    each other on a small machine, and summing their waits called a quiet run of the real 2026.9.6
+    `inconclusive` (4.1 s of thread waits in a 40 s run, 2.9 s of CPU used, CPU pressure 2.4%);
   - the machine's steal time (`/proc/stat`: a hypervisor giving this VM's CPU to others) and its CPU pressure
     (`/proc/pressure/cpu`, "some": the share of time at least one task waited for a CPU);
 and the driver adds the harness's own event-loop lag. `harness.verdict.host` turns these into a rule.
@@ -24,15 +28,15 @@ NS_PER_S = 1_000_000_000
 
 @dataclass(frozen=True)
 class CpuTimes:
-    """Summed over the threads of a set of processes: CPU used and run-queue wait, in nanoseconds."""
+    """One process: CPU used by all its threads, and its main (event-loop) thread's run-queue wait, in ns."""
 
     run_ns: int
     wait_ns: int
 
 
 def process_cpu(pids: Sequence[int]) -> dict[int, CpuTimes]:
-    """CPU used and run-queue wait of every thread of each of `pids` now; a process that cannot be read (gone,
-    or schedstats off) is left out."""
+    """CPU used by every thread of each of `pids` now, and its main thread's run-queue wait; a process that
+    cannot be read (gone, or schedstats off) is left out."""
     out: dict[int, CpuTimes] = {}
     for pid in pids:
         try:
@@ -44,7 +48,9 @@ def process_cpu(pids: Sequence[int]) -> dict[int, CpuTimes]:
         for tid in tids:
             try:
                 fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
-                run, wait = run + int(fields[0]), wait + int(fields[1])
+                run += int(fields[0])
+                if tid == str(pid):
+                    wait = int(fields[1])
                 readable = True
             except (OSError, ValueError, IndexError):
                 continue

@@ -68,3 +68,27 @@ def test_a_simulated_run_loads_no_gevent_or_locust_in_the_callers_process() -> N
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'gevent', 'locust'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_live_run_raises_interrupted_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    code = ("from harness import api\n"
+            "try:\n"
+            f"    api.run({str(MATRIX_11)!r}, arm='shipped', out={str(tmp_path)!r})\n"
+            "except api.Interrupted as exc:\n"
+            "    print('INTERRUPTED', exc)\n")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(tmp_path.glob("shipped/stub.log")):
+        time.sleep(0.1)
+    time.sleep(2)  # the accounts are running
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert "INTERRUPTED interrupted; everything the run started has been stopped" in stdout, stderr
+    assert "Traceback" not in stderr
+    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in ps  # neither the harness child nor its stub
