@@ -52,11 +52,7 @@ class SimGateway:
         self._timeout_ms = float(config.effective_handshake_timeout_ms)
         self._refresh_running = False
         self._refresh_pending = False
-        self.authenticated: set[Conn] = set()
         self.lag_samples_ms: list[float] = []
-        self.handshakes_succeeded = 0
-        self.handshakes_timed_out = 0
-        self.rejected_503 = 0
         if not config.health_refresh_cost.is_zero:
             self._periodic_refresh()
 
@@ -94,7 +90,6 @@ class SimGateway:
             return  # the client gave up before the upgrade was read: nothing opens
         slot = self._budget.try_acquire(LOOPBACK_IP)
         if slot is None:
-            self.rejected_503 += 1
             self._tell(conn, lambda: conn.client.refused(conn, 503))
             return
         conn.slot = slot
@@ -136,8 +131,6 @@ class SimGateway:
         self.sim.burn(self._sample(cost), cost.slice_ms, lambda: self._hello_out(conn), conn.alive)
 
     def _hello_out(self, conn: Conn) -> None:
-        self.handshakes_succeeded += 1
-        self.authenticated.add(conn)
         self._tell(conn, lambda: conn.client.hello(conn))
         self._spawn_cost(self.config.colocated_hello_cost)
         self.request_health_refresh()
@@ -146,7 +139,6 @@ class SimGateway:
         if conn.registered or conn.closing or not conn.alive():
             return
         conn.closing = True
-        self.handshakes_timed_out += 1
         self.network.close_to_client(conn, lambda: conn.client.closed_by_gateway(conn, 1000, ""))
 
     def _closed(self, conn: Conn) -> None:
@@ -154,7 +146,6 @@ class SimGateway:
             return
         conn.closed = True
         self._end_preauth(conn)
-        self.authenticated.discard(conn)
 
     def _end_preauth(self, conn: Conn) -> None:
         if conn.slot is not None:
