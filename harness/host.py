@@ -6,9 +6,9 @@ timers, scaled by the time scale). So every live run measures, over the window t
     processes, the CPU time all their threads used, and the time each process's main thread, the one that runs
     its event loop (the stub's asyncio, Node's, the harness's gevent hub), was runnable but waiting for a CPU
     (`/proc/<pid>/task/<tid>/schedstat`, second field: run-queue wait). Only the loop thread's wait delays a
-    timer; a multi-threaded gateway's helper threads (Node's libuv pool and V8's background threads) wait for
-    each other on a small machine, and summing their waits called a quiet run of the real 2026.9.6
-    `inconclusive` (4.1 s of thread waits in a 40 s run, 2.9 s of CPU used, CPU pressure 2.4%);
+    timer; a multi-threaded gateway's helper threads (Node's libuv pool and V8's background threads) wait too,
+    and summing them called a run of the real 2026.9.6 beside one busy loop `inconclusive` (4.1 s of thread waits
+    in a 40 s run, 2.9 s of CPU used), where its loop thread waited 1-2% of each run;
   - the machine's steal time (`/proc/stat`: a hypervisor giving this VM's CPU to others) and its CPU pressure
     (`/proc/pressure/cpu`, "some": the share of time at least one task waited for a CPU);
 and the driver adds the harness's own event-loop lag. `harness.verdict.host` turns these into a rule.
