@@ -77,10 +77,10 @@ async def _health(gateway: GatewayView, params: Any, call: MethodCall) -> dict[s
     payload = gateway.health_template()
     payload.update(ok=True, ts=int(time.time() * 1000))
     payload.setdefault("channels", {})
-    lag = stats["event_loop_lag_ms"]
+    lag = stats["event_loop_lag_last_interval_ms"]  # over the last second, as 2026.9.6's `intervalMs` says
     degraded = (lag["p99"] or 0) > EVENT_LOOP_DEGRADED_P99_MS
     payload["eventLoop"] = {**payload.get("eventLoop", {}), "degraded": degraded,
-                            "reasons": ["cpu"] if degraded else [],
+                            "reasons": ["cpu"] if degraded else [], "intervalMs": lag["interval_ms"],
                             "delayP99Ms": lag["p99"], "delayMaxMs": lag["max"]}
     payload["durationMs"] = round((time.perf_counter() - started) * 1000.0)
     return payload

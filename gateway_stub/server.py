@@ -54,7 +54,14 @@ from gateway_stub.handshake import (
     StartConnect,
 )
 from gateway_stub.methods import METHODS, RESPONDED, MethodCall, MethodError, unknown_method
-from gateway_stub.metrics import StubMetrics, exposition, stub_registry, watch_event_loop_lag
+from gateway_stub.metrics import (
+    LOOP_DELAY_INTERVAL_S,
+    RecentLag,
+    StubMetrics,
+    exposition,
+    stub_registry,
+    watch_event_loop_lag,
+)
 from openclaw_wire.constants import HEALTH_REFRESH_INTERVAL_MS
 from openclaw_wire.log_records import WS_SUBSYSTEM, StubEvent
 
@@ -115,7 +122,8 @@ class GatewayStub:
         self.generation = config.generation
         self.token = config.token if config.token is not None else secrets.token_urlsafe(24)
         self.log = log if log is not None else GatewayLog(json_path=config.log_file)
-        self.metrics = StubMetrics()
+        # Health's delay interval is a duration of the gateway's, so it scales like the others.
+        self.metrics = StubMetrics(recent_loop_lag=RecentLag(LOOP_DELAY_INTERVAL_S * config.time_scale))
         self._registry = stub_registry(self.metrics, self.gauges, self.generation.name)
         self._burner = CostBurner(time_scale=config.time_scale, seed=config.seed, clock=config.cost_clock)
         self._budget = PreauthBudget(config.max_preauth_per_ip)
@@ -242,6 +250,7 @@ class GatewayStub:
             "gauges": self.gauges(),
             "handshake_ms": self.metrics.handshake.summary(),
             "event_loop_lag_ms": self.metrics.loop_lag.summary(),
+            "event_loop_lag_last_interval_ms": self.metrics.recent_loop_lag.summary(),
             "approvals": self.approvals.stats(),
             # Whether a refresh burns now and one more is queued (rearm): lets a reader wait for it to end.
             "health_refresh": {"running": self._health_refresh_running, "pending": self._health_refresh_pending},

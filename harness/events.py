@@ -162,6 +162,16 @@ class ApprovalLedger:
 
 
 @dataclass(frozen=True)
+class HealthSample:
+    """One call of the harness's health probe: when it was sent, how long the answer took, and the event-loop
+    delay the gateway reported in it (its worst over its last interval, where it reports one)."""
+
+    at_ms: float
+    rpc_ms: float
+    loop_delay_ms: float | None = None
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """Everything one run of one arm recorded, as plain data: what the verdict judges.
 
@@ -176,8 +186,12 @@ class RunRecord:
     startup_window_ms: float
     final_window_ms: float
     gateway_records: Sequence[Mapping[str, Any]] | None = None  # the gateway's JSON log, if readable
-    health_rpc_ms: Sequence[float] = ()
+    health: Sequence[HealthSample] = ()
     event_loop_lag_ms: Mapping[str, float | None] | None = None  # p99, max, already in scenario ms
     probe_handshake_timeouts: int = 0  # the harness's own health probe, which the gateway also logs
     probe_reconnects: int = 0
     approvals: ApprovalLedger | None = None  # the duplicate-prompt scenario, when the run has one
+
+    @property
+    def health_rpc_ms(self) -> list[float]:
+        return [sample.rpc_ms for sample in self.health]

@@ -112,6 +112,10 @@ class TimelineRow(_Model):
     connected: int
     faults: list[int]
     """Indexes of the fault windows active in this bucket."""
+    health_rpc_ms: float | None = None
+    """The slowest health RPC the probe sent in this bucket (None: no call sent in it)."""
+    event_loop_lag_ms: float | None = None
+    """The worst event-loop delay the gateway reported in this bucket's health answers (None: not reported)."""
 
 
 class FaultWindowRecord(_Model):

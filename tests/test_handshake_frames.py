@@ -466,7 +466,7 @@ async def test_health_and_status_for_an_april_reader(stub: GatewayStub) -> None:
     assert (health["type"], health["id"], health["ok"]) == ("res", "2:health", True)
     assert health["payload"]["ok"] is True
     assert health["payload"]["channels"] == {}
-    assert set(health["payload"]["eventLoop"]) >= {"degraded", "delayP99Ms", "delayMaxMs"}
+    assert set(health["payload"]["eventLoop"]) >= {"degraded", "delayP99Ms", "delayMaxMs", "intervalMs"}
     await ws.send(request("3:status", "status", {}))
     status = await recv_res(ws, "3:status")
     assert (status["type"], status["id"], status["ok"]) == ("res", "3:status", True)

@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from gateway_stub import GatewayStub
-from gateway_stub.metrics import COUNTERS, GAUGES
+from gateway_stub.metrics import COUNTERS, GAUGES, RecentLag
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 # Every family /metrics has, by the name both parsers give it (a counter's without its `_total`).
@@ -280,3 +280,14 @@ async def test_gauges_return_to_zero_after_misbehaving_clients(make_stub: StubFa
     assert stub.gauges()["authenticated_sockets"] == 1
     await ws.close()
     await wait_until(lambda: stub.gauges()["authenticated_sockets"] == 0)
+
+
+def test_health_reports_the_loop_delay_of_its_last_interval_only() -> None:
+    # As 2026.9.6's health (`intervalMs` about 1000): a block two intervals ago no longer shows.
+    recent = RecentLag(interval_s=1.0)
+    recent.observe(900.0, now_s=10.0)
+    recent.observe(2.0, now_s=10.5)
+    assert recent.summary(now_s=10.9) == {"interval_ms": 1000.0, "p99": 900.0, "max": 900.0}
+    recent.observe(3.0, now_s=11.2)
+    assert recent.summary(now_s=11.3) == {"interval_ms": 1000.0, "p99": 3.0, "max": 3.0}
+    assert recent.summary(now_s=20.0) == {"interval_ms": 1000.0, "p99": None, "max": None}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from schema_check import SCHEMA_PATH, validated
 
-from harness.events import ApprovalLedger, ApprovalRequest, Attempt, Outcome, Prompt, RunRecord
+from harness.events import ApprovalLedger, ApprovalRequest, Attempt, HealthSample, Outcome, Prompt, RunRecord
 from harness.profile import load_profile, parse_profile
 from harness.summary import (
     FaultWindowRecord,
@@ -42,7 +42,7 @@ def storm_with_approvals() -> tuple[RunMeta, RunRecord]:
     approvals.prompts.append(Prompt("matrix-1", "id-1", "ls", 5_100.0))
     record = RunRecord(accounts=["matrix-1"], attempts=attempts, disconnects=[], connected_at_end=frozenset(),
                        duration_ms=60_000, startup_window_ms=10_000, final_window_ms=20_000, approvals=approvals,
-                       gateway_records=[], health_rpc_ms=[10.0, 12.5])
+                       gateway_records=[], health=[HealthSample(0.0, 10.0), HealthSample(1000.0, 12.5, 3.0)])
     fault = FaultWindowRecord(index=0, kind="gateway_down", from_s=20.0, to_s=25.0, type=None, stream=None,
                               toxicity=None, attributes=None, applied_at_s=20.01, removed_at_s=25.0, errors=[])
     meta = RunMeta(profile="p", arm="stable-id", seed=7, time_scale=0.1, target=STUB, wall_clock_s=6.5,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from harness.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_THRESHOLD_FAILED
-from harness.events import Attempt, Disconnect, Outcome, RunRecord
+from harness.events import Attempt, Disconnect, HealthSample, Outcome, RunRecord
 from harness.summary import (
     GatewayLogCounts,
     HostFigures,
@@ -148,6 +148,17 @@ def test_timeline_counts_each_second_and_shows_the_faults_active() -> None:
         (3, 1, 1, 0, 1, []),        # a drops at 3.1 s, b connects at 3.4 s
         (4, 0, 0, 0, 1, []),
     ]
+
+
+def test_timeline_shows_the_slowest_health_call_and_worst_loop_delay_of_each_second() -> None:
+    health = [HealthSample(100, 12.0, 3.0), HealthSample(600, 40.0, 25.0), HealthSample(1_200, 350.0, None),
+              HealthSample(3_900, 9.0, 1.5)]
+    run = RunRecord(accounts=ACCOUNTS, attempts=[], disconnects=[], connected_at_end=frozenset(), duration_ms=4_000,
+                    startup_window_ms=0, final_window_ms=1_000, health=health)
+    rows = timeline(run)
+    assert [(r.health_rpc_ms, r.event_loop_lag_ms) for r in rows] == [
+        (40.0, 25.0), (350.0, None), (None, None), (9.0, 1.5)]  # None: no call sent, or no delay reported
+    assert run.health_rpc_ms == [12.0, 40.0, 350.0, 9.0]
 
 
 def test_recovered_when_storm_entries_after_startup_end_and_everyone_is_back() -> None:

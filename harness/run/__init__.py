@@ -8,7 +8,8 @@
 The results go to the arm's folder:
   summary.json        the figures and the verdict (`harness.summary.Summary`; schema in docs/summary.schema.json)
   accounts.csv        one row per account: attempts, successes, failures by cause, close codes, …
-  intents.csv         with the approval scenario: one row per intent
+  attempts.csv        every handshake attempt (account, start, end, outcome); disconnects.csv, every close after hello
+  intents.csv         with the approval scenario: one row per intent; prompts.csv, every prompt shown
   stub.log, stub.jsonl the stub's console and JSON log (stub target, embedded or in a container)
   openclaw.log, gateway.jsonl  the real gateway's console and its records from the shared JSON log (openclaw)
   locust_stats.csv, locust_failures.csv, …  Locust's own CSV stats
@@ -36,7 +37,19 @@ from harness.target import OpenClawTarget, SimTarget, Target
 from harness.verdict.distribution import distribution
 from harness.verdict.host import host_figures
 from harness.verdict.judge import RunMeta, judge
-from harness.verdict.tables import ACCOUNT_COLUMNS, INTENT_COLUMNS, Row, account_rows, intent_rows
+from harness.verdict.tables import (
+    ACCOUNT_COLUMNS,
+    ATTEMPT_COLUMNS,
+    DISCONNECT_COLUMNS,
+    INTENT_COLUMNS,
+    PROMPT_COLUMNS,
+    Row,
+    account_rows,
+    attempt_rows,
+    disconnect_rows,
+    intent_rows,
+    prompt_rows,
+)
 
 __all__ = ["ArmResult", "arm_dir", "distributions", "record_results", "run_arm", "run_profile"]
 
@@ -60,8 +73,11 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
     else:
         summary, record = _run_live(profile, arm_name, out_dir, progress)
     _write_csv(out_dir / "accounts.csv", ACCOUNT_COLUMNS, account_rows(record))
+    _write_csv(out_dir / "attempts.csv", ATTEMPT_COLUMNS, attempt_rows(record))
+    _write_csv(out_dir / "disconnects.csv", DISCONNECT_COLUMNS, disconnect_rows(record))
     if record.approvals is not None:
         _write_csv(out_dir / "intents.csv", INTENT_COLUMNS, intent_rows(record.approvals))
+        _write_csv(out_dir / "prompts.csv", PROMPT_COLUMNS, prompt_rows(record.approvals))
     summary.write(out_dir / "summary.json")
     progress.done(f"[{arm_name}] {summary.verdict}: {summary.storm_entries} storm entries, "
                   f"{summary.connected_accounts_at_end}/{profile.account_count} connected at the end "

@@ -128,7 +128,7 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
         gateway_records = backend.gateway_records(parts.out_dir)
         attempts, disconnects = list(context.ledger.attempts), list(context.ledger.disconnects)
         connected_at_end = frozenset(context.ledger.connected)
-        health_samples, probe_timeouts = list(probe.samples_ms), probe.handshake_timeouts
+        health_samples, probe_timeouts = list(probe.samples), probe.handshake_timeouts
         statistics = context.runtime.coordinator.statistics() if context.runtime else None
     finally:
         runner.quit()
@@ -140,7 +140,7 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
         accounts=context.account_names, attempts=attempts, disconnects=disconnects,
         connected_at_end=connected_at_end, duration_ms=profile.duration_s * 1000.0,
         startup_window_ms=profile.startup_window_s * 1000.0, final_window_ms=profile.final_window_s * 1000.0,
-        gateway_records=gateway_records, health_rpc_ms=health_samples,
+        gateway_records=gateway_records, health=health_samples,
         event_loop_lag_ms=_loop_lag(backend, profile.time_scale), probe_handshake_timeouts=probe_timeouts,
         probe_reconnects=probe.failures, approvals=scenario.ledger if scenario else None,
     )

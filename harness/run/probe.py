@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -12,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from harness.client.connect_shape import ClientShape
 from harness.client.session import HandshakeFailed, RequestTimedOut, call, short_session
 from harness.clock import ScaledClock
-from harness.events import Outcome
+from harness.events import HealthSample, Outcome
 from openclaw_wire.constants import DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS
 
 
@@ -30,7 +31,7 @@ class HealthProbe:
     clock: ScaledClock
     interval_ms: float
     shape: ClientShape
-    samples_ms: list[float] = field(default_factory=list)
+    samples: list[HealthSample] = field(default_factory=list)
     handshake_timeouts: int = 0
     failures: int = 0
     connected: Event = field(default_factory=Event)
@@ -43,9 +44,10 @@ class HealthProbe:
                                    handshake_timeout_ms=DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS) as ws:
                     self.connected.set()
                     while True:
-                        started = time.perf_counter()
-                        call(ws, "health", {}, self.clock)
-                        self.samples_ms.append(self.clock.scenario_ms(time.perf_counter() - started))
+                        sent_ms, started = self.clock.now_ms(), time.perf_counter()
+                        answer = call(ws, "health", {}, self.clock)
+                        self.samples.append(HealthSample(sent_ms, self.clock.scenario_ms(time.perf_counter() - started),
+                                                         self._loop_delay_ms(answer)))
                         gevent.sleep(self.clock.real_s(self.interval_ms))
             except HandshakeFailed as failed:
                 self.handshake_timeouts += failed.outcome is Outcome.HANDSHAKE_TIMEOUT
@@ -53,3 +55,13 @@ class HealthProbe:
             except (RequestTimedOut, ConnectionClosed, OSError):
                 self.failures += 1
             gevent.sleep(self.clock.real_s(self.interval_ms))
+
+    def _loop_delay_ms(self, answer: dict[str, Any]) -> float | None:
+        """The gateway's worst event-loop delay over its last interval (the stub and 2026.9.6 report it in
+        `eventLoop.delayMaxMs`, in real ms), in scenario ms; None where the gateway does not say."""
+        payload = answer.get("payload")
+        loop = payload.get("eventLoop") if isinstance(payload, dict) else None
+        delay = loop.get("delayMaxMs") if isinstance(loop, dict) else None
+        if not isinstance(delay, int | float) or isinstance(delay, bool):
+            return None
+        return round(self.clock.scenario_ms(delay / 1000.0), 3)

@@ -18,6 +18,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+from gateway_stub.metrics import LAG_PROBE_INTERVAL_S, LOOP_DELAY_INTERVAL_S
 from harness.errors import BadInput
 from harness.events import AccountLedger, RunRecord
 from harness.policy.arms import ARMS, bootstrap_retry, start_gate
@@ -36,7 +37,6 @@ from harness.verdict.judge import RunMeta, judge
 
 __all__ = ["Simulated", "Tuning", "check_simulable", "simulate", "simulated_summary"]
 
-STUB_LAG_PROBE_REAL_MS = 50.0  # the stub's loop-lag probe interval, in real ms (gateway_stub.metrics)
 
 
 @dataclass(frozen=True)
@@ -87,17 +87,18 @@ def simulate(profile: Profile, arm_name: str, tuning: Tuning | None = None) -> S
 
     network.on_restart = reregister_all
     network.schedule_faults()
-    probe = SimHealthProbe(sim, gateway, profile.probe_interval_ms, duration_ms)
+    probe = SimHealthProbe(sim, gateway, profile.probe_interval_ms, duration_ms,
+                           LOOP_DELAY_INTERVAL_S * 1000.0)
     if profile.probe_interval_ms > 0:
         probe.start()
-    gateway.watch_lag(STUB_LAG_PROBE_REAL_MS / profile.time_scale, duration_ms)
+    gateway.watch_lag(LAG_PROBE_INTERVAL_S * 1000.0 / profile.time_scale, duration_ms)
     sim.run(duration_ms)
     lags = gateway.lag_samples_ms
     record = RunRecord(
         accounts=names, attempts=list(ledger.attempts), disconnects=list(ledger.disconnects),
         connected_at_end=frozenset(ledger.connected), duration_ms=duration_ms,
         startup_window_ms=profile.startup_window_s * 1000.0, final_window_ms=profile.final_window_s * 1000.0,
-        gateway_records=None, health_rpc_ms=probe.samples_ms,
+        gateway_records=None, health=probe.samples,
         event_loop_lag_ms={"p99": percentile(lags, 0.99), "max": round(max(lags), 3) if lags else None},
     )
     faults = [FaultWindowRecord(

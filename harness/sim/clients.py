@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.events import AccountLedger, Attempt, Disconnect, Outcome
+from harness.events import AccountLedger, Attempt, Disconnect, HealthSample, Outcome
 from harness.policy.backoff import client_reconnect_backoff
 from harness.sim.bootstrap_driver import StartReport
 from harness.sim.conn import Conn
@@ -178,12 +178,14 @@ class SimHandlers:
 class SimHealthProbe:
     """The harness's health probe: connected before the accounts start, a `health` call every interval."""
 
-    def __init__(self, sim: Simulation, gateway: SimGateway, interval_ms: float, until_ms: float) -> None:
+    def __init__(self, sim: Simulation, gateway: SimGateway, interval_ms: float, until_ms: float,
+                 loop_delay_interval_ms: float) -> None:
         self._sim = sim
         self._gateway = gateway
         self._interval_ms = interval_ms
         self._until_ms = until_ms
-        self.samples_ms: list[float] = []
+        self._loop_delay_interval_ms = loop_delay_interval_ms
+        self.samples: list[HealthSample] = []
 
     def start(self) -> None:
         self._call()
@@ -194,7 +196,8 @@ class SimHealthProbe:
 
     def _answered(self, sent_ms: float) -> Callable[[], None]:
         def answered() -> None:
-            self.samples_ms.append(self._sim.now_ms - sent_ms)
+            self.samples.append(HealthSample(sent_ms, self._sim.now_ms - sent_ms,
+                                             self._gateway.recent_lag_max_ms(self._loop_delay_interval_ms)))
             if self._sim.now_ms + self._interval_ms < self._until_ms:
                 self._sim.after(self._interval_ms, self._call)
 

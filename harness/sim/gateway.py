@@ -53,6 +53,7 @@ class SimGateway:
         self._refresh_running = False
         self._refresh_pending = False
         self.lag_samples_ms: list[float] = []
+        self.lag_sampled_at_ms: list[float] = []  # when each lag sample was taken
         if not config.health_refresh_cost.is_zero:
             self._periodic_refresh()
 
@@ -193,8 +194,18 @@ class SimGateway:
 
     def _lag_turn(self, due_ms: float, interval_ms: float, until_ms: float) -> None:
         self.lag_samples_ms.append(self.sim.now_ms - due_ms)
+        self.lag_sampled_at_ms.append(self.sim.now_ms)
         if self.sim.now_ms + interval_ms < until_ms:
             self.watch_lag(interval_ms, until_ms)
+
+    def recent_lag_max_ms(self, interval_ms: float) -> float | None:
+        """The worst lag sampled in the last `interval_ms`: what the stub's health reports as `delayMaxMs`."""
+        worst = None
+        for lag, at_ms in zip(reversed(self.lag_samples_ms), reversed(self.lag_sampled_at_ms), strict=True):
+            if at_ms < self.sim.now_ms - interval_ms:
+                break
+            worst = lag if worst is None else max(worst, lag)
+        return None if worst is None else round(worst, 3)
 
     # -- helpers ----------------------------------------------------------------------------------
 

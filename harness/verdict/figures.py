@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.events import STORM_KINDS, Outcome, RunRecord
+from harness.events import STORM_KINDS, HealthSample, Outcome, RunRecord
 from harness.summary import (
     GatewayLogCounts,
     HealthRpcFigures,
@@ -74,6 +74,14 @@ def percentile(samples: Iterable[float], fraction: float) -> float | None:
     """Nearest-rank percentile, rounded to the microsecond; None for no samples."""
     ordered = sorted(samples)
     return round(ordered[max(1, math.ceil(fraction * len(ordered))) - 1], 3) if ordered else None
+
+
+def p95_time(times: Sequence[float | None]) -> float | None:
+    """Nearest-rank 95th percentile of times to all connected; None (never) when any run did not get every
+    account connected."""
+    if not times or any(t is None for t in times):
+        return None
+    return percentile([t for t in times if t is not None], 0.95)
 
 
 def gateway_storm_counts(records: Sequence[Mapping[str, Any]]) -> GatewayLogCounts:
@@ -173,7 +181,8 @@ def summarize(record: RunRecord) -> StormFigures:
 def timeline(record: RunRecord, fault_spans: Sequence[tuple[int, float, float | None]] = (),
              max_rows: int = TIMELINE_MAX_ROWS) -> list[TimelineRow]:
     """Per bucket of scenario time (1 s, or coarser for long runs): attempts, hellos, storm entries, accounts
-    connected at the bucket's end, and the fault windows (index, from_s, to_s or None) active in it."""
+    connected at the bucket's end, the fault windows (index, from_s, to_s or None) active in it, the slowest
+    health RPC sent in it and the worst event-loop delay the gateway reported in it."""
     bucket_ms = max(1000.0, record.duration_ms / max_rows)
     buckets = int(record.duration_ms // bucket_ms) + (record.duration_ms % bucket_ms > 0)
     attempts = [[0, 0, 0] for _ in range(buckets)]
@@ -182,6 +191,9 @@ def timeline(record: RunRecord, fault_spans: Sequence[tuple[int, float, float | 
         attempts[index][0] += 1
         attempts[index][1] += a.outcome is Outcome.HELLO
         attempts[index][2] += a.storm_kind is not None
+    health: list[list[HealthSample]] = [[] for _ in range(buckets)]
+    for sample in record.health:
+        health[min(buckets - 1, int(sample.at_ms // bucket_ms))].append(sample)
     changes = list(connected_over_time(record))
     rows, cursor, connected = [], 0, 0
     for index in range(buckets):
@@ -191,6 +203,9 @@ def timeline(record: RunRecord, fault_spans: Sequence[tuple[int, float, float | 
             cursor += 1
         start_s, end_s = index * bucket_ms / 1000.0, end_ms / 1000.0
         active = [i for i, from_s, to_s in fault_spans if from_s < end_s and (to_s is None or to_s > start_s)]
+        delays = [d for sample in health[index] if (d := sample.loop_delay_ms) is not None]
         rows.append(TimelineRow(t_s=round(start_s, 3), attempts=attempts[index][0], hellos=attempts[index][1],
-                                storm_entries=attempts[index][2], connected=connected, faults=active))
+                                storm_entries=attempts[index][2], connected=connected, faults=active,
+                                health_rpc_ms=round(max(s.rpc_ms for s in health[index]), 3) if health[index] else None,
+                                event_loop_lag_ms=round(max(delays), 3) if delays else None))
     return rows

@@ -1,4 +1,6 @@
-"""The per-account and per-intent tables of a run (accounts.csv, intents.csv), as rows: pure, from events."""
+"""The tables of a run, as rows: pure, from events. Per account and per intent (accounts.csv, intents.csv), and
+the events themselves (attempts.csv, disconnects.csv, prompts.csv), which the report draws from a results
+folder alone."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ Row = list[str | int | float | bool]
 FAILURE_CAUSES = [o.value for o in Outcome if o is not Outcome.HELLO]
 ACCOUNT_COLUMNS = ["account", "attempts", "successes", *(f"failed_{c}" for c in FAILURE_CAUSES), "close_codes",
                    "first_connect_ms", "reconnects", "connected_at_end"]
+ATTEMPT_COLUMNS = ["account", "handler", "started_s", "ended_s", "outcome", "storm_kind", "close_code", "detail"]
+DISCONNECT_COLUMNS = ["account", "handler", "at_s", "close_code", "reason"]
+PROMPT_COLUMNS = ["posted_s", "chat", "approval_id", "agent", "run", "command"]
 INTENT_COLUMNS = ["agent", "run", "command", "attempts", "approval_ids", "prompts", "decision", "decisions_lost",
                   "first_requested_s"]
 
@@ -34,6 +39,33 @@ def account_rows(record: RunRecord) -> list[Row]:
             account in record.connected_at_end,
         ])
     return rows
+
+
+def attempt_rows(record: RunRecord) -> list[Row]:
+    """Every handshake attempt in the order it ended: who, when (scenario s), and how it ended."""
+    return [[a.account, a.handler_id, _s(a.started_ms), _s(a.ended_ms), a.outcome.value, a.storm_kind or "",
+             "" if a.close_code is None else a.close_code, a.detail]
+            for a in sorted(record.attempts, key=lambda a: a.ended_ms)]
+
+
+def disconnect_rows(record: RunRecord) -> list[Row]:
+    """Every authenticated connection that closed: who, when, the close code and reason."""
+    return [[d.account, d.handler_id, _s(d.at_ms), "" if d.close_code is None else d.close_code, d.reason]
+            for d in sorted(record.disconnects, key=lambda d: d.at_ms)]
+
+
+def prompt_rows(ledger: ApprovalLedger) -> list[Row]:
+    """Every prompt a chat showed, with the intent (agent, run) its approval id belongs to."""
+    intent_of = intent_of_ids(ledger)
+    rows: list[Row] = []
+    for p in sorted(ledger.prompts, key=lambda p: p.posted_ms):
+        agent, run_id = intent_of.get(p.approval_id, ("", ""))
+        rows.append([_s(p.posted_ms), p.chat, p.approval_id, agent, run_id, p.command])
+    return rows
+
+
+def _s(ms: float) -> float:
+    return round(ms / 1000.0, 3)
 
 
 @dataclass
