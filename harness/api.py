@@ -85,6 +85,11 @@ class RunResult:
     def witnesses(self) -> list[Witness]:
         return list(self.summary.witnesses)
 
+    @property
+    def report(self) -> Path:
+        """report.html of the run this arm belongs to: its verdict, timeline and swimlane (harness.report)."""
+        return self.out_dir.parent / "report.html"
+
     def explain(self) -> str:
         """What a developer needs when an assertion on this result fails: no dict dump."""
         s = self.summary
@@ -108,6 +113,8 @@ class RunResult:
             lines.append(f"  duplicates: up to {s.duplicates.max_prompts_per_intent} prompts per intent, "
                          f"{s.duplicates.decisions_lost} decisions lost (intents.csv lists each intent's approval ids)")
         lines.append(f"  results: {self.out_dir}")
+        if self.report.is_file():
+            lines.append(f"  report: {self.report}")
         return "\n".join(lines)
 
 
@@ -125,6 +132,11 @@ class CompareResult:
 
     def __getitem__(self, arm: str) -> RunResult:
         return self.arms[arm]
+
+    @property
+    def report(self) -> Path:
+        """report.html: every arm side by side on shared axes, and the figures table (also compare.md, .txt)."""
+        return self.out_dir / "report.html"
 
     def explain(self) -> str:
         return "\n".join(result.explain() for result in self.arms.values())

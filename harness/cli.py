@@ -5,6 +5,7 @@
       both also take --backend {embedded,docker}: where a stub target runs (overrides the profile's), and
       --target sim: a stub profile in the simulator (virtual time, no sockets)
   harness sweep SPEC [--out DIR] [--workers N] [--verify N]                 a simulated grid; recommended J and K
+  harness report DIR [--screenshot]                                          report.html again, from the folder alone
   harness demo                                                               one handshake, one timeout
   harness toxiproxy [--host 127.0.0.1] [--port 8474]                        a Toxiproxy-compatible server
   harness openclaw-install [VERSION ...]                                     Node 24 + openclaw@VERSION, cached
@@ -128,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=_worker_count, help="worker processes (default: one per core)")
     sweep.add_argument("--verify", type=_verify_count, default=0, metavar="N",
                        help="re-run the N most informative cells on the stub over real sockets and report agreement")
+    report = commands.add_parser("report", help="(re)build report.html in a results folder from its files alone")
+    report.add_argument("folder", type=Path, help="a run, compare or sweep results folder")
+    report.add_argument("--screenshot", action="store_true",
+                        help="also save report.png, the page as headless Chromium draws it (needs Debian's chromium)")
     proxy = commands.add_parser("toxiproxy", help="run the embedded Toxiproxy-compatible server in the foreground")
     proxy.add_argument("--host", default="127.0.0.1", help="loopback address for the API (default 127.0.0.1)")
     proxy.add_argument("--port", default="8474", help="API port (default 8474, Toxiproxy's)")
@@ -151,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "sweep":  # simulated only: no gevent, so its worker processes can fork cleanly
             return run_sweep_command(args)
+        if args.command == "report":  # reads files only
+            return report_command(args.folder, args.screenshot)
         with signals_held():  # a stop request inside gevent's monkey-patching leaves `threading` half patched
             import locust  # noqa: F401  (gevent's monkey-patching must come before sockets and threads are imported)
 
@@ -220,11 +227,12 @@ def run_or_compare(args: argparse.Namespace) -> int:
         seeds = f"seeds {spreads[0].seeds[0]}-{spreads[0].seeds[-1]}"
         print(render_distributions(spreads, f"{profile.name} ({accounts(profile.account_count)}, {args.repeat} runs "
                                             f"each, {seeds})"))
-    print(f"results: {out}", file=sys.stderr)
+    print(f"results: {out} (report: {out / 'report.html'})", file=sys.stderr)
     return exit_code(spreads)
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
+    from harness.report.html import write_report
     from harness.report.recommendation import render_recommendation
     from harness.sweep import run_sweep
     from harness.sweep.spec import load_spec, spec_runs
@@ -238,7 +246,19 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     print(render_recommendation(result.recommendation))
     if args.verify:
         print(verify(spec, out, args.verify))
-    print(f"results: {out}", file=sys.stderr)
+        write_report(out)  # again, to link verify.json
+    print(f"results: {out} (report: {out / 'report.html'})", file=sys.stderr)
+    return EXIT_OK
+
+
+def report_command(folder: Path, with_screenshot: bool) -> int:
+    from harness.report.html import write_report
+    from harness.report.screenshot import screenshot
+
+    page = write_report(folder)
+    print(f"report: {page}", file=sys.stderr)
+    if with_screenshot:
+        print(f"screenshot: {screenshot(page, folder / 'report.png')}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -48,6 +48,11 @@ def test_compare_and_repeat_give_every_arm_and_its_distribution(tmp_path: Path) 
     assert len(result["coordinator"].summaries) == 3
     assert (tmp_path / "compare.json").exists()
     assert "witness: matrix-" in result["shipped"].explain()
+    # The report of a repeat: the distribution tabled, each arm's first run drawn.
+    assert result.report == result["shipped"].report == tmp_path / "report.html"
+    page = result.report.read_text()
+    assert "Over 3 runs per arm" in page and 'data-chart="swimlane"' in page
+    assert f"report: {result.report}" in result["shipped"].explain()
 
 
 def test_errors_are_typed_never_system_exit(tmp_path: Path) -> None:

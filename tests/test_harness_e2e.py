@@ -57,6 +57,13 @@ def test_matrix_11_storms_as_shipped(tmp_path: Path) -> None:
     assert "WS,connect" in stats
     assert "handshake timeout conn=" in (tmp_path / "shipped" / "stub.log").read_text(encoding="utf-8")
     assert "storm" in result.stdout  # the table
+    # Locust's own HTML report beside its CSVs, and the harness's report with the run's attempts drawn from the
+    # same ledger as accounts.csv.
+    assert "WS" in (tmp_path / "shipped" / "locust.html").read_text(encoding="utf-8")
+    with (tmp_path / "shipped" / "attempts.csv").open(encoding="utf-8") as attempts:
+        assert len(list(csv.DictReader(attempts))) == sum(int(r["attempts"]) for r in rows)
+    assert 'data-verdict="storm"' in (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f"report: {tmp_path / 'report.html'}" in result.stderr
 
 
 @pytest.mark.slow

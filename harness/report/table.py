@@ -1,4 +1,5 @@
-"""The compare table: arms as columns, figures as rows, plain text that survives a CI log."""
+"""The compare table: arms as columns, figures as rows, plain text that survives a CI log (and the same rows as
+Markdown, for pasting into an issue)."""
 
 from __future__ import annotations
 
@@ -65,11 +66,24 @@ def _cell(summary: Summary, key: str) -> str:
 
 
 def render(summaries: Sequence[Summary], title: str) -> str:
+    return _table(title, *_rows(summaries))
+
+
+def render_markdown(summaries: Sequence[Summary], title: str) -> str:
+    header, rows = _rows(summaries)
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.strip().replace("|", "\\|") if i else
+                                 cell.replace("  ", "&nbsp;&nbsp;", 1) for i, cell in enumerate(row)) + " |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def _rows(summaries: Sequence[Summary]) -> tuple[list[str], list[list[str]]]:
     header = ["", *(s.arm for s in summaries)]
     with_duplicates = any(s.duplicates is not None for s in summaries)
     rows = [[label, *(_cell(s, key) for s in summaries)] for label, key in ROWS
             if with_duplicates or not key.startswith("duplicates.")]
-    return _table(title, header, rows)
+    return header, rows
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> str:

@@ -12,7 +12,9 @@ The results go to the arm's folder:
   intents.csv         with the approval scenario: one row per intent; prompts.csv, every prompt shown
   stub.log, stub.jsonl the stub's console and JSON log (stub target, embedded or in a container)
   openclaw.log, gateway.jsonl  the real gateway's console and its records from the shared JSON log (openclaw)
-  locust_stats.csv, locust_failures.csv, …  Locust's own CSV stats
+  locust_stats.csv, locust_failures.csv, …  Locust's own CSV stats; locust.html, Locust's own HTML report
+and beside the arms' folders: report.html (harness.report), with charts/ and, for a compare, compare.json,
+compare.md and compare.txt.
 Everything started here is stopped here, also on Ctrl-C.
 """
 
@@ -29,6 +31,7 @@ from typing import IO
 from harness.backends import open_backend
 from harness.events import RunRecord
 from harness.profile import Profile
+from harness.report.html import write_report
 from harness.report.progress import Progress
 from harness.run.compose import compose
 from harness.sim import simulated_summary
@@ -146,8 +149,9 @@ def distributions(profile: Profile, results: Sequence[ArmResult]) -> list[Distri
 
 def record_results(profile: Profile, results: Sequence[ArmResult], out_root: Path, *, repeat: int,
                    comparison: bool) -> list[Distribution]:
-    """What a run or compare leaves beside the arms' folders: each arm's distribution.json (repeated) and
-    compare.json (compare); the distributions, in the profile's arm order."""
+    """What a run or compare leaves beside the arms' folders: each arm's distribution.json (repeated),
+    compare.json, compare.md and compare.txt (compare), and report.html with its charts; the distributions, in
+    the profile's arm order."""
     spreads = distributions(profile, results)
     if repeat > 1:
         for spread in spreads:
@@ -155,6 +159,7 @@ def record_results(profile: Profile, results: Sequence[ArmResult], out_root: Pat
     if comparison:
         Comparison(profile=profile.name, repeats=repeat, arms=[r.summary for r in results],
                    distributions=spreads).write(out_root / "compare.json")
+    write_report(out_root)
     return spreads
 
 

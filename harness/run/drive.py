@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import gevent
 from locust.env import Environment
-from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
+from locust.html import get_html_report
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_history
 
 from harness.backends import Backend
 from harness.client.connect_shape import ClientShape
@@ -104,6 +105,7 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
     host = HostMeter(backend.pids)
     greenlets = [gevent.spawn(csv_writer), gevent.spawn(loop_lag.run)]
     runner = environment.create_local_runner()
+    greenlets.append(gevent.spawn(stats_history, runner))  # the charts of Locust's own HTML report
     scheduler = None
     try:
         if profile.probe_interval_ms > 0:
@@ -136,6 +138,8 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
         gevent.sleep(LOCUST_CSV_INTERVAL_S + 0.1)  # one more CSV pass with the final stats
         gevent.killall(greenlets, block=True, timeout=TEARDOWN_TIMEOUT_S)
         csv_writer.close_files()
+    locust_report = get_html_report(environment, show_download_link=False)  # type: ignore[no-untyped-call]
+    (parts.out_dir / "locust.html").write_text(locust_report, encoding="utf-8")
     record = RunRecord(
         accounts=context.account_names, attempts=attempts, disconnects=disconnects,
         connected_at_end=connected_at_end, duration_ms=profile.duration_s * 1000.0,

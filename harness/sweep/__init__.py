@@ -8,7 +8,8 @@ same command resumes without redoing it. At the end it writes:
   sweep.csv            one row per cell and seed: the cell's settings and every summary figure
   sweep.json           the spec, and per cell: safe or not, storm probability, p95 time to all connected
   recommendation.json  the recommended J and K per account count, one default, and PR #70649's reach
-  heatmaps/            per account count, J x K maps of storm probability and p95 time (PNG and SVG)
+  report.html          the recommendation and, per account count, J x K maps of storm probability and p95 time
+                       (harness.report), also as charts/accounts-N.png and .svg
 """
 
 from __future__ import annotations
@@ -150,8 +151,8 @@ def _journal_rows(path: Path, spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def write_outputs(spec: SweepSpec, out: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """sweep.csv, sweep.json, recommendation.json and the heatmaps, from the runs (in any order)."""
-    from harness.sweep.heatmaps import draw_heatmaps
+    """sweep.csv, sweep.json, recommendation.json and the report with its heatmaps, from the runs (in any order)."""
+    from harness.report.html import write_report  # matplotlib and Jinja2: only once the runs are done
 
     rows = sorted(rows, key=lambda r: (r["cell"], r["seed"]))
     text = io.StringIO()
@@ -170,5 +171,5 @@ def write_outputs(spec: SweepSpec, out: Path, rows: list[dict[str, Any]]) -> dic
              "safe_host_speeds": list(spec.safe_host_speeds), "runs": len(rows), "cells": cell_figures}
     (out / "sweep.json").write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
     (out / "recommendation.json").write_text(json.dumps(recommendation, indent=2) + "\n", encoding="utf-8")
-    draw_heatmaps(spec, cell_figures, recommendation, out / "heatmaps")
+    write_report(out)
     return recommendation

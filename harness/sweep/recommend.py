@@ -28,6 +28,7 @@ from harness.policy.coordinator import (
     DEFAULT_START_SLOT_MAX_HOLD_MS,
 )
 from harness.sweep.spec import PARAMS, SweepSpec
+from harness.verdict.figures import p95_time
 
 P95_TIE_S = 0.5
 OBJECTIVE = __doc__.split("The objective (recorded in recommendation.json as text):\n", 1)[1].strip()
@@ -40,14 +41,6 @@ COORDINATOR_PARAMS = PARAMS[:3]
 
 def is_safe(row: dict[str, Any]) -> bool:
     return bool(row["storm_entries_after_startup"] == 0 and row["connected_accounts_at_end"] == row["accounts"])
-
-
-def p95(times: Sequence[float | None]) -> float | None:
-    """Nearest-rank 95th percentile; None (never) when any run did not get every account connected."""
-    if not times or any(t is None for t in times):
-        return None
-    ordered = sorted(t for t in times if t is not None)
-    return ordered[max(1, math.ceil(0.95 * len(ordered))) - 1]
 
 
 def _setting(row: dict[str, Any]) -> Setting:
@@ -69,7 +62,7 @@ def aggregate(spec: SweepSpec, rows: Iterable[dict[str, Any]]) -> list[dict[str,
             "cell": index, "accounts": first["accounts"], "host_speed": first["host_speed"], "arm": first["arm"],
             **{name: first[name] for name in PARAMS}, "runs": len(runs), "safe_runs": safe,
             "storm_probability": round(1 - safe / len(runs), 6),
-            "p95_time_to_all_connected_s": p95([r["time_to_all_connected_s"] for r in runs]),
+            "p95_time_to_all_connected_s": p95_time([r["time_to_all_connected_s"] for r in runs]),
             "median_storm_entries": entries[len(entries) // 2],
             "times": [r["time_to_all_connected_s"] for r in runs],
         })
@@ -92,7 +85,7 @@ class _Grid:
         times: list[float | None] = []
         for speed in self.spec.safe_host_speeds:
             times += self.cells[(setting, accounts, speed)]["times"]
-        return p95(times)
+        return p95_time(times)
 
     def margin(self, setting: Setting, accounts: int) -> tuple[float | None, bool]:
         """(how many times slower than speed 1 the host may be, whether that is only a lower bound)."""

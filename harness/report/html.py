@@ -1,0 +1,126 @@
+"""report.html: one self-contained page per results folder (run, compare or sweep), written with Jinja2.
+
+No network, no CDN, no external fonts or scripts: the charts are inline SVG (`harness.report.charts`), the
+style is in the page, and the only links are relative ones to the files beside it (CSVs, summary.json, the
+charts' PNG and SVG in `charts/`). `write_report(folder)` needs nothing but the folder, so `harness report DIR`
+builds it again later, and the run, compare and sweep commands call it when they finish.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from harness.report.charts import Chart, prompts_chart, swimlane_chart, timeline_chart
+from harness.report.folder import RunFolder, folder_kind, read_json, read_run_folder
+from harness.report.heatmaps import heatmap_charts
+from harness.report.recommendation import render_recommendation
+from harness.report.table import render, render_distributions, render_markdown
+from harness.summary import Summary
+
+REPORT = "report.html"
+CHARTS = "charts"
+VERDICT_STYLE = {"converged": "good", "recovered": "warn", "degraded": "warn", "storm": "bad",
+                 "inconclusive": "unknown"}
+
+_templates = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"),
+                                autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
+                                trim_blocks=True, lstrip_blocks=True)
+
+
+@dataclass(frozen=True)
+class ShownChart:
+    name: str
+    caption: str
+    svg: str
+
+
+def write_report(root: Path) -> Path:
+    """Write `report.html` (and `charts/`) into a results folder; for a compare also compare.md and
+    compare.txt. Returns the report's path."""
+    kind = folder_kind(root)
+    page = _sweep_page(root) if kind == "sweep" else _run_page(read_run_folder(root))
+    path = root / REPORT
+    path.write_text(_templates.get_template("report.html.j2").render(**page), encoding="utf-8")
+    return path
+
+
+def write_compare_tables(root: Path, summaries: Sequence[Summary], title: str) -> None:
+    """The compare table as the CLI prints it (compare.txt) and as Markdown for an issue (compare.md)."""
+    (root / "compare.txt").write_text(render(summaries, title) + "\n", encoding="utf-8")
+    (root / "compare.md").write_text(render_markdown(summaries, title) + "\n", encoding="utf-8")
+
+
+def _run_page(run: RunFolder) -> dict[str, Any]:
+    summaries = [a.summary for a in run.arms]
+    charts = [timeline_chart(run.arms), swimlane_chart(run.arms)]
+    prompts = prompts_chart(run.arms)
+    if prompts is not None:
+        charts.append(prompts)
+    title = f"{run.profile}: {' vs '.join(s.arm for s in summaries)}"
+    if run.kind == "compare":
+        write_compare_tables(run.root, summaries, f"{run.profile} ({summaries[0].accounts} accounts, seed "
+                                                  f"{summaries[0].seed})")
+    links = [(f"{a.folder.relative_to(run.root).as_posix()}/{name}" if a.folder != run.root else name)
+             for a in run.arms for name in a.files]
+    links += [name for name in ("compare.json", "compare.md", "compare.txt") if (run.root / name).is_file()]
+    return {
+        **_common(run.root, title),
+        "kind": run.kind, "arms": [_arm_view(a.summary, a.folder, run.root) for a in run.arms],
+        "table": render(summaries, "figures"),
+        "distribution_table": render_distributions(run.distributions, f"{run.runs_per_arm} runs per arm")
+        if run.distributions else None,
+        "runs_per_arm": run.runs_per_arm,
+        "intents": [(a.summary.arm, a.intents) for a in run.arms if a.intents],
+        "charts": _shown(charts, run.root),
+        "links": links,
+    }
+
+
+def _sweep_page(root: Path) -> dict[str, Any]:
+    sweep = read_json(root / "sweep.json")
+    recommendation = read_json(root / "recommendation.json")
+    charts = heatmap_charts(sweep, recommendation)
+    return {
+        **_common(root, f"sweep {sweep.get('name', root.name)}"),
+        "kind": "sweep", "arms": [], "table": None, "distribution_table": None, "runs_per_arm": 1, "intents": [],
+        "sweep": {"description": sweep.get("description", ""), "runs": sweep.get("runs"),
+                  "axes": sweep.get("axes", {}), "objective": recommendation.get("objective", ""),
+                  "per_accounts": recommendation.get("per_accounts", []),
+                  "recommendation_text": render_recommendation(recommendation)},
+        "charts": _shown(charts, root),
+        "links": [name for name in ("sweep.csv", "sweep.json", "recommendation.json", "verify.json")
+                  if (root / name).is_file()],
+    }
+
+
+def _common(root: Path, title: str) -> dict[str, Any]:
+    return {"title": title, "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "folder": str(root), "sweep": None}
+
+
+def _shown(charts: list[Chart], root: Path) -> list[ShownChart]:
+    shown = []
+    for chart in charts:
+        chart.save(root / CHARTS)
+        shown.append(ShownChart(chart.name, chart.caption, chart.inline_svg()))
+        chart.close()
+    return shown
+
+
+def _arm_view(summary: Summary, folder: Path, root: Path) -> dict[str, Any]:
+    return {
+        "arm": summary.arm, "verdict": summary.verdict, "style": VERDICT_STYLE.get(summary.verdict, "unknown"),
+        "observed": summary.observed_verdict, "inconclusive_reason": summary.inconclusive_reason,
+        "passed": summary.passed, "thresholds": summary.thresholds, "witnesses": summary.witnesses,
+        "storm_entries": summary.storm_entries, "connected": summary.connected_accounts_at_end,
+        "accounts": summary.accounts, "time_to_all_connected_s": summary.time_to_all_connected_s,
+        "faults": summary.faults, "target": summary.target.kind, "seed": summary.seed,
+        "time_scale": summary.time_scale, "duration_s": summary.duration_s,
+        "path": "" if folder == root else folder.relative_to(root).as_posix() + "/",
+    }
