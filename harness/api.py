@@ -177,25 +177,29 @@ def profile_data(profile: ProfileSource, *, accounts: int | None = None, coordin
 def run(profile: ProfileSource, *, arm: str | None = None, seed: int | None = None, time_scale: float | None = None,
         target: TargetSource = None, out: str | os.PathLike[str] | None = None, repeat: int = 1,
         accounts: int | None = None, coordinator: Mapping[str, Any] | None = None, cost: str | None = None,
-        thresholds: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> RunResult:
-    """One arm (default: the profile's first) of `profile`, `repeat` times; see the module's docstring."""
+        thresholds: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None,
+        report: bool = True) -> RunResult:
+    """One arm (default: the profile's first) of `profile`, `repeat` times; see the module's docstring.
+    `report=False` leaves out report.html (about a second of matplotlib per run)."""
     data, parsed, folder = _prepared(profile, out, target, accounts, coordinator, cost, thresholds, overrides)
     chosen = arm or parsed.arms[0]
     if chosen not in parsed.arms:
         raise BadInput(f"arm: expected one of this profile's arms ({', '.join(parsed.arms)}), got {chosen!r}")
-    _execute("run", data, folder, ["--arm", chosen], seed, time_scale, repeat)
+    _execute("run", data, folder, ["--arm", chosen], seed, time_scale, repeat, report)
     return _result(folder, chosen, repeat)
 
 
 def compare(profile: ProfileSource, *, seed: int | None = None, time_scale: float | None = None,
             target: TargetSource = None, out: str | os.PathLike[str] | None = None, repeat: int = 1,
             accounts: int | None = None, coordinator: Mapping[str, Any] | None = None, cost: str | None = None,
-            thresholds: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> CompareResult:
-    """Every arm of `profile`, `repeat` times each, interleaved; see the module's docstring."""
+            thresholds: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None,
+            report: bool = True) -> CompareResult:
+    """Every arm of `profile`, `repeat` times each, interleaved; see the module's docstring.
+    `report=False` leaves out report.html (about a second of matplotlib per compare)."""
     from harness.report.table import render, render_distributions
 
     data, parsed, folder = _prepared(profile, out, target, accounts, coordinator, cost, thresholds, overrides)
-    _execute("compare", data, folder, [], seed, time_scale, repeat)
+    _execute("compare", data, folder, [], seed, time_scale, repeat, report)
     arms = {arm: _result(folder, arm, repeat) for arm in parsed.arms}
     if repeat == 1:
         table = render([r.summary for r in arms.values()], parsed.name)
@@ -222,7 +226,7 @@ def _prepared(profile: ProfileSource, out: str | os.PathLike[str] | None, target
 
 
 def _execute(command: str, data: dict[str, Any], folder: Path, extra: list[str], seed: int | None,
-             time_scale: float | None, repeat: int) -> None:
+             time_scale: float | None, repeat: int, report: bool) -> None:
     profile_path = folder / "profile.yaml"
     profile_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     args = [command, str(profile_path), "--out", str(folder), *extra]
@@ -232,14 +236,16 @@ def _execute(command: str, data: dict[str, Any], folder: Path, extra: list[str],
         args += ["--time-scale", repr(float(time_scale))]
     if repeat != 1:
         args += ["--repeat", str(repeat)]
+    if not report:
+        args.append("--no-report")
     if (data.get("target") or {}).get("kind") == "sim":
-        _simulated(command, profile_path, folder, extra, seed, time_scale, repeat)
+        _simulated(command, profile_path, folder, extra, seed, time_scale, repeat, report)
     else:
         _in_child(args, folder / "harness.log")
 
 
 def _simulated(command: str, profile_path: Path, folder: Path, extra: list[str], seed: int | None,
-               time_scale: float | None, repeat: int) -> None:
+               time_scale: float | None, repeat: int, report: bool) -> None:
     """A simulated run: no gevent, nothing to isolate; in this process."""
     from harness.profile import load_profile
     from harness.run import record_results, run_profile
@@ -248,7 +254,7 @@ def _simulated(command: str, profile_path: Path, folder: Path, extra: list[str],
     arms = [extra[1]] if command == "run" else list(profile.arms)
     with (folder / "harness.log").open("w", encoding="utf-8") as log:
         results = run_profile(profile, arms, folder, repeat=repeat, progress_stream=log)
-    record_results(profile, results, folder, repeat=repeat, comparison=command == "compare")
+    record_results(profile, results, folder, repeat=repeat, comparison=command == "compare", report=report)
 
 
 def _in_child(args: list[str], log_path: Path) -> None:

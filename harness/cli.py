@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "distribution (verdict counts, median and range of every figure)")
         sub.add_argument("--target", choices=("sim",),
                          help="run a stub profile in the simulator (virtual time, no sockets; harness/sim/)")
+        sub.add_argument("--no-report", action="store_true",
+                         help="leave out report.html and its charts (about a second of drawing)")
         sub.add_argument("--backend", choices=("embedded", "docker"),
                          help="where a stub target runs: child processes or Docker containers (default: the "
                               "profile's target.backend, else embedded)")
@@ -219,7 +221,8 @@ def run_or_compare(args: argparse.Namespace) -> int:
     print(f"{profile.name}: {accounts(profile.account_count)}, arms {', '.join(arms)}{times}, "
           f"{profile.duration_s:g} s at time scale {profile.time_scale:g} -> {out}", file=sys.stderr)
     results = run_profile(profile, arms, out, repeat=args.repeat)
-    spreads = record_results(profile, results, out, repeat=args.repeat, comparison=args.command == "compare")
+    spreads = record_results(profile, results, out, repeat=args.repeat, comparison=args.command == "compare",
+                             report=not args.no_report)
     title = f"{profile.name} ({accounts(profile.account_count)}, seed {profile.seed})"
     if args.repeat == 1:
         print(render([r.summary for r in results], title))
@@ -227,7 +230,8 @@ def run_or_compare(args: argparse.Namespace) -> int:
         seeds = f"seeds {spreads[0].seeds[0]}-{spreads[0].seeds[-1]}"
         print(render_distributions(spreads, f"{profile.name} ({accounts(profile.account_count)}, {args.repeat} runs "
                                             f"each, {seeds})"))
-    print(f"results: {out} (report: {out / 'report.html'})", file=sys.stderr)
+    shown = "" if args.no_report else f" (report: {out / 'report.html'})"
+    print(f"results: {out}{shown}", file=sys.stderr)
     return exit_code(spreads)
 
 

@@ -115,6 +115,7 @@ class HarnessRun:
         if scale is not None and "time_scale" not in options:
             options["time_scale"] = scale
         options.setdefault("repeat", config.getoption("--harness-repeat"))
+        options.setdefault("report", False)  # drawn when the test fails or its results are kept (_with_report)
         return profile, options
 
     def _next_folder(self) -> Path:
@@ -128,7 +129,7 @@ class HarnessRun:
             self.record_property(f"harness.{run.arm}.results", str(run.out_dir))
         keep = self.request.config.getoption("--harness-keep-results")
         if keep:
-            folder = result.out_dir if isinstance(result, CompareResult) else result.out_dir.parent
+            folder = _with_report(result)
             target = Path(keep) / _safe_name(self.request.node.nodeid) / folder.name
             shutil.copytree(folder, target, dirs_exist_ok=True)
 
@@ -150,7 +151,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     runs = item.stash.get(_RUNS, None)
     if report.when == "call" and report.failed and runs:
+        for run in runs:
+            _with_report(run)
         report.sections.append(("harness", "\n".join(run.explain() for run in runs)))
+
+
+def _with_report(result: RunResult | CompareResult) -> Path:
+    """The result's folder, with its report.html drawn now if it was not (the fixture's runs skip it to save
+    about a second each, until a test fails or its results are kept)."""
+    if not result.report.is_file():
+        from harness.report.html import write_report
+
+        write_report(result.report.parent)
+    return result.report.parent
 
 
 # -- the other fixtures -------------------------------------------------------------------------------------

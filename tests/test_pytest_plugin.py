@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.report.charts import pyplot
+
+# The inner sessions draw reports (matplotlib, numpy); pytester removes the modules an inner session imported,
+# and numpy cannot be imported twice in one process: load it here, before any inner session.
+pyplot()
+
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX_11 = ROOT / "profiles" / "matrix-11-accounts.yaml"
 SINGLE = ROOT / "profiles" / "single-account.yaml"
@@ -29,6 +35,9 @@ def test_a_five_line_test_passes_and_records_its_figures_in_junit_xml(pytester: 
     """)
     result = pytester.runpytest("--junitxml=report.xml")
     result.assert_outcomes(passed=1)
+    folders = list((pytester.path.parent / "basetemp").glob("test_no_storm0/harness-1"))  # pytester's basetemp
+    assert len(folders) == 1 and (folders[0] / "coordinator" / "summary.json").is_file()
+    assert not (folders[0] / "report.html").exists()  # a passing test's run is not drawn
     xml = (pytester.path / "report.xml").read_text()
     assert '<property name="harness.coordinator.verdict" value="converged"' in xml
     assert '<property name="harness.coordinator.storm_entries" value="0"' in xml
@@ -55,6 +64,9 @@ def test_a_failing_run_reports_verdict_witnesses_and_its_kept_folder(pytester: p
     assert "Captured harness call" in text or "harness" in text
     folder = re.search(r"results: (\S+shipped)", text)
     assert folder is not None and (Path(folder.group(1)) / "summary.json").exists()
+    # Drawn because the test failed (the fixture's runs skip it otherwise), and named in the report section.
+    assert (Path(folder.group(1)).parent / "report.html").is_file()
+    assert f"report: {Path(folder.group(1)).parent / 'report.html'}" in text
     assert "{'" not in text.split("expected no storm")[1][:2000]  # no dict dump
 
 

@@ -148,7 +148,7 @@ def distributions(profile: Profile, results: Sequence[ArmResult]) -> list[Distri
 
 
 def record_results(profile: Profile, results: Sequence[ArmResult], out_root: Path, *, repeat: int,
-                   comparison: bool) -> list[Distribution]:
+                   comparison: bool, report: bool = True) -> list[Distribution]:
     """What a run or compare leaves beside the arms' folders: each arm's distribution.json (repeated),
     compare.json, compare.md and compare.txt (compare), and report.html with its charts; the distributions, in
     the profile's arm order."""
@@ -159,7 +159,8 @@ def record_results(profile: Profile, results: Sequence[ArmResult], out_root: Pat
     if comparison:
         Comparison(profile=profile.name, repeats=repeat, arms=[r.summary for r in results],
                    distributions=spreads).write(out_root / "compare.json")
-    write_report(out_root)
+    if report:
+        write_report(out_root)
     return spreads
 
 
