@@ -168,7 +168,7 @@ class HealthSample:
 
     at_ms: float
     rpc_ms: float
-    loop_delay_ms: float | None = None
+    event_loop_lag_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.events import STORM_KIND, Outcome
 from harness.report.folder import ArmRun
+
+
+def _outcomes(kind: str) -> frozenset[str]:
+    return frozenset(outcome.value for outcome, storm_kind in STORM_KIND.items() if storm_kind == kind)
+
 
 # How an attempt ended, grouped as the storm's kinds (harness.events.STORM_KIND) and coloured for the swimlane.
 OUTCOME_GROUPS: tuple[tuple[str, str, frozenset[str]], ...] = (
-    ("hello", "#2ca02c", frozenset({"hello"})),
-    ("handshake timeout", "#d62728", frozenset({"handshake_timeout"})),
-    ("503 (pre-auth budget)", "#ff7f0e", frozenset({"preauth_rejected"})),
-    ("connect error", "#9467bd", frozenset({"challenge_timeout", "request_timeout", "rejected", "closed",
-                                            "network_error"})),
+    ("hello", "#2ca02c", frozenset({Outcome.HELLO.value})),
+    ("handshake timeout", "#d62728", _outcomes("handshake_timeout")),
+    ("503 (pre-auth budget)", "#ff7f0e", _outcomes("preauth_rejected")),
+    ("connect error", "#9467bd", _outcomes("connect_error")),
 )
+RASTER_FROM_BUCKETS = 300  # a longer timeline is drawn as an image inside the SVG
 FAULT_SHADE, WINDOW_LINE = "#b39ddb", "#555555"
 RASTER_FROM_MARKS = 3000  # more marks than this are drawn as an image inside the SVG, to keep the file small
 ROW_INCHES, MAX_LANE_INCHES = 0.24, 16.0
@@ -76,6 +82,8 @@ def _arm_layout(arms: int) -> tuple[int, int]:
 
 
 def timeline_chart(arms: Sequence[ArmRun]) -> Chart:
+    """Per arm (columns, on shared axes), four panels over scenario time: attempts, hellos and storm entries per
+    bucket; accounts connected; the slowest health RPC; the gateway's reported event-loop lag."""
     plt = pyplot()
     arm_rows, columns = _arm_layout(len(arms))
     figure, grid = plt.subplots(4 * arm_rows, columns, figsize=(max(6.5, 5.2 * columns), 8.5 * arm_rows),
@@ -93,13 +101,18 @@ def timeline_chart(arms: Sequence[ArmRun]) -> Chart:
         times = [r.t_s for r in rows]
         bucket_s = times[1] - times[0] if len(times) > 1 else 1.0
         per = "per second" if bucket_s == 1.0 else f"per {bucket_s:g} s"
-        top.bar(times, [r.attempts for r in rows], width=bucket_s, align="edge", color="#c7c7c7", label="attempts")
+        raster = len(rows) > RASTER_FROM_BUCKETS
+        top.bar(times, [r.attempts for r in rows], width=bucket_s, align="edge", color="#c7c7c7", label="attempts",
+                rasterized=raster)
         top.bar(times, [r.storm_entries for r in rows], width=bucket_s, align="edge", color="#d62728",
-                label="storm entries")
+                label="storm entries", rasterized=raster)
         top.step(times, [r.hellos for r in rows], where="post", color="#2ca02c", label="hellos")
         top.set_title(f"{summary.arm}: {summary.verdict}", loc="left", fontweight="bold")
-        connected.step(times, [r.connected for r in rows], where="post", color="#1f77b4")
+        # A bucket's count of accounts connected is the one at its end: from there on.
+        connected.step([0.0, *(t + bucket_s for t in times)], [0, *(r.connected for r in rows)], where="post",
+                       color="#1f77b4")
         connected.axhline(summary.accounts, color="#1f77b4", linestyle=":", linewidth=0.8)
+        connected.set_ylim(bottom=0)
         _line(health, times, [r.health_rpc_ms for r in rows], "#8c564b")
         _line(lag, times, [r.event_loop_lag_ms for r in rows], "#e377c2")
         for axes in (top, connected, health, lag):
@@ -121,6 +134,8 @@ def timeline_chart(arms: Sequence[ArmRun]) -> Chart:
 
 
 def swimlane_chart(arms: Sequence[ArmRun]) -> Chart:
+    """Per arm, one row per account: each attempt a mark where it ended (coloured by outcome) with a faint line
+    while it was in flight, and a band while the account held a session."""
     plt = pyplot()
     accounts = max((len(a.accounts) for a in arms), default=1)
     figure, lanes = _lanes(plt, len(arms), accounts)
@@ -128,6 +143,9 @@ def swimlane_chart(arms: Sequence[ArmRun]) -> Chart:
         axes = lanes[index]
         row_of = {name: index for index, name in enumerate(arm.accounts)}
         raster = len(arm.attempts) > RASTER_FROM_MARKS
+        if not arm.attempts_recorded:
+            axes.text(0.5, 0.5, "attempts not recorded (this folder predates attempts.csv)", ha="center",
+                      va="center", transform=axes.transAxes, color="grey")
         for span in arm.connected_spans():
             axes.hlines(row_of[span.account], span.from_s, span.to_s, color="#2ca02c", alpha=0.35, linewidth=2,
                         rasterized=raster)
@@ -221,3 +239,91 @@ def _windows(axes: Any, arm: ArmRun, labelled: bool = False) -> None:
         if labelled:
             axes.text(at_s, 1.0, f" {text}", transform=axes.get_xaxis_transform(), va="bottom", fontsize="x-small",
                       color=WINDOW_LINE)
+
+
+SOAK_RESOURCES = (("rss_mb", "resident memory (MB)"), ("descriptors", "open descriptors"),
+                  ("socket_total", "TCP sockets"))
+RUN_COLOURS = {True: "#2ca02c", False: "#d62728", None: "#9e9e9e"}  # as expected, not, inconclusive
+
+
+def resources_chart(samples: Sequence[dict[str, Any]], fits: Sequence[dict[str, Any]], warmup_s: float) -> Chart:
+    """Per process role (columns), memory, descriptors and sockets over the soak (rows), each gateway
+    incarnation its own line, with the fitted growth drawn over the span it was fitted on."""
+    plt = pyplot()
+    roles = sorted({role for s in samples for role, row in s["processes"].items() if row is not None})
+    figure, grid = plt.subplots(len(SOAK_RESOURCES), max(1, len(roles)), figsize=(max(6.5, 4.6 * len(roles)), 7.5),
+                                sharex=True, squeeze=False, constrained_layout=True)
+    for column, role in enumerate(roles):
+        points: dict[int, list[tuple[float, dict[str, Any]]]] = {}
+        for sample in samples:
+            row = sample["processes"].get(role)
+            if row is not None:
+                points.setdefault(row["incarnation"], []).append((sample["t_s"] / 60.0, row))
+        for line, (key, label) in enumerate(SOAK_RESOURCES):
+            axes = grid[line][column]
+            for incarnation, rows in sorted(points.items()):
+                axes.plot([t for t, _ in rows], [r[key] for _, r in rows], linewidth=1,
+                          label=f"#{incarnation}" if len(points) > 1 else None)
+                started = rows[0][1]["started_at_s"]
+                axes.axvspan(started / 60.0, (started + warmup_s) / 60.0, color="#eeeeee", linewidth=0)
+            for fit in fits:
+                if fit["role"] == role and fit["sampled"] == key:
+                    fitted = fit["line"]
+                    xs = [fitted["from_s"], fitted["to_s"]]
+                    axes.plot([x / 60.0 for x in xs], [fitted["intercept"] + fitted["per_hour"] * x / 3600.0
+                                                       for x in xs],
+                              color="#d62728" if fit.get("failure") else "black", linestyle="--", linewidth=1)
+            if line == 0:
+                axes.set_title(role, loc="left", fontweight="bold")
+            if column == 0:
+                axes.set_ylabel(label)
+            if len(points) > 1 and line == 0:
+                axes.legend(fontsize="x-small", title="incarnation", title_fontsize="x-small")
+        grid[-1][column].set_xlabel("minutes into the soak")
+    return Chart("resources", "Resources of each process over the soak: grey, the warm-up after each start; dashed, "
+                              "the growth fitted after it (Theil-Sen; red when over its bound).", figure)
+
+
+def cycles_chart(cycles: Sequence[dict[str, Any]]) -> Chart:
+    """Every run of the soak where it ended: one row per profile/arm, green as expected, red not, grey
+    inconclusive."""
+    plt = pyplot()
+    labels = list(dict.fromkeys(f"{c['profile']}/{c['arm']}" for c in cycles))
+    figure, axes = plt.subplots(figsize=(10, max(2.0, 1.0 + 0.35 * len(labels))), constrained_layout=True)
+    for state, colour in RUN_COLOURS.items():
+        marks = [c for c in cycles if (None if c["inconclusive"] else c["ok"]) is state]
+        name = {True: "as expected", False: "not as expected", None: "inconclusive"}[state]
+        axes.scatter([c["ended_at_s"] / 60.0 for c in marks], [labels.index(f"{c['profile']}/{c['arm']}")
+                                                               for c in marks],
+                     color=colour, s=30, label=f"{name} ({len(marks)})")
+    axes.set_yticks(range(len(labels)), labels, fontsize="small")
+    axes.set_ylim(-0.7, max(0.7, len(labels) - 0.3))
+    axes.invert_yaxis()
+    axes.set_xlabel("minutes into the soak (when each run ended)")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, fontsize="x-small", frameon=False)
+    return Chart("cycles", "Every run of every cycle, where it ended.", figure)
+
+
+def trend_chart(series: Sequence[dict[str, Any]], name: str = "trend") -> Chart | None:
+    """Each figure over the nights (one small chart per figure, one line per run or process)."""
+    figures = list(dict.fromkeys(s["figure"] for s in series))
+    if not figures:
+        return None
+    plt = pyplot()
+    columns = min(3, len(figures))
+    rows = -(-len(figures) // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows), squeeze=False,
+                                constrained_layout=True)
+    for index, name_of_figure in enumerate(figures):
+        axes = grid[index // columns][index % columns]
+        for line in (s for s in series if s["figure"] == name_of_figure):
+            points = [(i, p["value"]) for i, p in enumerate(line["nights"]) if p["value"] is not None]
+            axes.plot([i for i, _ in points], [v for _, v in points], marker="o", markersize=3, linewidth=1,
+                      label=line["arm"])
+        axes.set_title(name_of_figure, loc="left", fontsize="small")
+        nights_shown = max(len(s["nights"]) for s in series if s["figure"] == name_of_figure)
+        axes.set_xticks(range(nights_shown))
+        axes.legend(fontsize="xx-small")
+    for index in range(len(figures), rows * columns):
+        grid[index // columns][index % columns].set_visible(False)
+    return Chart(name, "Each figure night after night (the last point is the latest night).", figure)

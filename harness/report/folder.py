@@ -4,6 +4,8 @@
                   compare.json beside the arms' folders for a compare; <arm>/run-NN/ and distribution.json for
                   a repeat (the report draws each arm's first run and tables the distribution)
   sweep           sweep.json, recommendation.json (and sweep.csv, cells.jsonl)
+  soak            soak.json, samples.jsonl (and cycles.jsonl, cycle-NNN/ run folders)
+  history         history.json (`harness history FILE --out DIR`)
 
 A folder that is none of these, or a file that does not parse, is a `BadInput` naming the file.
 """
@@ -21,11 +23,13 @@ from typing import Any, Literal
 from harness.errors import BadInput
 from harness.summary import Distribution, Summary, SummaryError, read_summary
 
-FolderKind = Literal["run", "compare", "sweep"]
+FolderKind = Literal["run", "compare", "sweep", "soak", "history"]
 
 
 @dataclass(frozen=True)
 class AttemptMark:
+    """One handshake attempt as the swimlane draws it (a row of attempts.csv)."""
+
     account: str
     started_s: float
     ended_s: float
@@ -78,6 +82,7 @@ class ArmRun:
     disconnects: list[DisconnectMark]
     prompts: list[PromptMark]
     intents: list[IntentRow]
+    attempts_recorded: bool  # False for a folder written before attempts.csv was
     files: list[str]  # the data files beside summary.json, for the report's links
 
     def connected_spans(self) -> Iterator[Span]:
@@ -92,6 +97,8 @@ class ArmRun:
 
 @dataclass(frozen=True)
 class RunFolder:
+    """A run's or a compare's folder: each arm's (first) run, and the distributions of a repeat."""
+
     root: Path
     kind: FolderKind
     profile: str
@@ -101,23 +108,32 @@ class RunFolder:
 
 
 def folder_kind(root: Path) -> FolderKind:
+    """What wrote the folder, from the files it holds; `BadInput` for a folder none of them wrote."""
     if not root.is_dir():
         raise BadInput(f"{root}: not a results folder (no such folder)")
     if (root / "sweep.json").is_file():
         return "sweep"
+    if (root / "soak.json").is_file():
+        return "soak"
+    if (root / "history.json").is_file():
+        return "history"
     if (root / "compare.json").is_file():
         return "compare"
     if (root / "summary.json").is_file() or _arm_folders(root):
         return "run"
-    raise BadInput(f"{root}: not a results folder: expected summary.json, <arm>/summary.json, compare.json or "
-                   "sweep.json in it")
+    raise BadInput(f"{root}: not a results folder: expected summary.json, <arm>/summary.json, compare.json, "
+                   "sweep.json, soak.json or history.json in it")
 
 
 def read_run_folder(root: Path) -> RunFolder:
+    """A run's or compare's folder, or one arm's folder (with or without repeats) given directly."""
     kind = folder_kind(root)
-    if kind == "sweep":
-        raise BadInput(f"{root}: a sweep's folder, not a run's")
-    arm_folders = [root] if (root / "summary.json").is_file() else _arm_folders(root)
+    if kind not in ("run", "compare"):
+        raise BadInput(f"{root}: a {kind}'s folder, not a run's")
+    one_arm = (root / "summary.json").is_file() or (root / "run-01" / "summary.json").is_file()
+    arm_folders = [root] if one_arm else _arm_folders(root)
+    if not arm_folders:
+        raise BadInput(f"{root}: no arm's summary.json beside compare.json")
     arms, distributions, runs = [], [], 1
     for folder in arm_folders:
         repeats = sorted(p for p in folder.glob("run-*") if (p / "summary.json").is_file())
@@ -131,6 +147,7 @@ def read_run_folder(root: Path) -> RunFolder:
 
 
 def read_arm(folder: Path) -> ArmRun:
+    """One run of one arm, from its folder: summary.json and the CSVs beside it."""
     try:
         summary = read_summary(folder / "summary.json")
     except SummaryError as exc:
@@ -138,8 +155,7 @@ def read_arm(folder: Path) -> ArmRun:
     attempts = _rows(folder / "attempts.csv", "account", "handler", "started_s", "ended_s", "outcome", "close_code")
     disconnects = _rows(folder / "disconnects.csv", "account", "handler", "at_s")
     accounts = [r["account"] for r in _rows(folder / "accounts.csv", "account")]
-    if not accounts:
-        accounts = sorted({r["account"] for r in attempts}, key=_natural)
+    accounts += sorted({r["account"] for r in attempts} - set(accounts), key=_natural)  # every account drawn
     intent_rows = _rows(folder / "intents.csv", "agent", "run", "command", "approval_ids", "prompts", "decision",
                         "decisions_lost")
     intents = [IntentRow(r["agent"], r["run"], r["command"], r["approval_ids"].split(), _int(folder, r, "prompts"),
@@ -155,6 +171,7 @@ def read_arm(folder: Path) -> ArmRun:
         prompts=[PromptMark(_float(folder, r, "posted_s"), r["approval_id"], r["agent"], r["run"])
                  for r in _rows(folder / "prompts.csv", "posted_s", "approval_id", "agent", "run")],
         intents=intents,
+        attempts_recorded=(folder / "attempts.csv").is_file(),
         files=sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in (".csv", ".json", ".jsonl",
                                                                                        ".log", ".html")),
     )
@@ -180,9 +197,16 @@ def _read_distribution(path: Path) -> Distribution:
 
 
 def _arm_folders(root: Path) -> list[Path]:
-    """The arms' folders in the order they ran (first summary written first)."""
-    found = [p for p in root.iterdir() if p.is_dir() and _first_summary(p).is_file()]
-    return sorted(found, key=lambda p: (_first_summary(p).stat().st_mtime, p.name))
+    """The arms' folders in the profile's order (compare.json's), else by name."""
+    found = {p.name: p for p in root.iterdir() if p.is_dir() and _first_summary(p).is_file()}
+    order: list[str] = []
+    if (root / "compare.json").is_file():
+        arms = read_json(root / "compare.json").get("arms")
+        order = [arm["arm"].replace("+", "_") for arm in arms if isinstance(arm, dict) and isinstance(arm.get("arm"),
+                                                                                                     str)] \
+            if isinstance(arms, list) else []
+    ranked = {name: index for index, name in enumerate(dict.fromkeys(order))}
+    return [found[name] for name in sorted(found, key=lambda name: (ranked.get(name, len(ranked)), name))]
 
 
 def _first_summary(folder: Path) -> Path:
@@ -191,7 +215,7 @@ def _first_summary(folder: Path) -> Path:
 
 def _rows(path: Path, *columns: str) -> list[dict[str, str]]:
     """The rows of a CSV the run wrote (none when it is absent, as in folders from before it was written)."""
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:
         return []
     try:
         with path.open(newline="", encoding="utf-8") as source:
@@ -217,3 +241,18 @@ def _int(folder: Path, row: dict[str, str], column: str) -> int:
 
 def _natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSON-lines file (a line cut short by a kill is left out)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

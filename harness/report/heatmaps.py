@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.errors import BadInput
 from harness.policy.arms import ARMS
 from harness.policy.coordinator import DEFAULT_MAX_CONCURRENT_STARTS, DEFAULT_START_JITTER_MS
 from harness.report.charts import Chart, pyplot
@@ -21,6 +22,9 @@ def heatmap_charts(sweep: dict[str, Any], recommendation: dict[str, Any]) -> lis
     arm = recommendation.get("arm")
     if arm is None or arm not in ARMS or not ARMS[arm].coordinated:
         return []
+    missing = [key for key in ("axes", "cells", "safe_host_speeds", "name", "seeds") if key not in sweep]
+    if missing or not isinstance(sweep["axes"], dict) or "per_accounts" not in recommendation:
+        raise BadInput(f"sweep.json: expected {', '.join(missing) or 'axes'} as `harness sweep` writes them")
     axes_of = sweep["axes"]
     jitters: list[Any] = list(axes_of["start_jitter_ms"])
     caps: list[Any] = list(axes_of["max_concurrent_starts"])

@@ -9,18 +9,25 @@ builds it again later, and the run, compare and sweep commands call it when they
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from harness.report.charts import Chart, prompts_chart, swimlane_chart, timeline_chart
-from harness.report.folder import RunFolder, folder_kind, read_json, read_run_folder
+from harness.report.charts import (
+    Chart,
+    cycles_chart,
+    prompts_chart,
+    resources_chart,
+    swimlane_chart,
+    timeline_chart,
+    trend_chart,
+)
+from harness.report.folder import RunFolder, folder_kind, read_json, read_jsonl, read_run_folder
 from harness.report.heatmaps import heatmap_charts
 from harness.report.recommendation import render_recommendation
-from harness.report.table import render, render_distributions, render_markdown
+from harness.report.table import render, render_distributions
 from harness.summary import Summary
 
 REPORT = "report.html"
@@ -44,16 +51,11 @@ def write_report(root: Path) -> Path:
     """Write `report.html` (and `charts/`) into a results folder; for a compare also compare.md and
     compare.txt. Returns the report's path."""
     kind = folder_kind(root)
-    page = _sweep_page(root) if kind == "sweep" else _run_page(read_run_folder(root))
+    pages = {"sweep": _sweep_page, "soak": _soak_page, "history": _history_page}
+    page = pages[kind](root) if kind in pages else _run_page(read_run_folder(root))
     path = root / REPORT
     path.write_text(_templates.get_template("report.html.j2").render(**page), encoding="utf-8")
     return path
-
-
-def write_compare_tables(root: Path, summaries: Sequence[Summary], title: str) -> None:
-    """The compare table as the CLI prints it (compare.txt) and as Markdown for an issue (compare.md)."""
-    (root / "compare.txt").write_text(render(summaries, title) + "\n", encoding="utf-8")
-    (root / "compare.md").write_text(render_markdown(summaries, title) + "\n", encoding="utf-8")
 
 
 def _run_page(run: RunFolder) -> dict[str, Any]:
@@ -63,15 +65,15 @@ def _run_page(run: RunFolder) -> dict[str, Any]:
     if prompts is not None:
         charts.append(prompts)
     title = f"{run.profile}: {' vs '.join(s.arm for s in summaries)}"
-    if run.kind == "compare":
-        write_compare_tables(run.root, summaries, f"{run.profile} ({summaries[0].accounts} accounts, seed "
-                                                  f"{summaries[0].seed})")
     links = [(f"{a.folder.relative_to(run.root).as_posix()}/{name}" if a.folder != run.root else name)
              for a in run.arms for name in a.files]
     links += [name for name in ("compare.json", "compare.md", "compare.txt") if (run.root / name).is_file()]
+    links += [(a.folder.parent / "distribution.json").relative_to(run.root).as_posix() for a in run.arms
+              if a.folder.name.startswith("run-") and (a.folder.parent / "distribution.json").is_file()]
     return {
         **_common(run.root, title),
-        "kind": run.kind, "arms": [_arm_view(a.summary, a.folder, run.root) for a in run.arms],
+        "kind": run.kind, "arms": [_arm_view(a.summary, a.folder, run.root, _spread_of(run, a.summary.arm))
+                                   for a in run.arms],
         "table": render(summaries, "figures"),
         "distribution_table": render_distributions(run.distributions, f"{run.runs_per_arm} runs per arm")
         if run.distributions else None,
@@ -88,7 +90,7 @@ def _sweep_page(root: Path) -> dict[str, Any]:
     charts = heatmap_charts(sweep, recommendation)
     return {
         **_common(root, f"sweep {sweep.get('name', root.name)}"),
-        "kind": "sweep", "arms": [], "table": None, "distribution_table": None, "runs_per_arm": 1, "intents": [],
+        "kind": "sweep",
         "sweep": {"description": sweep.get("description", ""), "runs": sweep.get("runs"),
                   "axes": sweep.get("axes", {}), "objective": recommendation.get("objective", ""),
                   "per_accounts": recommendation.get("per_accounts", []),
@@ -99,9 +101,32 @@ def _sweep_page(root: Path) -> dict[str, Any]:
     }
 
 
+def _soak_page(root: Path) -> dict[str, Any]:
+    soak = read_json(root / "soak.json")
+    charts = [cycles_chart(soak.get("cycles", [])),
+              resources_chart(read_jsonl(root / "samples.jsonl"), soak.get("resources", []), soak.get("warmup_s", 0))]
+    trend = trend_chart((soak.get("history") or {}).get("trend", []))
+    if trend is not None:
+        charts.append(trend)
+    links = [name for name in ("soak.json", "soak.md", "junit.xml", "samples.jsonl", "cycles.jsonl")
+             if (root / name).is_file()]
+    links += [f"{c['folder']}/summary.json" for c in soak.get("cycles", [])[:500]
+              if (root / c["folder"] / "summary.json").is_file()]
+    return {**_common(root, f"soak {soak.get('plan')} against {soak.get('gateway')}"), "kind": "soak",
+            "soak": soak, "charts": _shown(charts, root), "links": links}
+
+
+def _history_page(root: Path) -> dict[str, Any]:
+    history = read_json(root / "history.json")
+    trend = trend_chart(history.get("series", []))
+    return {**_common(root, f"soak history {history.get('file', '')}"), "kind": "history",
+            "charts": _shown([trend] if trend is not None else [], root), "links": ["history.json"]}
+
+
 def _common(root: Path, title: str) -> dict[str, Any]:
     return {"title": title, "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "folder": str(root), "sweep": None}
+            "folder": str(root), "sweep": None, "soak": None, "arms": [], "table": None, "distribution_table": None,
+            "runs_per_arm": 1, "intents": []}
 
 
 def _shown(charts: list[Chart], root: Path) -> list[ShownChart]:
@@ -113,8 +138,17 @@ def _shown(charts: list[Chart], root: Path) -> list[ShownChart]:
     return shown
 
 
-def _arm_view(summary: Summary, folder: Path, root: Path) -> dict[str, Any]:
-    return {
+def _spread_of(run: RunFolder, arm: str) -> str | None:
+    """"storm 3/3" over a repeat's runs, for the arm's banner."""
+    for spread in run.distributions:
+        if spread.arm == arm:
+            return ", ".join(f"{v} {n}/{spread.repeats}" for v, n in sorted(spread.verdicts.items(),
+                                                                           key=lambda item: -item[1]))
+    return None
+
+
+def _arm_view(summary: Summary, folder: Path, root: Path, over_runs: str | None) -> dict[str, Any]:
+    return {"over_runs": over_runs,
         "arm": summary.arm, "verdict": summary.verdict, "style": VERDICT_STYLE.get(summary.verdict, "unknown"),
         "observed": summary.observed_verdict, "inconclusive_reason": summary.inconclusive_reason,
         "passed": summary.passed, "thresholds": summary.thresholds, "witnesses": summary.witnesses,

@@ -3,7 +3,9 @@ Markdown, for pasting into an issue)."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
+from pathlib import Path
 
 from harness.summary import Distribution, Summary, metric_value
 
@@ -70,11 +72,26 @@ def render(summaries: Sequence[Summary], title: str) -> str:
 
 
 def render_markdown(summaries: Sequence[Summary], title: str) -> str:
-    header, rows = _rows(summaries)
-    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.strip().replace("|", "\\|") if i else
-                                 cell.replace("  ", "&nbsp;&nbsp;", 1) for i, cell in enumerate(row)) + " |"
-              for row in rows]
+    return _markdown(title, *_rows(summaries))
+
+
+def write_compare_tables(root: Path, summaries: Sequence[Summary], distributions: Sequence[Distribution],
+                         title: str) -> None:
+    """The compare table as the CLI prints it (compare.txt) and as Markdown for an issue (compare.md): the
+    distribution over the runs when repeated, else each arm's run."""
+    header, rows = _distribution_rows(distributions) if distributions else _rows(summaries)
+    (root / "compare.txt").write_text(_table(title, header, rows) + "\n", encoding="utf-8")
+    (root / "compare.md").write_text(_markdown(title, header, rows) + "\n", encoding="utf-8")
+
+
+def _markdown(title: str, header: list[str], rows: list[list[str]]) -> str:
+    def escaped(text: str) -> str:
+        return html.escape(text, quote=False).replace("|", "\\|")
+
+    lines = [f"**{escaped(title)}**", "", "| " + " | ".join(escaped(h) for h in header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(escaped(cell.strip()) if i else escaped(cell).replace("  ", "&nbsp;&nbsp;", 1)
+                                for i, cell in enumerate(row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -101,13 +118,17 @@ DISTRIBUTION_ROWS: tuple[tuple[str, str], ...] = tuple(
 
 
 def render_distributions(distributions: Sequence[Distribution], title: str) -> str:
+    return _table(title, *_distribution_rows(distributions))
+
+
+def _distribution_rows(distributions: Sequence[Distribution]) -> tuple[list[str], list[list[str]]]:
     header = ["", *(d.arm for d in distributions)]
     with_duplicates = any(d.figures["duplicates.intents"].median is not None for d in distributions)
     rows = [["verdicts", *(_verdicts(d) for d in distributions)],
             ["thresholds", *(_distribution_thresholds(d) for d in distributions)]]
     rows += [[label, *(_spread(d, key) for d in distributions)] for label, key in DISTRIBUTION_ROWS
              if key in distributions[0].figures and (with_duplicates or not key.startswith("duplicates."))]
-    return _table(title, header, rows)
+    return header, rows
 
 
 def _verdicts(d: Distribution) -> str:

@@ -20,6 +20,7 @@ Everything started here is stopped here, also on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import sys
 import time
@@ -28,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from harness.backends import open_backend
+from harness.backends import Backend, open_backend
 from harness.events import RunRecord
 from harness.profile import Profile
 from harness.report.html import write_report
 from harness.report.progress import Progress
+from harness.report.table import write_compare_tables
 from harness.run.compose import compose
 from harness.sim import simulated_summary
 from harness.summary import Comparison, Distribution, Summary
@@ -54,7 +56,9 @@ from harness.verdict.tables import (
     prompt_rows,
 )
 
-__all__ = ["ArmResult", "arm_dir", "distributions", "record_results", "run_arm", "run_profile"]
+OnProgress = Callable[[float, int, int], None]  # (scenario ms, accounts connected, storm entries so far)
+
+__all__ = ["ArmResult", "arm_dir", "compare_title", "distributions", "record_results", "run_arm", "run_profile"]
 
 
 @dataclass
@@ -68,13 +72,16 @@ class ArmResult:
         return self.summary.passed
 
 
-def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: IO[str] = sys.stderr) -> ArmResult:
+def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: IO[str] = sys.stderr,
+            backend: Backend | None = None, on_progress: OnProgress | None = None) -> ArmResult:
+    """One run of one arm. `backend`: a gateway already running (a soak's), used instead of starting one;
+    `on_progress`: told every second how the run stands."""
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(progress_stream)
     if isinstance(profile.target, SimTarget):
         summary, record = simulated_summary(profile, arm_name)
     else:
-        summary, record = _run_live(profile, arm_name, out_dir, progress)
+        summary, record = _run_live(profile, arm_name, out_dir, progress, backend, on_progress)
     _write_csv(out_dir / "accounts.csv", ACCOUNT_COLUMNS, account_rows(record))
     _write_csv(out_dir / "attempts.csv", ATTEMPT_COLUMNS, attempt_rows(record))
     _write_csv(out_dir / "disconnects.csv", DISCONNECT_COLUMNS, disconnect_rows(record))
@@ -88,13 +95,15 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
     return ArmResult(arm_name, summary, out_dir)
 
 
-def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress) -> tuple[Summary, RunRecord]:
+def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress, running: Backend | None,
+              on_progress: OnProgress | None) -> tuple[Summary, RunRecord]:
     from harness.run.drive import drive  # Locust patches sockets and threads as it loads: only for a live run
 
     wall_started = time.monotonic()
     parts = compose(profile, arm_name, out_dir)
-    with open_backend(profile.target, out_dir, parts.stub_args) as backend:
-        driven = drive(parts, backend, progress)
+    opened = contextlib.nullcontext(running) if running else open_backend(profile.target, out_dir, parts.stub_args)
+    with opened as backend:
+        driven = drive(parts, backend, progress, on_progress)
         target = backend.describe()
         approval_fix_applies = parts.arm.approval_fix != "gateway-dedup" or backend.coalesces_approvals
     arm = parts.arm
@@ -159,9 +168,21 @@ def record_results(profile: Profile, results: Sequence[ArmResult], out_root: Pat
     if comparison:
         Comparison(profile=profile.name, repeats=repeat, arms=[r.summary for r in results],
                    distributions=spreads).write(out_root / "compare.json")
+        first_runs = [r.summary for r in results if r.summary.seed == results[0].summary.seed]
+        write_compare_tables(out_root, first_runs, spreads if repeat > 1 else [],
+                             compare_title(profile, repeat, spreads))
     if report:
         write_report(out_root)
     return spreads
+
+
+def compare_title(profile: Profile, repeat: int, spreads: Sequence[Distribution]) -> str:
+    """The compare table's title: the profile, its accounts, and the seed (or the runs and their seeds)."""
+    accounts = "1 account" if profile.account_count == 1 else f"{profile.account_count} accounts"
+    if repeat == 1 or not spreads:
+        return f"{profile.name} ({accounts}, seed {profile.seed})"
+    seeds = spreads[0].seeds
+    return f"{profile.name} ({accounts}, {repeat} runs each, seeds {seeds[0]}-{seeds[-1]})"
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Row]) -> None:

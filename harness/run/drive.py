@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import gevent
@@ -79,12 +79,14 @@ def fault_proxy(backend: Backend, parts: Parts) -> Iterator[FaultProxy | None]:
                 proxy.destroy()
 
 
-def drive(parts: Parts, backend: Backend, progress: Progress) -> Driven:
+def drive(parts: Parts, backend: Backend, progress: Progress,
+          on_progress: Callable[[float, int, int], None] | None = None) -> Driven:
     with fault_proxy(backend, parts) as faults_proxy:
-        return _drive(parts, backend, faults_proxy, progress)
+        return _drive(parts, backend, faults_proxy, progress, on_progress)
 
 
-def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, progress: Progress) -> Driven:
+def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, progress: Progress,
+           on_progress: Callable[[float, int, int], None] | None) -> Driven:
     profile, arm = parts.profile, parts.arm
     backend.check_alive()  # nothing answering is one clear line, not a storm of connect errors
     clock = ScaledClock(profile.time_scale)
@@ -121,7 +123,7 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
         runner.start(profile.account_count, spawn_rate=min(profile.account_count, 100))
         if scenario:
             greenlets.append(gevent.spawn(scenario.start_when_connected, context.ledger, profile))
-        _watch(parts, clock, context, progress, backend, scenario)
+        _watch(parts, clock, context, progress, backend, scenario, on_progress)
         # The run ends here for every source: what happens during teardown is not the run's.
         host_window = host.stop()
         lags_ms = loop_lag.samples_ms()
@@ -198,13 +200,15 @@ def _apply_faults(scheduler: FaultScheduler, clock: ScaledClock) -> None:
 
 
 def _watch(parts: Parts, clock: ScaledClock, context: RunContext, progress: Progress, backend: Backend,
-           scenario: ApprovalScenario | None) -> None:
+           scenario: ApprovalScenario | None, on_progress: Callable[[float, int, int], None] | None) -> None:
     profile = parts.profile
     duration_ms = profile.duration_s * 1000.0
     while (now_ms := clock.now_ms()) < duration_ms:
         backend.check_alive()
         if scenario is not None:
             scenario.sample_pending(backend, now_ms)
+        if on_progress is not None:
+            on_progress(now_ms, len(context.ledger.connected), context.ledger.storm_entries())
         progress.update(f"[{parts.arm.name}] {now_ms / 1000:6.0f}/{profile.duration_s:g} s  connected "
                         f"{len(context.ledger.connected)}/{profile.account_count}  "
                         f"storm entries {context.ledger.storm_entries()}")

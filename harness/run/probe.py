@@ -47,7 +47,7 @@ class HealthProbe:
                         sent_ms, started = self.clock.now_ms(), time.perf_counter()
                         answer = call(ws, "health", {}, self.clock)
                         self.samples.append(HealthSample(sent_ms, self.clock.scenario_ms(time.perf_counter() - started),
-                                                         self._loop_delay_ms(answer)))
+                                                         self._event_loop_lag_ms(answer)))
                         gevent.sleep(self.clock.real_s(self.interval_ms))
             except HandshakeFailed as failed:
                 self.handshake_timeouts += failed.outcome is Outcome.HANDSHAKE_TIMEOUT
@@ -56,7 +56,7 @@ class HealthProbe:
                 self.failures += 1
             gevent.sleep(self.clock.real_s(self.interval_ms))
 
-    def _loop_delay_ms(self, answer: dict[str, Any]) -> float | None:
+    def _event_loop_lag_ms(self, answer: dict[str, Any]) -> float | None:
         """The gateway's worst event-loop delay over its last interval (the stub and 2026.9.6 report it in
         `eventLoop.delayMaxMs`, in real ms), in scenario ms; None where the gateway does not say."""
         payload = answer.get("payload")

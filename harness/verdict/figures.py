@@ -203,7 +203,7 @@ def timeline(record: RunRecord, fault_spans: Sequence[tuple[int, float, float | 
             cursor += 1
         start_s, end_s = index * bucket_ms / 1000.0, end_ms / 1000.0
         active = [i for i, from_s, to_s in fault_spans if from_s < end_s and (to_s is None or to_s > start_s)]
-        delays = [d for sample in health[index] if (d := sample.loop_delay_ms) is not None]
+        delays = [d for sample in health[index] if (d := sample.event_loop_lag_ms) is not None]
         rows.append(TimelineRow(t_s=round(start_s, 3), attempts=attempts[index][0], hellos=attempts[index][1],
                                 storm_entries=attempts[index][2], connected=connected, faults=active,
                                 health_rpc_ms=round(max(s.rpc_ms for s in health[index]), 3) if health[index] else None,
