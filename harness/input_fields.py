@@ -11,6 +11,7 @@ wrong with the file. `Problems.check()` then raises one `BadInput` whose lines a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,11 @@ class Problems:
         if len(self.items) > len(shown):
             shown.append(f"... and {len(self.items) - len(shown)} more problems")
         raise BadInput("\n".join(shown))
+
+
+RESULTS_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # a profile's, spec's or plan's name: it names a results folder
+MAX_NAME_LENGTH = 100
+MAX_DESCRIPTION_LENGTH = 10_000
 
 
 class Fields:
@@ -133,6 +139,15 @@ class Fields:
             self.fail(key, f"expected at most {max_length} characters, got {len(value)}")
             return default
         return value
+
+    def name_and_description(self) -> tuple[str | None, str]:
+        """An input's required `name` (it names the results folder) and optional `description`."""
+        name = self.text("name", None, max_length=MAX_NAME_LENGTH, required=True)
+        if name is not None and not RESULTS_NAME_RE.fullmatch(name):
+            self.fail("name", f"expected letters, digits, '.', '_' or '-' (it names the results folder), got "
+                              f"{cut(name)}")
+            name = None
+        return name, self.text("description", "", max_length=MAX_DESCRIPTION_LENGTH)
 
     def section(self, key: str) -> Fields:
         self._used.add(key)

@@ -112,14 +112,11 @@ MAX_SEED = 2**32 - 1
 MAX_PREAUTH_PER_IP = 1_000_000
 MAX_PROVIDERS = 20
 MAX_THRESHOLDS_PER_ARM = 100
-MAX_NAME_LENGTH = 100
-MAX_DESCRIPTION_LENGTH = 10_000
 MAX_COMMAND_LENGTH = 1_000
 MAX_URL_LENGTH = 2_000
 MAX_TOKEN_LENGTH = 1_000
 DEFAULT_WINDOW_S = 30
 DEFAULT_ANSWER_AFTER_MS = 25_000
-PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 OPENCLAW_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 STUB_OPTIONS = ("profile", "handshake_timeout_ms", "max_preauth_per_ip", "connect_cost_before_timer",
                 "connect_cost_after_timer", "upgrade_cost", "colocated_challenge_cost", "colocated_hello_cost",
@@ -191,10 +188,7 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
     """The profile in `data`, or `BadInput` listing every problem in it (one line each, with its line)."""
     problems = Problems(None if path is None else str(path), lines or LineMap())
     root = Fields(data, "", problems)
-    name = root.text("name", None, max_length=MAX_NAME_LENGTH, required=True)
-    if name is not None and not PROFILE_NAME_RE.fullmatch(name):
-        root.fail("name", f"expected letters, digits, '.', '_' or '-' (it names the results folder), got {cut(name)}")
-    description = root.text("description", "", max_length=MAX_DESCRIPTION_LENGTH)
+    name, description = root.name_and_description()
     time_scale = root.number("time_scale", 1.0, minimum=MIN_TIME_SCALE, maximum=MAX_TIME_SCALE)
     target = _parse_target(root.section("target"), time_scale)
     accounts = root.section("accounts")

@@ -34,7 +34,7 @@ from typing import Any
 from harness.errors import BadInput
 from harness.input_fields import Fields, Problems, cut
 from harness.policy.arms import ARMS
-from harness.profile import MAX_ACCOUNTS, PROFILE_NAME_RE, Profile, load_profile
+from harness.profile import MAX_ACCOUNTS, Profile, load_profile
 from harness.target import SimTarget, StubTarget
 from harness.yaml_input import read_yaml
 
@@ -86,10 +86,7 @@ def load_spec(path: Path) -> SweepSpec:
     data, lines = read_yaml(path, "sweep spec")
     problems = Problems(str(path), lines)
     root = Fields(data, "", problems)
-    name = root.text("name", None, max_length=100, required=True)
-    if name is not None and not PROFILE_NAME_RE.fullmatch(name):
-        root.fail("name", f"expected letters, digits, '.', '_' or '-' (it names the results folder), got {cut(name)}")
-    description = root.text("description", "", max_length=10_000)
+    name, description = root.name_and_description()
     base_text = root.text("base", None, max_length=1000, required=True)
     duration_s = root.number("duration_s", None, minimum=0, exclusive_minimum=True, maximum=86_400)
     seeds_raw = root.get("seeds", (int, list), 1)
