@@ -6,13 +6,16 @@
       --target sim: a stub profile in the simulator (virtual time, no sockets)
   harness sweep SPEC [--out DIR] [--workers N] [--verify N]                 a simulated grid; recommended J and K
   harness report DIR [--screenshot]                                          report.html again, from the folder alone
+  harness soak PLAN [--out DIR] [--history FILE] [--gateway KIND]            hours of cycles; growth; regressions
+  harness history FILE [--plan NAME] [--figure NAME] [--out DIR]             the trend of a soak history
   harness demo                                                               one handshake, one timeout
   harness toxiproxy [--host 127.0.0.1] [--port 8474]                        a Toxiproxy-compatible server
   harness openclaw-install [VERSION ...]                                     Node 24 + openclaw@VERSION, cached
 
 Exit codes: 0 every threshold met, 1 a threshold failed, 2 invalid input (one line naming the field),
 3 the target or environment failed (also: it died during the run), 4 inconclusive (the host was too busy for
-a verdict), 130 interrupted (everything started is stopped first).
+a verdict), 5 a soak's figure regressed against its history, 130 interrupted (everything started is stopped
+first).
 """
 
 from __future__ import annotations
@@ -131,10 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=_worker_count, help="worker processes (default: one per core)")
     sweep.add_argument("--verify", type=_verify_count, default=0, metavar="N",
                        help="re-run the N most informative cells on the stub over real sockets and report agreement")
+    soak = commands.add_parser("soak", help="run a soak plan for hours: cycles, resource growth, night-over-night "
+                                             "trends")
+    soak.add_argument("plan", type=Path, help="a soak plan YAML file (see soak/)")
+    soak.add_argument("--out", type=Path, help="results folder (default: results/soak-<plan>-<time>)")
+    soak.add_argument("--history", type=Path, help="an SQLite history to compare tonight with and append it to")
+    soak.add_argument("--gateway", metavar="KIND", help="aim every run at stub, stub-docker or openclaw@VERSION "
+                                                        "instead of its profile's target")
+    history = commands.add_parser("history", help="print (and draw) the trend of a soak history's figures")
+    history.add_argument("file", type=Path, help="an SQLite history written by `harness soak --history`")
+    history.add_argument("--plan", help="only this plan's nights")
+    history.add_argument("--figure", help="only this figure (e.g. time_to_all_connected_s)")
+    history.add_argument("--out", type=Path, help="also write report.html with the trend charts into this folder")
     report = commands.add_parser("report", help="(re)build report.html in a results folder from its files alone")
     report.add_argument("folder", type=Path, help="a run, compare or sweep results folder")
     report.add_argument("--screenshot", action="store_true",
-                        help="also save report.png, the page as headless Chromium draws it (needs Debian's chromium)")
+                        help="also save report.png: the top 1280 x 2000 pixels of the page as headless Chromium draws "
+                             "it (needs Debian's chromium)")
     proxy = commands.add_parser("toxiproxy", help="run the embedded Toxiproxy-compatible server in the foreground")
     proxy.add_argument("--host", default="127.0.0.1", help="loopback address for the API (default 127.0.0.1)")
     proxy.add_argument("--port", default="8474", help="API port (default 8474, Toxiproxy's)")
@@ -160,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sweep_command(args)
         if args.command == "report":  # reads files only
             return report_command(args.folder, args.screenshot)
+        if args.command == "history":
+            return history_command(args)
         with signals_held():  # a stop request inside gevent's monkey-patching leaves `threading` half patched
             import locust  # noqa: F401  (gevent's monkey-patching must come before sockets and threads are imported)
 
@@ -189,6 +207,8 @@ def _run_command(args: argparse.Namespace) -> int:
         # The proxy is an asyncio program; this process is patched by gevent, so it hands over instead.
         module = ["-m", "harness.faults.embedded_proxy", "--host", args.host, "--port", args.port]
         os.execv(sys.executable, [sys.executable, *module])
+    if args.command == "soak":
+        return soak_command(args)
     return run_or_compare(args)
 
 
@@ -199,7 +219,7 @@ def accounts(count: int) -> str:
 def run_or_compare(args: argparse.Namespace) -> int:
     from harness.profile import load_profile
     from harness.report.table import render, render_distributions
-    from harness.run import record_results, run_profile
+    from harness.run import compare_title, record_results, run_profile
     from harness.target import StubTarget
     from harness.verdict.distribution import exit_code
 
@@ -223,13 +243,11 @@ def run_or_compare(args: argparse.Namespace) -> int:
     results = run_profile(profile, arms, out, repeat=args.repeat)
     spreads = record_results(profile, results, out, repeat=args.repeat, comparison=args.command == "compare",
                              report=not args.no_report)
-    title = f"{profile.name} ({accounts(profile.account_count)}, seed {profile.seed})"
+    title = compare_title(profile, args.repeat, spreads)
     if args.repeat == 1:
         print(render([r.summary for r in results], title))
     else:
-        seeds = f"seeds {spreads[0].seeds[0]}-{spreads[0].seeds[-1]}"
-        print(render_distributions(spreads, f"{profile.name} ({accounts(profile.account_count)}, {args.repeat} runs "
-                                            f"each, {seeds})"))
+        print(render_distributions(spreads, title))
     shown = "" if args.no_report else f" (report: {out / 'report.html'})"
     print(f"results: {out}{shown}", file=sys.stderr)
     return exit_code(spreads)
@@ -253,6 +271,30 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         write_report(out)  # again, to link verify.json
     print(f"results: {out} (report: {out / 'report.html'})", file=sys.stderr)
     return EXIT_OK
+
+
+def soak_command(args: argparse.Namespace) -> int:
+    from harness.soak import run_soak
+    from harness.soak.plan import load_plan
+
+    plan = load_plan(args.plan, args.gateway)
+    out = checked_out_dir(args.out or Path("results") / f"soak-{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.history is not None and args.history.is_dir():
+        raise BadInput(f"--history: {args.history} is a folder; expected an SQLite file (made if absent)")
+    limit = f"{plan.duration_s / 60:g} minutes" if plan.duration_s else f"{plan.cycles} cycles"
+    print(f"soak {plan.name}: {sum(len(r.arms) for r in plan.runs)} runs per cycle against {plan.gateway_name}, "
+          f"for {limit} -> {out}", file=sys.stderr)
+    result = run_soak(plan, out, history=args.history, gateway_name=plan.gateway_name)
+    print((out / "soak.md").read_text(encoding="utf-8"))
+    print(f"results: {out} (report: {out / 'report.html'})", file=sys.stderr)
+    return result.exit_code
+
+
+def history_command(args: argparse.Namespace) -> int:
+    from harness.soak.trend import print_trend
+
+    return print_trend(args.file, plan=args.plan, figure=args.figure,
+                       out=None if args.out is None else checked_out_dir(args.out))
 
 
 def report_command(folder: Path, with_screenshot: bool) -> int:

@@ -7,6 +7,7 @@ EXIT_THRESHOLD_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
 EXIT_INCONCLUSIVE = 4  # the host was too busy for a verdict (harness.verdict.host); never a pass or a fail
+EXIT_REGRESSION = 5  # a soak's figure outside its tolerance against the previous nights (harness.soak)
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 

@@ -1,0 +1,299 @@
+"""`harness soak PLAN`: hours of cycles against gateways that stay up, their resources watched as they go.
+
+The soak starts one gateway per distinct target of its runs (runs whose profiles give the same target and stub
+options share one) and keeps it running; each cycle runs every run's arms against it through `harness.run`,
+exactly as `harness run` would, and the gateways are restarted between runs when the plan says so. Meanwhile a
+sampler reads, every `sample_interval_s`, each gateway's and the harness's resident memory, descriptors and TCP
+sockets by state, the gateway's pending approvals and event-loop lag, and the current run's accounts connected
+and storm entries. What it writes, as it goes (a crash or a kill keeps everything up to the last line):
+
+  samples.jsonl          one line per sample
+  cycles.jsonl           one line per finished run: cycle, profile, arm, verdict, expected, figures, folder
+  cycle-NNN/<profile>/<arm>/   each run's own results (summary.json, CSVs, …)
+  gateway-N/             each gateway's log
+
+and at the end soak.json (the cycles, each resource's growth after warm-up with its confidence interval, the
+failures, and with --history the trend and the regressions), soak.md (the same for a CI job summary),
+junit.xml (one test case per run, per resource bound and per history check) and report.html.
+
+Exit codes: 0 every run gave its expected verdict and nothing grew beyond its bound; 1 a run did not, or
+something grew; 2 bad input; 3 a gateway failed; 5 a figure regressed against the previous nights (when
+nothing else failed); 130 interrupted (what was sampled is kept, soak.json says `interrupted`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from harness.backends import Backend, open_backend
+from harness.errors import EXIT_REGRESSION
+from harness.profile import Profile
+from harness.report.progress import Progress
+from harness.run import arm_dir, run_arm
+from harness.soak.outputs import SoakResult, write_outputs
+from harness.soak.plan import RUN_FIGURES, SoakPlan
+from harness.soak.resources import ProcessSample, sample_processes, with_children
+from harness.summary import Summary, metric_value
+from harness.target import StubTarget
+
+__all__ = ["EXIT_REGRESSION", "SoakResult", "run_soak"]
+
+SAMPLES, CYCLES = "samples.jsonl", "cycles.jsonl"
+HARNESS_ROLE = "harness"
+
+
+@dataclass
+class Gateway:
+    """One long-lived gateway of the soak and the runs it serves."""
+
+    key: str
+    name: str  # gateway-N: its folder, and its role in the samples
+    target: Any
+    stub_args: tuple[str, ...]
+    folder: Path
+    backend: Backend | None = None
+    incarnation: int = 0
+    started_at_s: float = 0.0
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def start(self, now_s: float) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.backend = SharedGateway(self._stack.enter_context(open_backend(self.target, self.folder,
+                                                                             self.stub_args)), self.folder)
+        self.incarnation += 1
+        self.started_at_s = now_s
+
+    def stop(self) -> None:
+        self.backend = None
+        self._stack.close()
+
+
+class SharedGateway:
+    """A soak's gateway as one run sees it: the same gateway, with only the log records of this run."""
+
+    def __init__(self, inner: Backend, log_dir: Path) -> None:
+        self._inner = inner
+        self._log_dir = log_dir
+        self._mark = 0
+        self.url, self.token = inner.url, inner.token
+        self.coalesces_approvals = inner.coalesces_approvals
+        self.stats, self.describe, self.pids = inner.stats, inner.describe, inner.pids
+        self.check_alive, self.toxiproxy = inner.check_alive, inner.toxiproxy
+
+    def begin_run(self) -> None:
+        self._mark = len(self._inner.gateway_records(self._log_dir) or [])
+
+    def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
+        records = self._inner.gateway_records(self._log_dir)
+        return None if records is None else records[self._mark:]
+
+
+@dataclass
+class Live:
+    """How the run in progress stands, as its progress callback last said."""
+
+    run: str = ""
+    connected: int | None = None
+    storm_entries: int | None = None
+
+    def observe(self, _now_ms: float, connected: int, storm_entries: int) -> None:
+        self.connected, self.storm_entries = connected, storm_entries
+
+
+class Sampler:
+    """Samples every process role and gateway figure on a timer, appending each sample to samples.jsonl."""
+
+    def __init__(self, plan: SoakPlan, gateways: list[Gateway], path: Path, started: float, live: Live) -> None:
+        self._plan, self._gateways, self._path, self._started, self._live = plan, gateways, path, started, live
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="soak-sampler", daemon=True)
+        self.samples: list[dict[str, Any]] = []
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._plan.sample_interval_s + 5)
+
+    def _loop(self) -> None:
+        with self._path.open("a", encoding="utf-8") as out:
+            while not self._stop.is_set():
+                sample = self.take()
+                self.samples.append(sample)
+                out.write(json.dumps(sample) + "\n")
+                out.flush()
+                self._stop.wait(self._plan.sample_interval_s)
+
+    def take(self) -> dict[str, Any]:
+        now_s = time.monotonic() - self._started
+        roles: dict[str, Any] = {HARNESS_ROLE: _process_row(sample_processes([os.getpid()]), 1, 0.0)}
+        gateways: dict[str, Any] = {}
+        for gateway in self._gateways:
+            backend = gateway.backend
+            if backend is None:
+                continue
+            pids = with_children(backend.pids())
+            roles[gateway.name] = _process_row(sample_processes(pids), gateway.incarnation, gateway.started_at_s)
+            stats = _quietly(backend.stats)
+            gateways[gateway.name] = {
+                "pending_approvals": ((stats or {}).get("approvals") or {}).get("pending"),
+                "event_loop_lag_ms": ((stats or {}).get("event_loop_lag_last_interval_ms") or {}).get("max"),
+            }
+        return {"t_s": round(now_s, 3), "run": self._live.run, "connected": self._live.connected,
+                "storm_entries": self._live.storm_entries, "processes": roles, "gateways": gateways}
+
+
+def _process_row(sample: ProcessSample | None, incarnation: int, started_at_s: float) -> dict[str, Any] | None:
+    if sample is None:
+        return None
+    return {"pids": sample.pids, "incarnation": incarnation, "started_at_s": round(started_at_s, 3),
+            "rss_mb": sample.rss_mb, "descriptors": sample.descriptors, "sockets": sample.sockets,
+            "socket_total": sample.socket_total}
+
+
+def _quietly(read: Any) -> dict[str, Any] | None:
+    try:
+        value = read()
+    except Exception:  # a gateway restarting or gone: that sample has no gateway figures
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def run_soak(plan: SoakPlan, out: Path, *, history: Path | None = None, gateway_name: str = "stub",
+             progress_stream: IO[str] = sys.stderr) -> SoakResult:
+    """Cycle after cycle until the plan's time or cycles are used up; see the module's docstring."""
+    out.mkdir(parents=True, exist_ok=True)
+    started_at = datetime.datetime.now(datetime.UTC)
+    started = time.monotonic()
+    gateways = _gateways(plan, out)
+    live = Live()
+    progress = Progress(progress_stream)
+    interrupted = True  # until the cycles end by themselves
+    sampler = Sampler(plan, list(gateways.values()), out / SAMPLES, started, live)
+    try:
+        with _running(gateways, started), sampler:
+            _cycles(plan, out, gateways, started, live, progress, progress_stream)
+        interrupted = False
+    finally:
+        # Also after Ctrl-C or a gateway's death: what was sampled and run is judged and kept.
+        result = write_outputs(plan, out, cycles=_read_cycles(out), samples=sampler.samples, started_at=started_at,
+                               history=history, gateway_name=gateway_name, interrupted=interrupted)
+    return result
+
+
+@contextlib.contextmanager
+def _running(gateways: dict[str, Gateway], started: float) -> Iterator[None]:
+    try:
+        for gateway in gateways.values():
+            gateway.start(time.monotonic() - started)
+        yield
+    finally:
+        for gateway in gateways.values():
+            gateway.stop()
+
+
+def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: float, live: Live,
+            progress: Progress, progress_stream: IO[str]) -> list[dict[str, Any]]:
+    finished: list[dict[str, Any]] = []  # also appended to cycles.jsonl as each run ends
+    last_restart = time.monotonic()
+    cycle = 0
+    while _more(plan, cycle, started):
+        cycle += 1
+        for run in plan.runs:
+            for arm in run.arms:
+                if plan.duration_s is not None and time.monotonic() - started >= plan.duration_s:
+                    return finished  # no run starts after the plan's time
+                if plan.restart_every_s and time.monotonic() - last_restart >= plan.restart_every_s:
+                    for gateway in gateways.values():
+                        gateway.stop()
+                        gateway.start(time.monotonic() - started)
+                    last_restart = time.monotonic()
+                gateway = gateways[_key(run.profile, arm)]
+                assert isinstance(gateway.backend, SharedGateway)
+                gateway.backend.begin_run()
+                live.run = f"{run.profile.name}/{arm}"
+                folder = arm_dir(out / f"cycle-{cycle:03d}" / run.profile.name, arm)
+                progress.done(f"[soak {plan.name}] cycle {cycle}, {live.run} "
+                              f"({(time.monotonic() - started) / 60:.1f} min in)")
+                result = run_arm(run.profile, arm, folder, progress_stream=progress_stream, backend=gateway.backend,
+                                 on_progress=live.observe)
+                row = _cycle_row(cycle, run.profile, arm, run.expect.get(arm), result.summary, folder, out,
+                                 time.monotonic() - started, gateway.name)
+                finished.append(row)
+                with (out / CYCLES).open("a", encoding="utf-8") as journal:
+                    journal.write(json.dumps(row) + "\n")
+                live.run, live.connected, live.storm_entries = "", None, None
+        if plan.idle_s and _more(plan, cycle, started):
+            time.sleep(plan.idle_s)
+    return finished
+
+
+def _more(plan: SoakPlan, cycles_done: int, started: float) -> bool:
+    if plan.cycles is not None and cycles_done >= plan.cycles:
+        return False
+    return plan.duration_s is None or time.monotonic() - started < plan.duration_s
+
+
+def _gateways(plan: SoakPlan, out: Path) -> dict[str, Gateway]:
+    gateways: dict[str, Gateway] = {}
+    for run in plan.runs:
+        for arm in run.arms:
+            key = _key(run.profile, arm)
+            if key not in gateways:
+                name = f"gateway-{len(gateways) + 1}"
+                gateways[key] = Gateway(key, name, run.profile.target, _stub_args(run.profile, arm), out / name)
+    return gateways
+
+
+def _key(profile: Profile, arm: str) -> str:
+    return json.dumps([repr(profile.target), _stub_args(profile, arm)])
+
+
+def _stub_args(profile: Profile, arm: str) -> tuple[str, ...]:
+    """What a stub gateway is started with for this run: its time scale and the gateway-dedup switch (a stub's
+    seed only varies its cost draws, so one gateway serves every seed)."""
+    if not isinstance(profile.target, StubTarget):
+        return ()
+    dedup = ("--approval-dedup", "intent") if arm == "gateway-dedup" else ()
+    return ("--time-scale", str(profile.time_scale), *dedup)
+
+
+def _cycle_row(cycle: int, profile: Profile, arm: str, expected: str | None, summary: Summary, folder: Path,
+               out: Path, at_s: float, gateway: str) -> dict[str, Any]:
+    inconclusive = summary.verdict == "inconclusive"
+    ok = inconclusive or (summary.verdict == expected if expected else summary.passed)
+    figures = {name: _number(metric_value(summary, name)) for name in RUN_FIGURES}
+    return {"cycle": cycle, "profile": profile.name, "arm": arm, "gateway": gateway, "verdict": summary.verdict,
+            "expected": expected or "thresholds pass", "passed": summary.passed, "ok": ok,
+            "inconclusive": inconclusive, "inconclusive_reason": summary.inconclusive_reason,
+            "ended_at_s": round(at_s, 3), "folder": folder.relative_to(out).as_posix(), "figures": figures}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _read_cycles(out: Path) -> list[dict[str, Any]]:
+    path = out / CYCLES
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
+

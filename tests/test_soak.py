@@ -1,0 +1,228 @@
+"""The soak: its plan, its growth fits, its history and regressions, and a short soak end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.errors import BadInput
+from harness.soak.history import MIGRATIONS, Night, nights, opened, record, regressions
+from harness.soak.plan import load_plan, parse_tolerance
+from harness.soak.resources import growth, sample_processes
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRIX_11 = ROOT / "profiles" / "matrix-11-accounts.yaml"
+
+
+def write_plan(folder: Path, **changes: Any) -> Path:
+    plan: dict[str, Any] = {
+        "name": "test-soak", "time_scale": 0.05, "cycles": 1, "warmup_minutes": 0, "sample_interval_s": 1,
+        "runs": [{"profile": str(MATRIX_11), "arms": ["shipped", "coordinator"],
+                  "expect": {"shipped": "storm", "coordinator": "converged"}, "duration_s": 120}],
+    }
+    plan.update(changes)
+    path = folder / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize(("change", "line"), [
+    ({"cycles": None}, "duration_minutes: required (or cycles): a soak must end by itself"),
+    ({"runs": [{"profile": "no-such.yaml"}]}, "runs[0].profile: "),
+    ({"runs": [{"profile": str(MATRIX_11), "arms": ["stable-id"]}]}, "runs[0].arms: expected arms of matrix-11"),
+    ({"runs": [{"profile": str(MATRIX_11), "expect": {"shipped": "stormy"}}]},
+     "runs[0].expect: shipped: expected a verdict"),
+    ({"sample_interval_s": 0}, "sample_interval_s: expected a number >= 0.5"),
+    ({"tolerances": {"time_to_all_connected_s": "25%"}}, "tolerances.time_to_all_connected_s: expected"),
+    ({"tolerances": {"verdict_of_the_night": "+1"}}, "tolerances.verdict_of_the_night: expected a figure"),
+    ({"bounds": {"rss_percent_per_hour": -1}}, "bounds.rss_percent_per_hour: expected a number >= 0"),
+    ({"runz": []}, "runz: unknown key"),
+])
+def test_a_bad_plan_is_one_line_naming_the_field_and_exit_2(tmp_path: Path, change: dict[str, Any],
+                                                            line: str) -> None:
+    path = write_plan(tmp_path, **change)
+    with pytest.raises(BadInput) as raised:
+        load_plan(path)
+    assert line in str(raised.value) and str(path) in str(raised.value)
+    result = harness("soak", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and line in lines[0], result.stderr
+
+
+def test_gateway_option_aims_every_run_at_another_gateway(tmp_path: Path) -> None:
+    assert load_plan(write_plan(tmp_path)).gateway_name == "stub"
+    assert load_plan(write_plan(tmp_path), "stub-docker").gateway_name == "stub-docker"
+    plan = load_plan(write_plan(tmp_path), "openclaw@2026.4.24")
+    assert plan.gateway_name == "openclaw@2026.4.24"
+    assert plan.runs[0].profile.target.handshake_timeout_ms == 10000  # kept from the profile
+    with pytest.raises(BadInput, match="--gateway: expected stub, stub-docker or openclaw@VERSION, got 'nginx'"):
+        load_plan(write_plan(tmp_path), "nginx")
+
+
+def test_tolerances_read_as_written() -> None:
+    assert parse_tolerance("+25%").exceeded(12.6, 10.0) and not parse_tolerance("+25%").exceeded(12.4, 10.0)
+    assert parse_tolerance("+2").exceeded(12.1, 10.0) and not parse_tolerance("+2").exceeded(12.0, 10.0)
+    assert parse_tolerance("max 0").exceeded(1, None) and not parse_tolerance("max 0").exceeded(0, 5.0)
+    assert not parse_tolerance("+25%").exceeded(100.0, None)  # no earlier night: nothing to regress from
+    assert parse_tolerance("25%") is None and parse_tolerance("max") is None
+
+
+def test_growth_finds_a_steady_leak_and_not_a_saw_tooth() -> None:
+    times = [i * 5.0 for i in range(720)]  # an hour, every 5 s
+    leak = [100.0 + 0.002 * t + (3.0 if i % 40 < 20 else 0.0) for i, t in enumerate(times)]  # 7.2 MB/h + GC saw
+    fit = growth(times, leak)
+    assert fit is not None and 6.5 < fit.per_hour < 8.0 and fit.low > 0
+    assert fit.percent_per_hour().exceeds(5.0)
+    saw = [100.0 + (3.0 if i % 40 < 20 else 0.0) + (50.0 if i == 300 else 0.0) for i in range(720)]
+    flat = growth(times, saw)
+    assert flat is not None and abs(flat.per_hour) < 0.5 and not flat.percent_per_hour().exceeds(5.0)
+    assert growth(times[:5], leak[:5]) is None  # too few samples to say
+
+
+def test_a_process_sample_reads_this_process() -> None:
+    sample = sample_processes([os.getpid(), 2**22 + 12345])  # the second is no process: left out
+    assert sample is not None and sample.pids == [os.getpid()]
+    assert sample.rss_mb > 10 and sample.descriptors >= 3
+    assert sample_processes([2**22 + 12345]) is None
+
+
+def test_history_migrates_records_and_finds_a_planted_regression(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    plan = load_plan(write_plan(tmp_path, tolerances={"storm_entries_after_startup": {"coordinator": "max 0"}}))
+    with opened(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        for night, seconds in (("2026-11-20", 22.0), ("2026-11-21", 23.0), ("2026-11-22", 22.5)):
+            record(connection, night, f"{night}T02:00:00+00:00", "test-soak", "stub", 10, 0,
+                   {("m/coordinator", "time_to_all_connected_s"): seconds,
+                    ("m/coordinator", "storm_entries_after_startup"): 0.0})
+        earlier = nights(connection, "test-soak", "stub", limit=7)
+    assert [n.night for n in earlier] == ["2026-11-20", "2026-11-21", "2026-11-22"]
+    fine = Night(0, "2026-11-23", "test-soak", "stub", {("m/coordinator", "time_to_all_connected_s"): 27.0})
+    assert regressions(fine, earlier, plan.tolerance) == []  # +20% on the median of 22.5: inside +25%
+    slow = Night(0, "2026-11-23", "test-soak", "stub", {("m/coordinator", "time_to_all_connected_s"): 29.0,
+                                                         ("m/coordinator", "storm_entries_after_startup"): 3.0})
+    found = [r.line() for r in regressions(slow, earlier, plan.tolerance)]
+    assert found == [
+        "regression: m/coordinator storm_entries_after_startup 3 (median 0 over 3 nights; tolerance max 0)",
+        "regression: m/coordinator time_to_all_connected_s 29 (median 22.5 over 3 nights; tolerance +25%)"]
+
+
+def test_a_history_newer_than_this_harness_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    connection = sqlite3.connect(path)
+    connection.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    connection.close()
+    with pytest.raises(BadInput, match="has schema version 2; this harness knows up to 1"), opened(path):
+        pass
+    (tmp_path / "junk").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(BadInput, match="is not an SQLite history"), opened(tmp_path / "junk"):
+        pass
+
+
+@pytest.mark.slow
+def test_a_soak_writes_samples_cycles_and_history_and_the_next_night_reports_a_planted_regression(
+        tmp_path: Path) -> None:
+    plan = write_plan(tmp_path)
+    history = tmp_path / "history.sqlite"
+    first = harness("soak", str(plan), "--out", str(tmp_path / "night-1"), "--history", str(history))
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "night-1"
+    soak = json.loads((out / "soak.json").read_text())
+    assert [(c["arm"], c["verdict"], c["ok"]) for c in soak["cycles"]] == [
+        ("shipped", "storm", True), ("coordinator", "converged", True)]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) >= 5
+    assert {"harness", "gateway-1"} <= set(samples[-1]["processes"])
+    assert any(s["storm_entries"] for s in samples if s["run"] == "matrix-11-accounts/shipped")
+    assert {f["resource"] for f in soak["resources"]} == {"rss_percent_per_hour", "descriptors_per_hour",
+                                                          "sockets_per_hour"}
+    assert "| matrix-11-accounts/shipped (expect storm) | 1 | 1 | 0 | 0 | storm 1 |" in first.stdout
+    assert (out / "report.html").is_file() and (out / "junit.xml").is_file()
+    assert (out / "cycle-001" / "matrix-11-accounts" / "coordinator" / "summary.json").is_file()
+
+    # Plant a regression: the first night said everyone was connected after 5 s behind the coordinator.
+    with sqlite3.connect(history) as connection:
+        connection.execute("UPDATE figures SET value = 5 WHERE arm = 'matrix-11-accounts/coordinator' "
+                           "AND figure = 'time_to_all_connected_s'")
+    second = harness("soak", str(plan), "--out", str(tmp_path / "night-2"), "--history", str(history))
+    assert second.returncode == 5, second.stderr[-3000:]
+    night_2 = json.loads((tmp_path / "night-2" / "soak.json").read_text())
+    assert len(night_2["regressions"]) == 1
+    assert night_2["regressions"][0].startswith(
+        "regression: matrix-11-accounts/coordinator time_to_all_connected_s ")
+    assert "(median 5 over 1 nights; tolerance +25%)" in night_2["regressions"][0]
+    trend = harness("history", str(history), "--figure", "time_to_all_connected_s", "--out", str(tmp_path / "trend"))
+    assert trend.returncode == 0, trend.stderr
+    assert "matrix-11-accounts/coordinator  time_to_all_connected_s  5" in trend.stdout
+    assert (tmp_path / "trend" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_what_was_sampled_and_leaves_nothing_running(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, cycles=5)
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-m", "harness.cli", "soak", str(plan), "--out", str(out)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "cycles.jsonl").exists():
+        time.sleep(0.5)  # the first run has ended: the soak is under way
+    assert (out / "cycles.jsonl").exists()
+    os.kill(child.pid, signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr[-2000:]
+    soak = json.loads((out / "soak.json").read_text())
+    assert soak["interrupted"] is True and len(soak["cycles"]) >= 1
+    assert (out / "samples.jsonl").read_text().count("\n") >= 1
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert not [line for line in ps.splitlines() if str(out) in line]
+    assert not math.isnan(soak["duration_s"])
+
+
+def test_a_resource_bound_fails_a_steady_leak_but_not_a_short_span(tmp_path: Path) -> None:
+    from harness.soak.outputs import resource_fits
+
+    plan = load_plan(write_plan(tmp_path, warmup_minutes=1))
+
+    def samples(seconds: int) -> list[dict[str, Any]]:
+        rows = []
+        for t in range(0, seconds, 5):
+            gateway = {"incarnation": 1, "started_at_s": 0.0, "rss_mb": 50.0 + t * 0.001, "descriptors": 20 + t // 600,
+                       "socket_total": 12}
+            rows.append({"t_s": float(t), "processes": {"gateway-1": gateway, "harness": None}})
+        return rows
+
+    hour = {(f["resource"]): f for f in resource_fits(plan, samples(3600))}
+    assert "rss_percent grew" in hour["rss_percent_per_hour"]["failure"]  # 3.6 MB/h on 50 MB: about 7% per hour
+    assert "descriptors grew" in hour["descriptors_per_hour"]["failure"]  # one more every 10 minutes
+    assert "failure" not in hour["sockets_per_hour"]
+    short = resource_fits(plan, samples(240))  # three minutes after a minute of warm-up
+    assert short and all(not f["judged"] and "failure" not in f for f in short)
+
+
+def test_overrides_lay_changes_over_a_runs_profile(tmp_path: Path) -> None:
+    from harness.soak.plan import merged
+
+    assert merged({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": None, "e": 4}, "d": 5}) == {"a": {"c": 2, "e": 4},
+                                                                                            "d": 5}
+    plan = load_plan(write_plan(tmp_path, runs=[{"profile": str(MATRIX_11), "overrides": {
+        "accounts": {"count": 4, "channels": {"matrix": 4}}, "target": {"connect_cost_before_timer": None}}}]))
+    profile = plan.runs[0].profile
+    assert profile.account_count == 4 and "--connect-cost-before-timer" not in " ".join(profile.target.args)
+    assert len({repr(r.profile.target) for r in plan.runs}) == 1
