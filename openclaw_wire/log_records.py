@@ -113,12 +113,16 @@ def written_by_stub(record: Record) -> bool:
     return "event" in record
 
 
-def read_records(path: Path) -> list[dict[str, Any]] | None:
-    """The JSON records of a log file, skipping lines that are not JSON objects; None when there is no file."""
+def read_records(path: Path, start_byte: int = 0) -> list[dict[str, Any]] | None:
+    """The JSON records of a log file (from `start_byte`: what was appended since), skipping lines that are not
+    JSON objects; None when there is no file."""
     if not path.exists():
         return None
+    with path.open("rb") as log:
+        log.seek(start_byte)
+        text = log.read().decode("utf-8", errors="replace")
     records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         with contextlib.suppress(ValueError):
             record = json.loads(line)
             if isinstance(record, dict):

@@ -57,6 +57,16 @@ def test_a_decision_on_the_id_the_gateway_coalesced_into_is_not_lost() -> None:
     assert (figures.decisions_lost, figures.intents_decided, figures.max_prompts_per_intent) == (0, 1, 1)
 
 
+def test_an_answer_to_another_runs_prompt_is_unknown_not_lost() -> None:
+    # On a gateway that stayed up (a soak), the chat still shows the previous run's pending approvals; the
+    # operator answers one. No intent of this run asked under that id: not this run's lost decision.
+    ledger = shipped_cascade()
+    ledger.post_prompt("telegram-1", "id-from-before", "df -h", 1_000)
+    ledger.clicks.append(Click("id-from-before", "allow-once", 26_000, accepted=True))
+    figures = summarize_duplicates(ledger)
+    assert (figures.decisions_lost, figures.unknown_prompts, figures.prompts_total) == (1, 1, 3)
+
+
 def test_peak_prompt_rate_counts_the_busiest_second() -> None:
     assert peak_rate_per_s([0, 100, 900, 1000, 1500, 5000]) == 3  # 0-999 ms, or 900-1899 ms
     assert peak_rate_per_s([]) == 0

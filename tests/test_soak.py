@@ -226,3 +226,25 @@ def test_overrides_lay_changes_over_a_runs_profile(tmp_path: Path) -> None:
     profile = plan.runs[0].profile
     assert profile.account_count == 4 and "--connect-cost-before-timer" not in " ".join(profile.target.args)
     assert len({repr(r.profile.target) for r in plan.runs}) == 1
+
+
+def test_a_shared_stub_gives_each_run_only_the_log_records_written_since_it_began(tmp_path: Path) -> None:
+    from harness.backends.stub import STUB_LOG, StubBackend
+    from harness.soak import SharedGateway
+
+    log = tmp_path / STUB_LOG
+    log.write_text('{"n": 1}\n{"n": 2}\n')
+
+    class Stub(StubBackend):
+        def __init__(self) -> None:  # only what SharedGateway reads of it
+            self.stats = self.describe = self.pids = self.check_alive = self.toxiproxy = lambda *_: None
+
+        url = token = ""
+
+    shared = SharedGateway(Stub(), tmp_path)
+    shared.begin_run()
+    with log.open("a") as out:
+        out.write('{"n": 3}\nnot json\n{"n": 4}\n')
+    assert shared.gateway_records(tmp_path / "run") == [{"n": 3}, {"n": 4}]
+    shared.begin_run()
+    assert shared.gateway_records(tmp_path / "run") == []

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.backends import Backend, open_backend
+from harness.backends.stub import STUB_LOG, StubBackend
 from harness.errors import EXIT_REGRESSION
 from harness.profile import Profile
+from harness.report.folder import read_jsonl
 from harness.report.progress import Progress
 from harness.run import arm_dir, run_arm
 from harness.soak.outputs import SoakResult, write_outputs
@@ -45,6 +47,7 @@ from harness.soak.plan import RUN_FIGURES, SoakPlan
 from harness.soak.resources import ProcessSample, sample_processes, with_children
 from harness.summary import Summary, metric_value
 from harness.target import StubTarget
+from openclaw_wire.log_records import read_records
 
 __all__ = ["EXIT_REGRESSION", "SoakResult", "run_soak"]
 
@@ -79,21 +82,31 @@ class Gateway:
 
 
 class SharedGateway:
-    """A soak's gateway as one run sees it: the same gateway, with only the log records of this run."""
+    """A soak's gateway as one run sees it: the same gateway, with only the log records of this run.
+
+    A stub's JSON log (appended to across restarts) is read from where it ended when the run began: reading
+    the whole log every run made the harness's own memory grow with the soak (3 MB a cycle in soak/quick.yaml).
+    """
 
     def __init__(self, inner: Backend, log_dir: Path) -> None:
         self._inner = inner
         self._log_dir = log_dir
-        self._mark = 0
+        self._stub_log = log_dir / STUB_LOG if isinstance(inner, StubBackend) else None
+        self._mark = 0  # a byte offset into the stub's log, or a record count for another gateway's
         self.url, self.token = inner.url, inner.token
         self.coalesces_approvals = inner.coalesces_approvals
         self.stats, self.describe, self.pids = inner.stats, inner.describe, inner.pids
         self.check_alive, self.toxiproxy = inner.check_alive, inner.toxiproxy
 
     def begin_run(self) -> None:
-        self._mark = len(self._inner.gateway_records(self._log_dir) or [])
+        if self._stub_log is not None:
+            self._mark = self._stub_log.stat().st_size if self._stub_log.exists() else 0
+        else:
+            self._mark = len(self._inner.gateway_records(self._log_dir) or [])
 
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
+        if self._stub_log is not None:
+            return read_records(self._stub_log, self._mark)
         records = self._inner.gateway_records(self._log_dir)
         return None if records is None else records[self._mark:]
 
@@ -117,7 +130,6 @@ class Sampler:
         self._plan, self._gateways, self._path, self._started, self._live = plan, gateways, path, started, live
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="soak-sampler", daemon=True)
-        self.samples: list[dict[str, Any]] = []
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -130,9 +142,7 @@ class Sampler:
     def _loop(self) -> None:
         with self._path.open("a", encoding="utf-8") as out:
             while not self._stop.is_set():
-                sample = self.take()
-                self.samples.append(sample)
-                out.write(json.dumps(sample) + "\n")
+                out.write(json.dumps(self.take()) + "\n")  # kept on disk only: a soak's memory must not grow
                 out.flush()
                 self._stop.wait(self._plan.sample_interval_s)
 
@@ -188,8 +198,9 @@ def run_soak(plan: SoakPlan, out: Path, *, history: Path | None = None, gateway_
         interrupted = False
     finally:
         # Also after Ctrl-C or a gateway's death: what was sampled and run is judged and kept.
-        result = write_outputs(plan, out, cycles=_read_cycles(out), samples=sampler.samples, started_at=started_at,
-                               history=history, gateway_name=gateway_name, interrupted=interrupted)
+        result = write_outputs(plan, out, cycles=read_jsonl(out / CYCLES), samples=read_jsonl(out / SAMPLES),
+                               started_at=started_at, history=history, gateway_name=gateway_name,
+                               interrupted=interrupted)
     return result
 
 
@@ -285,15 +296,3 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
-
-
-def _read_cycles(out: Path) -> list[dict[str, Any]]:
-    path = out / CYCLES
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            rows.append(json.loads(line))
-    return rows
-

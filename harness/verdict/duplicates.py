@@ -46,7 +46,9 @@ def summarize_duplicates(ledger: ApprovalLedger) -> DuplicateFigures:
     per_intent_chat = Counter((intent_of[p.approval_id], p.chat) for p in prompts)
     decided = decided_ids(ledger)
     accepted_clicks = [c for c in ledger.clicks if c.accepted]
-    lost = [c for c in accepted_clicks if c.approval_id not in decided]
+    # A click on a prompt of no intent of this run (another run's, still pending on a gateway that stayed up)
+    # is not this run's decision lost: it is counted with the unknown prompts.
+    lost = [c for c in accepted_clicks if c.approval_id in intent_of and c.approval_id not in decided]
     pending = [n for _, n in ledger.pending_samples]
     return DuplicateFigures(
         intents=len(asked),
