@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,9 +60,25 @@ def sweep_folder(out: Path) -> Path:
     return out / "sweep"
 
 
+def soak_folder(out: Path) -> Path:
+    """A one-cycle soak (about 20 s) with a history of two nights, so the page has every soak chart."""
+    plan = out / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "browser", "time_scale": 0.05, "cycles": 1, "warmup_minutes": 0, "sample_interval_s": 1,
+        "runs": [{"profile": str(MATRIX_11), "arms": ["coordinator"], "expect": {"coordinator": "converged"},
+                  "duration_s": 120}]}))
+    for night in ("1", "2"):
+        done = subprocess.run([sys.executable, "-m", "harness.cli", "soak", str(plan), "--out", str(out / night),
+                               "--history", str(out / "history.sqlite")], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return out / "2"
+
+
 @pytest.mark.parametrize(("make", "charts", "banners"), [
     (compare_folder, ["timeline", "swimlane"], {"shipped": "storm", "coordinator": "converged"}),
     (sweep_folder, ["accounts-1", "accounts-11"], {}),
+    pytest.param(soak_folder, ["cycles", "resources", "trend"], {}, marks=pytest.mark.slow),
 ])
 def test_the_report_loads_offline_without_errors_and_shows_every_chart(browser, tmp_path: Path, make,  # type: ignore[no-untyped-def]
                                                                         charts: list[str],
@@ -84,8 +102,11 @@ def test_the_report_loads_offline_without_errors_and_shows_every_chart(browser, 
         assert box is not None and box["width"] > 400 and box["height"] > 150, chart
     for arm, verdict in banners.items():
         assert page.locator(f'.banner[data-arm="{arm}"] .verdict').inner_text().lower() == verdict
-    if not banners:
+    if make is sweep_folder:
         assert page.locator("#recommendation tr").count() == 3  # the header and one row per account count
+    if make is soak_folder:
+        assert page.locator("#soak-verdict .verdict").inner_text().lower() == "passed"
+        assert page.locator("#soak-runs tr").count() == 2  # the header and the one run
 
     screenshot = folder / "report-browser.png"
     page.screenshot(path=str(screenshot), full_page=True)
