@@ -28,7 +28,9 @@ from harness.soak.history import nights as read_nights
 from harness.soak.plan import RUN_FIGURES, SoakPlan
 from harness.soak.resources import Growth, growth
 
-MIN_JUDGED_S = 300.0  # a growth fitted over less is shown, not judged: per hour from seconds says nothing
+# A growth fitted over less is shown, not judged: per hour from minutes says little, and a Python process is
+# still settling (its allocator, caches, the first of each kind of run) for the first 10-12 minutes of a soak.
+MIN_JUDGED_S = 600.0
 RESOURCES = (("rss_mb", "rss_percent_per_hour", "% per hour"), ("descriptors", "descriptors_per_hour", "per hour"),
              ("socket_total", "sockets_per_hour", "per hour"))
 
