@@ -43,12 +43,23 @@ class StubProcess(Protocol):
     def log_text(self) -> str: ...
 
 
+def stub_log_size(out_dir: Path) -> int:
+    """Where the stub's JSON log in `out_dir` ends now (0 without one): a stub appends to the log it finds."""
+    with contextlib.suppress(FileNotFoundError):
+        return (out_dir / STUB_LOG).stat().st_size
+    return 0
+
+
 class StubBackend:
     coalesces_approvals = True
 
-    def __init__(self, target: StubTarget, process: StubProcess) -> None:
+    def __init__(self, target: StubTarget, process: StubProcess, log_start: int = 0) -> None:
         self._target = target
         self._process = process
+        # The stub appends to a JSON log left in the folder by an earlier run (a rerun into the same folder):
+        # this stub's records begin here. Reading the whole log gave a run the earlier runs' records too, and
+        # made a process that reruns into a folder grow its memory with the log, run after run.
+        self._log_start = log_start
 
     @property
     def url(self) -> str:
@@ -65,7 +76,7 @@ class StubBackend:
             return None  # the stub is gone or answered nonsense: there is nothing to read
 
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
-        return read_records(out_dir / STUB_LOG)
+        return read_records(out_dir / STUB_LOG, self._log_start)
 
     def describe(self) -> TargetRecord:
         config = self._target.config.describe()
@@ -94,8 +105,8 @@ class StubBackend:
 
 
 class DockerStubBackend(StubBackend):
-    def __init__(self, target: StubTarget, gateway: DockerGateway) -> None:
-        super().__init__(target, gateway)
+    def __init__(self, target: StubTarget, gateway: DockerGateway, log_start: int = 0) -> None:
+        super().__init__(target, gateway, log_start)
         self._gateway = gateway
 
     def pids(self) -> list[int]:
