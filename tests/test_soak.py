@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -139,38 +140,42 @@ def test_a_history_newer_than_this_harness_is_refused(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_soak_writes_samples_cycles_and_history_and_the_next_night_reports_a_planted_regression(
         tmp_path: Path) -> None:
-    plan = write_plan(tmp_path)
+    # The planted regression is on the harness's own memory, a figure every night has: a run's figures are left
+    # out of the night when the host was too busy to judge it (inconclusive), and this test must hold then too.
+    plan = write_plan(tmp_path, tolerances={"rss_mb": "+25%"})
     history = tmp_path / "history.sqlite"
     first = harness("soak", str(plan), "--out", str(tmp_path / "night-1"), "--history", str(history))
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "night-1"
     soak = json.loads((out / "soak.json").read_text())
-    assert [(c["arm"], c["verdict"], c["ok"]) for c in soak["cycles"]] == [
-        ("shipped", "storm", True), ("coordinator", "converged", True)]
+    expected = {"shipped": "storm", "coordinator": "converged"}
+    assert [c["arm"] for c in soak["cycles"]] == ["shipped", "coordinator"]
+    assert all(c["ok"] and c["verdict"] in (expected[c["arm"]], "inconclusive") for c in soak["cycles"])
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) >= 5
     assert {"harness", "gateway-1"} <= set(samples[-1]["processes"])
     assert any(s["storm_entries"] for s in samples if s["run"] == "matrix-11-accounts/shipped")
     assert {f["resource"] for f in soak["resources"]} == {"rss_percent_per_hour", "descriptors_per_hour",
                                                           "sockets_per_hour"}
-    assert "| matrix-11-accounts/shipped (expect storm) | 1 | 1 | 0 | 0 | storm 1 |" in first.stdout
+    assert "| matrix-11-accounts/shipped (expect storm) | 1 |" in first.stdout
     assert (out / "report.html").is_file() and (out / "junit.xml").is_file()
     assert (out / "cycle-001" / "matrix-11-accounts" / "coordinator" / "summary.json").is_file()
 
-    # Plant a regression: the first night said everyone was connected after 5 s behind the coordinator.
+    # Plant a regression: the first night's harness needed a tenth of the memory it needs.
     with sqlite3.connect(history) as connection:
-        connection.execute("UPDATE figures SET value = 5 WHERE arm = 'matrix-11-accounts/coordinator' "
-                           "AND figure = 'time_to_all_connected_s'")
+        (before,) = connection.execute("SELECT value FROM figures WHERE arm = 'resource/harness' "
+                                       "AND figure = 'rss_mb'").fetchone()
+        connection.execute("UPDATE figures SET value = ? WHERE arm = 'resource/harness' AND figure = 'rss_mb'",
+                           (before / 10,))
     second = harness("soak", str(plan), "--out", str(tmp_path / "night-2"), "--history", str(history))
     assert second.returncode == 5, second.stderr[-3000:]
     night_2 = json.loads((tmp_path / "night-2" / "soak.json").read_text())
-    assert len(night_2["regressions"]) == 1
-    assert night_2["regressions"][0].startswith(
-        "regression: matrix-11-accounts/coordinator time_to_all_connected_s ")
-    assert "(median 5 over 1 nights; tolerance +25%)" in night_2["regressions"][0]
-    trend = harness("history", str(history), "--figure", "time_to_all_connected_s", "--out", str(tmp_path / "trend"))
+    planted = [line for line in night_2["regressions"] if line.startswith("regression: resource/harness rss_mb ")]
+    assert len(planted) == 1 and f"(median {before / 10:g} over 1 nights; tolerance +25%)" in planted[0]
+    assert planted[0] in second.stdout  # printed, one line each
+    trend = harness("history", str(history), "--figure", "rss_mb", "--out", str(tmp_path / "trend"))
     assert trend.returncode == 0, trend.stderr
-    assert "matrix-11-accounts/coordinator  time_to_all_connected_s  5" in trend.stdout
+    assert re.search(rf"resource/harness\s+rss_mb\s+{re.escape(f'{before / 10:.4g}')}\s", trend.stdout), trend.stdout
     assert (tmp_path / "trend" / "report.html").is_file()
 
 
