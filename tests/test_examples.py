@@ -31,7 +31,7 @@ def test_the_example_suite_runs_against_the_developers_own_gateway(tmp_path: Pat
 
     with EmbeddedStub(["--time-scale", "0.1", "--connect-cost-before-timer", "fixed:200@10"],
                       log_path=tmp_path / "stub.log") as stub:
-        result = pytest_in(EXAMPLES, "--gateway-url", stub.url, "--gateway-token", stub.token,
+        result = pytest_in(EXAMPLES, "--gateway-url", stub.url, f"--gateway-token={stub.token}",
                            "--junitxml", str(tmp_path / "report.xml"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "2 passed, 1 xfailed" in result.stdout, result.stdout[-2000:]

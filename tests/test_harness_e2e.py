@@ -267,7 +267,7 @@ def test_locust_runs_the_locustfile_on_its_own(tmp_path: Path) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "locust", "-f", str(ROOT / "harness" / "locustfile.py"), "--headless",
              "--users", "3", "--spawn-rate", "3", "--run-time", "4s", "--csv", str(tmp_path / "locust"),
-             "--gateway-url", stub.url, "--gateway-token", stub.token, "--arm", "coordinator"],
+             "--gateway-url", stub.url, f"--gateway-token={stub.token}", "--arm", "coordinator"],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )
         counters = stub.stats()["counters"]

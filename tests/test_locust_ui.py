@@ -181,7 +181,7 @@ def locust_web_ui(tmp_path: Path, stub: EmbeddedStub, *args: str, host: str = "1
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--web-port", str(port),
-             "--gateway-url", stub.url, "--gateway-token", stub.token, *args],
+             "--gateway-url", stub.url, f"--gateway-token={stub.token}", *args],
             cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT, env={**clean, **(env or {})},
         )
     ui = WebUi(f"http://{host}:{port}", port, process, log)

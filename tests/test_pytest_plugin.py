@@ -171,7 +171,7 @@ def test_gateway_url_points_every_run_at_the_developers_gateway(pytester: pytest
             assert result.verdict == "converged", result.explain()
     """)
     with EmbeddedStub(["--time-scale", "0.1"], log_path=tmp_path / "stub.log") as stub:
-        result = pytester.runpytest_subprocess("--gateway-url", stub.url, "--gateway-token", stub.token)
+        result = pytester.runpytest_subprocess("--gateway-url", stub.url, f"--gateway-token={stub.token}")
     result.assert_outcomes(passed=1)
 
 
