@@ -233,23 +233,19 @@ def test_overrides_lay_changes_over_a_runs_profile(tmp_path: Path) -> None:
     assert len({repr(r.profile.target) for r in plan.runs}) == 1
 
 
-def test_a_shared_stub_gives_each_run_only_the_log_records_written_since_it_began(tmp_path: Path) -> None:
+def test_a_stub_that_stays_up_gives_each_run_only_the_log_records_written_since_it_was_marked(
+        tmp_path: Path) -> None:
     from harness.backends.stub import STUB_LOG, StubBackend
-    from harness.soak import SharedGateway
+    from harness.profile import load_profile
 
     log = tmp_path / STUB_LOG
     log.write_text('{"n": 1}\n{"n": 2}\n')
-
-    class Stub(StubBackend):
-        def __init__(self) -> None:  # only what SharedGateway reads of it
-            self.stats = self.describe = self.pids = self.check_alive = self.toxiproxy = lambda *_: None
-
-        url = token = ""
-
-    shared = SharedGateway(Stub(), tmp_path)
-    shared.begin_run()
+    target = load_profile(MATRIX_11).target
+    stub = StubBackend(target, process=None, log_dir=tmp_path)  # type: ignore[arg-type]  # its log only
+    assert stub.gateway_records(tmp_path / "run") == [{"n": 1}, {"n": 2}]
+    stub.mark()
     with log.open("a") as out:
         out.write('{"n": 3}\nnot json\n{"n": 4}\n')
-    assert shared.gateway_records(tmp_path / "run") == [{"n": 3}, {"n": 4}]
-    shared.begin_run()
-    assert shared.gateway_records(tmp_path / "run") == []
+    assert stub.gateway_records(tmp_path / "run") == [{"n": 3}, {"n": 4}]
+    stub.mark()
+    assert stub.gateway_records(tmp_path / "run") == []

@@ -33,7 +33,7 @@ def open_backend(target: Target, out_dir: Path, stub_args: Sequence[str] = ()) -
 
             log_start = stub_log_size(out_dir)  # taken before the stub starts: all its records are this run's
             with DockerGateway([*target.args, *stub_args], out_dir) as container:  # its JSON log: out_dir too
-                yield DockerStubBackend(target, container, log_start)
+                yield DockerStubBackend(target, container, out_dir, log_start)
         case StubTarget():
             from harness.backends.embedded import EmbeddedStub
             from harness.backends.stub import STUB_LOG, StubBackend, stub_log_size
@@ -41,4 +41,4 @@ def open_backend(target: Target, out_dir: Path, stub_args: Sequence[str] = ()) -
             log_start = stub_log_size(out_dir)  # taken before the stub starts: all its records are this run's
             with EmbeddedStub([*target.args, *stub_args, "--log-file", str(out_dir / STUB_LOG)],
                               log_path=out_dir / "stub.log") as stub:
-                yield StubBackend(target, stub, log_start)
+                yield StubBackend(target, stub, out_dir, log_start)

@@ -57,6 +57,10 @@ class Backend(Protocol):
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
         """The gateway's JSON log records of this run (kept in `out_dir`), or None when there is no log."""
 
+    def mark(self) -> None:
+        """From now on, `gateway_records()` gives only what the gateway logs after this call: a gateway that
+        stays up serves run after run (a soak), and each run judges its own records only."""
+
     def describe(self) -> TargetRecord: ...
 
     def pids(self) -> list[int]:
@@ -123,6 +127,9 @@ class UrlBackend:
 
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
         return None
+
+    def mark(self) -> None:
+        pass  # no log to read
 
     def describe(self) -> TargetRecord:
         return UrlTargetRecord(kind="url", url=self._target.url, protocol=self._target.protocol)

@@ -754,6 +754,7 @@ class OpenClawBackend:
     def __init__(self, target: OpenClawTarget, gateway: OpenClawGateway) -> None:
         self._target = target
         self._gateway = gateway
+        self._records_before = 0  # its records logged before mark(): an earlier run's
 
     @property
     def url(self) -> str:
@@ -768,10 +769,13 @@ class OpenClawBackend:
 
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
         """This gateway's records from the shared JSON log, copied into the run's folder as gateway.jsonl."""
-        records = self._gateway.json_log_records()
+        records = self._gateway.json_log_records()[self._records_before:]
         with (out_dir / "gateway.jsonl").open("w", encoding="utf-8") as copy:
             copy.writelines(json.dumps(record) + "\n" for record in records)
         return records
+
+    def mark(self) -> None:
+        self._records_before = len(self._gateway.json_log_records())
 
     def describe(self) -> TargetRecord:
         target, gateway = self._target, self._gateway

@@ -53,9 +53,10 @@ def stub_log_size(out_dir: Path) -> int:
 class StubBackend:
     coalesces_approvals = True
 
-    def __init__(self, target: StubTarget, process: StubProcess, log_start: int = 0) -> None:
+    def __init__(self, target: StubTarget, process: StubProcess, log_dir: Path, log_start: int = 0) -> None:
         self._target = target
         self._process = process
+        self._log = log_dir / STUB_LOG
         # The stub appends to a JSON log left in the folder by an earlier run (a rerun into the same folder):
         # this stub's records begin here. Reading the whole log gave a run the earlier runs' records too, and
         # made a process that reruns into a folder grow its memory with the log, run after run.
@@ -76,7 +77,10 @@ class StubBackend:
             return None  # the stub is gone or answered nonsense: there is nothing to read
 
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
-        return read_records(out_dir / STUB_LOG, self._log_start)
+        return read_records(self._log, self._log_start)
+
+    def mark(self) -> None:
+        self._log_start = stub_log_size(self._log.parent)
 
     def describe(self) -> TargetRecord:
         config = self._target.config.describe()
@@ -105,8 +109,8 @@ class StubBackend:
 
 
 class DockerStubBackend(StubBackend):
-    def __init__(self, target: StubTarget, gateway: DockerGateway, log_start: int = 0) -> None:
-        super().__init__(target, gateway, log_start)
+    def __init__(self, target: StubTarget, gateway: DockerGateway, log_dir: Path, log_start: int = 0) -> None:
+        super().__init__(target, gateway, log_dir, log_start)
         self._gateway = gateway
 
     def pids(self) -> list[int]:

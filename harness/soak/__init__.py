@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.backends import Backend, open_backend
-from harness.backends.stub import STUB_LOG, StubBackend
 from harness.errors import EXIT_REGRESSION
 from harness.profile import Profile
 from harness.report.folder import read_jsonl
@@ -47,7 +46,6 @@ from harness.soak.plan import RUN_FIGURES, SoakPlan
 from harness.soak.resources import ProcessSample, sample_processes, with_children
 from harness.summary import Summary, metric_value
 from harness.target import StubTarget
-from openclaw_wire.log_records import read_records
 
 __all__ = ["EXIT_REGRESSION", "SoakResult", "run_soak"]
 
@@ -71,44 +69,13 @@ class Gateway:
 
     def start(self, now_s: float) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.backend = SharedGateway(self._stack.enter_context(open_backend(self.target, self.folder,
-                                                                             self.stub_args)), self.folder)
+        self.backend = self._stack.enter_context(open_backend(self.target, self.folder, self.stub_args))
         self.incarnation += 1
         self.started_at_s = now_s
 
     def stop(self) -> None:
         self.backend = None
         self._stack.close()
-
-
-class SharedGateway:
-    """A soak's gateway as one run sees it: the same gateway, with only the log records of this run.
-
-    A stub's JSON log (appended to across restarts) is read from where it ended when the run began: reading
-    the whole log every run made the harness's own memory grow with the soak (3 MB a cycle in soak/quick.yaml).
-    """
-
-    def __init__(self, inner: Backend, log_dir: Path) -> None:
-        self._inner = inner
-        self._log_dir = log_dir
-        self._stub_log = log_dir / STUB_LOG if isinstance(inner, StubBackend) else None
-        self._mark = 0  # a byte offset into the stub's log, or a record count for another gateway's
-        self.url, self.token = inner.url, inner.token
-        self.coalesces_approvals = inner.coalesces_approvals
-        self.stats, self.describe, self.pids = inner.stats, inner.describe, inner.pids
-        self.check_alive, self.toxiproxy = inner.check_alive, inner.toxiproxy
-
-    def begin_run(self) -> None:
-        if self._stub_log is not None:
-            self._mark = self._stub_log.stat().st_size if self._stub_log.exists() else 0
-        else:
-            self._mark = len(self._inner.gateway_records(self._log_dir) or [])
-
-    def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
-        if self._stub_log is not None:
-            return read_records(self._stub_log, self._mark)
-        records = self._inner.gateway_records(self._log_dir)
-        return None if records is None else records[self._mark:]
 
 
 @dataclass
@@ -216,8 +183,8 @@ def _running(gateways: dict[str, Gateway], started: float) -> Iterator[None]:
 
 
 def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: float, live: Live,
-            progress: Progress, progress_stream: IO[str]) -> list[dict[str, Any]]:
-    finished: list[dict[str, Any]] = []  # also appended to cycles.jsonl as each run ends
+            progress: Progress, progress_stream: IO[str]) -> None:
+    """Runs the plan's runs in turn, appending each run's row to cycles.jsonl as it ends."""
     last_restart = time.monotonic()
     cycle = 0
     while _more(plan, cycle, started):
@@ -225,15 +192,15 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
         for run in plan.runs:
             for arm in run.arms:
                 if plan.duration_s is not None and time.monotonic() - started >= plan.duration_s:
-                    return finished  # no run starts after the plan's time
+                    return  # no run starts after the plan's time
                 if plan.restart_every_s and time.monotonic() - last_restart >= plan.restart_every_s:
                     for gateway in gateways.values():
                         gateway.stop()
                         gateway.start(time.monotonic() - started)
                     last_restart = time.monotonic()
                 gateway = gateways[_key(run.profile, arm)]
-                assert isinstance(gateway.backend, SharedGateway)
-                gateway.backend.begin_run()
+                assert gateway.backend is not None
+                gateway.backend.mark()  # the run judges only what the gateway logs from now on
                 live.run = f"{run.profile.name}/{arm}"
                 folder = arm_dir(out / f"cycle-{cycle:03d}" / run.profile.name, arm)
                 progress.done(f"[soak {plan.name}] cycle {cycle}, {live.run} "
@@ -242,13 +209,11 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
                                  on_progress=live.observe)
                 row = _cycle_row(cycle, run.profile, arm, run.expect.get(arm), result.summary, folder, out,
                                  time.monotonic() - started, gateway.name)
-                finished.append(row)
                 with (out / CYCLES).open("a", encoding="utf-8") as journal:
                     journal.write(json.dumps(row) + "\n")
                 live.run, live.connected, live.storm_entries = "", None, None
         if plan.idle_s and _more(plan, cycle, started):
             time.sleep(plan.idle_s)
-    return finished
 
 
 def _more(plan: SoakPlan, cycles_done: int, started: float) -> bool:
