@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from gateway_stub import GatewayStub
-from gateway_stub.metrics import COUNTERS, GAUGES, RecentLag
+from gateway_stub.metrics import COUNTERS, GAUGES, Histogram, RecentLag
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 # Every family /metrics has, by the name both parsers give it (a counter's without its `_total`).
@@ -291,3 +291,14 @@ def test_health_reports_the_loop_delay_of_its_last_interval_only() -> None:
     recent.observe(3.0, now_s=11.2)
     assert recent.summary(now_s=11.3) == {"interval_ms": 1000.0, "p99": 3.0, "max": 3.0}
     assert recent.summary(now_s=20.0) == {"interval_ms": 1000.0, "p99": None, "max": None}
+
+
+def test_the_handshake_percentiles_cover_the_last_window_of_samples_in_memory_that_never_grows() -> None:
+    histogram = Histogram((1.0,))
+    histogram.recent = type(histogram.recent)(size=4)
+    before = histogram.recent._values.buffer_info()
+    for ms in (900.0, 800.0, 1.0, 2.0, 3.0, 4.0):
+        histogram.observe(ms)
+    assert sorted(histogram.recent) == [1.0, 2.0, 3.0, 4.0]  # the two slow ones have left the window
+    assert histogram.summary() == {"count": 6, "p50": 2.0, "p99": 4.0, "max": 900.0}
+    assert histogram.recent._values.buffer_info() == before  # the same buffer, the same size
