@@ -142,12 +142,16 @@ class Fields:
 
     def name_and_description(self) -> tuple[str | None, str]:
         """An input's required `name` (it names the results folder) and optional `description`."""
-        name = self.text("name", None, max_length=MAX_NAME_LENGTH, required=True)
+        return self.results_name(required=True), self.text("description", "", max_length=MAX_DESCRIPTION_LENGTH)
+
+    def results_name(self, *, required: bool) -> str | None:
+        """A `name` that names a results folder: letters, digits, '.', '_' or '-'."""
+        name: str | None = self.text("name", None, max_length=MAX_NAME_LENGTH, required=required)
         if name is not None and not RESULTS_NAME_RE.fullmatch(name):
             self.fail("name", f"expected letters, digits, '.', '_' or '-' (it names the results folder), got "
                               f"{cut(name)}")
             name = None
-        return name, self.text("description", "", max_length=MAX_DESCRIPTION_LENGTH)
+        return name
 
     def section(self, key: str) -> Fields:
         self._used.add(key)

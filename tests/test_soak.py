@@ -54,6 +54,9 @@ def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
     ({"tolerances": {"verdict_of_the_night": "+1"}}, "tolerances.verdict_of_the_night: expected a figure"),
     ({"bounds": {"rss_percent_per_hour": -1}}, "bounds.rss_percent_per_hour: expected a number >= 0"),
     ({"runz": []}, "runz: unknown key"),
+    ({"runs": [{"profile": str(MATRIX_11)}, {"profile": str(MATRIX_11), "arms": ["coordinator"]}]},
+     "runs[1].name: expected a name of its own: an earlier run is already called matrix-11-accounts"),
+    ({"runs": [{"profile": str(MATRIX_11), "name": "a/b"}]}, "runs[0].name: expected letters, digits"),
 ])
 def test_a_bad_plan_is_one_line_naming_the_field_and_exit_2(tmp_path: Path, change: dict[str, Any],
                                                             line: str) -> None:
@@ -231,6 +234,13 @@ def test_overrides_lay_changes_over_a_runs_profile(tmp_path: Path) -> None:
     profile = plan.runs[0].profile
     assert profile.account_count == 4 and "--connect-cost-before-timer" not in " ".join(profile.target.args)
     assert len({repr(r.profile.target) for r in plan.runs}) == 1
+
+
+def test_runs_of_one_profile_are_told_apart_by_their_names(tmp_path: Path) -> None:
+    plan = load_plan(write_plan(tmp_path, runs=[{"profile": str(MATRIX_11)},
+                                                {"profile": str(MATRIX_11), "name": "quiet-stretch"}]))
+    assert [run.name for run in plan.runs] == ["matrix-11-accounts", "quiet-stretch"]
+    assert plan.runs[0].profile.name == plan.runs[1].profile.name
 
 
 def test_a_stub_that_stays_up_gives_each_run_only_the_log_records_written_since_it_was_marked(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.events import STORM_KIND, Outcome
-from harness.report.folder import ArmRun
+from harness.report.folder import ArmRun, soak_run_label
 
 
 def _outcomes(kind: str) -> frozenset[str]:
@@ -285,16 +285,15 @@ def resources_chart(samples: Sequence[dict[str, Any]], fits: Sequence[dict[str, 
 
 
 def cycles_chart(cycles: Sequence[dict[str, Any]]) -> Chart:
-    """Every run of the soak where it ended: one row per profile/arm, green as expected, red not, grey
+    """Every run of the soak where it ended: one row per run/arm, green as expected, red not, grey
     inconclusive."""
     plt = pyplot()
-    labels = list(dict.fromkeys(f"{c['profile']}/{c['arm']}" for c in cycles))
+    labels = list(dict.fromkeys(soak_run_label(c) for c in cycles))
     figure, axes = plt.subplots(figsize=(10, max(2.0, 1.0 + 0.35 * len(labels))), constrained_layout=True)
     for state, colour in RUN_COLOURS.items():
         marks = [c for c in cycles if (None if c["inconclusive"] else c["ok"]) is state]
         name = {True: "as expected", False: "not as expected", None: "inconclusive"}[state]
-        axes.scatter([c["ended_at_s"] / 60.0 for c in marks], [labels.index(f"{c['profile']}/{c['arm']}")
-                                                               for c in marks],
+        axes.scatter([c["ended_at_s"] / 60.0 for c in marks], [labels.index(soak_run_label(c)) for c in marks],
                      color=colour, s=30, label=f"{name} ({len(marks)})")
     axes.set_yticks(range(len(labels)), labels, fontsize="small")
     axes.set_ylim(-0.7, max(0.7, len(labels) - 0.3))

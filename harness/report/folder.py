@@ -243,6 +243,16 @@ def _natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+def soak_run_name(cycle: dict[str, Any]) -> str:
+    """The run of a soak's cycle row (soaks before runs had names of their own: its profile's name)."""
+    return str(cycle.get("run") or cycle["profile"])
+
+
+def soak_run_label(cycle: dict[str, Any]) -> str:
+    """A soak's run and arm as "run/arm"."""
+    return f"{soak_run_name(cycle)}/{cycle['arm']}"
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The complete lines of a JSON-lines file (a line cut short by a kill is left out)."""
     if not path.is_file():

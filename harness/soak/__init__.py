@@ -8,8 +8,8 @@ sockets by state, the gateway's pending approvals and event-loop lag, and the cu
 and storm entries. What it writes, as it goes (a crash or a kill keeps everything up to the last line):
 
   samples.jsonl          one line per sample
-  cycles.jsonl           one line per finished run: cycle, profile, arm, verdict, expected, figures, folder
-  cycle-NNN/<profile>/<arm>/   each run's own results (summary.json, CSVs, …)
+  cycles.jsonl           one line per finished run: cycle, run, profile, arm, verdict, expected, figures, folder
+  cycle-NNN/<run>/<arm>/   each run's own results (summary.json, CSVs, …)
   gateway-N/             each gateway's log
 
 and at the end soak.json (the cycles, each resource's growth after warm-up with its confidence interval, the
@@ -42,7 +42,7 @@ from harness.report.folder import read_jsonl
 from harness.report.progress import Progress
 from harness.run import arm_dir, run_arm
 from harness.soak.outputs import SoakResult, write_outputs
-from harness.soak.plan import RUN_FIGURES, SoakPlan
+from harness.soak.plan import RUN_FIGURES, SoakPlan, SoakRun
 from harness.soak.resources import ProcessSample, sample_processes, with_children
 from harness.summary import Summary, metric_value
 from harness.target import StubTarget
@@ -201,14 +201,14 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
                 gateway = gateways[_key(run.profile, arm)]
                 assert gateway.backend is not None
                 gateway.backend.mark()  # the run judges only what the gateway logs from now on
-                live.run = f"{run.profile.name}/{arm}"
-                folder = arm_dir(out / f"cycle-{cycle:03d}" / run.profile.name, arm)
+                live.run = f"{run.name}/{arm}"
+                folder = arm_dir(out / f"cycle-{cycle:03d}" / run.name, arm)
                 progress.done(f"[soak {plan.name}] cycle {cycle}, {live.run} "
                               f"({(time.monotonic() - started) / 60:.1f} min in)")
                 result = run_arm(run.profile, arm, folder, progress_stream=progress_stream, backend=gateway.backend,
                                  on_progress=live.observe)
-                row = _cycle_row(cycle, run.profile, arm, run.expect.get(arm), result.summary, folder, out,
-                                 time.monotonic() - started, gateway.name)
+                row = _cycle_row(cycle, run, arm, result.summary, folder, out, time.monotonic() - started,
+                                 gateway.name)
                 with (out / CYCLES).open("a", encoding="utf-8") as journal:
                     journal.write(json.dumps(row) + "\n")
                 live.run, live.connected, live.storm_entries = "", None, None
@@ -246,12 +246,14 @@ def _stub_args(profile: Profile, arm: str) -> tuple[str, ...]:
     return ("--time-scale", str(profile.time_scale), *dedup)
 
 
-def _cycle_row(cycle: int, profile: Profile, arm: str, expected: str | None, summary: Summary, folder: Path,
-               out: Path, at_s: float, gateway: str) -> dict[str, Any]:
+def _cycle_row(cycle: int, run: SoakRun, arm: str, summary: Summary, folder: Path, out: Path, at_s: float,
+               gateway: str) -> dict[str, Any]:
+    expected = run.expect.get(arm)
     inconclusive = summary.verdict == "inconclusive"
     ok = inconclusive or (summary.verdict == expected if expected else summary.passed)
     figures = {name: _number(metric_value(summary, name)) for name in RUN_FIGURES}
-    return {"cycle": cycle, "profile": profile.name, "arm": arm, "gateway": gateway, "verdict": summary.verdict,
+    return {"cycle": cycle, "run": run.name, "profile": run.profile.name, "arm": arm, "gateway": gateway,
+            "verdict": summary.verdict,
             "expected": expected or "thresholds pass", "passed": summary.passed, "ok": ok,
             "inconclusive": inconclusive, "inconclusive_reason": summary.inconclusive_reason,
             "ended_at_s": round(at_s, 3), "folder": folder.relative_to(out).as_posix(), "figures": figures}

@@ -31,7 +31,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE figures (
         soak_id INTEGER NOT NULL REFERENCES soaks(id),
-        arm TEXT NOT NULL,            -- a profile's arm as "profile/arm", or a process role as "resource/role"
+        arm TEXT NOT NULL,            -- a run's arm as "run/arm", or a process role as "resource/role"
         figure TEXT NOT NULL,
         value REAL,
         PRIMARY KEY (soak_id, arm, figure)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import EXIT_OK, EXIT_REGRESSION, EXIT_THRESHOLD_FAILED
+from harness.report.folder import soak_run_label, soak_run_name
 from harness.report.html import write_report
 from harness.soak.history import Night, Regression, opened, record, regressions
 from harness.soak.history import nights as read_nights
@@ -47,7 +48,7 @@ def write_outputs(plan: SoakPlan, out: Path, *, cycles: list[dict[str, Any]], sa
                   started_at: datetime.datetime, history: Path | None, gateway_name: str,
                   interrupted: bool) -> SoakResult:
     fits = resource_fits(plan, samples)
-    failures = [f"cycle {c['cycle']}: {c['profile']}/{c['arm']} gave {c['verdict']}, expected {c['expected']} "
+    failures = [f"cycle {c['cycle']}: {soak_run_label(c)} gave {c['verdict']}, expected {c['expected']} "
                 f"({c['folder']})" for c in cycles if not c["ok"]]
     failures += [fit["failure"] for fit in fits if fit.get("failure")]
     exit_code = EXIT_THRESHOLD_FAILED if failures else EXIT_OK
@@ -125,7 +126,7 @@ def _rounded(fit: Growth) -> dict[str, Any]:
 
 def night_figures(cycles: list[dict[str, Any]], samples: list[dict[str, Any]], fits: list[dict[str, Any]],
                   plan: SoakPlan) -> dict[tuple[str, str], float | None]:
-    """What the history keeps of tonight: per profile/arm the median of each figure over its conclusive runs and
+    """What the history keeps of tonight: per run/arm the median of each figure over its conclusive runs and
     the share of runs as expected; per process role its median memory after warm-up and its worst growths."""
     figures: dict[tuple[str, str], float | None] = {}
     for arm, runs in _by_arm(cycles).items():
@@ -151,7 +152,7 @@ def night_figures(cycles: list[dict[str, Any]], samples: list[dict[str, Any]], f
 def _by_arm(cycles: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     grouped: dict[str, list[dict[str, Any]]] = {}
     for cycle in cycles:
-        grouped.setdefault(f"{cycle['profile']}/{cycle['arm']}", []).append(cycle)
+        grouped.setdefault(soak_run_label(cycle), []).append(cycle)
     return grouped
 
 
@@ -205,7 +206,7 @@ def _junit(path: Path, soak: Mapping[str, Any]) -> None:
     cases = 0
     failed = 0
     for cycle in soak["cycles"]:
-        case = ElementTree.SubElement(suite, "testcase", classname=f"soak.{cycle['profile']}",
+        case = ElementTree.SubElement(suite, "testcase", classname=f"soak.{soak_run_name(cycle)}",
                                       name=f"cycle {cycle['cycle']} {cycle['arm']}")
         cases += 1
         if cycle["inconclusive"]:

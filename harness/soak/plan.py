@@ -79,6 +79,7 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class SoakRun:
+    name: str  # its results folder and its rows in the history: the profile's name unless the plan names it
     profile: Profile
     arms: tuple[str, ...]
     expect: Mapping[str, str]  # arm -> verdict; an arm not here must pass its thresholds
@@ -143,13 +144,17 @@ def load_plan(path: Path, gateway: str | None = None) -> SoakPlan:
     bounds = _bounds(root.section("bounds"))
     nights, tolerances = _tolerances(root.section("tolerances"))
     root.done()
-    runs = []
+    runs: list[SoakRun] = []
     if runs_raw is not None:
         if not 1 <= len(runs_raw) <= MAX_RUNS_PER_CYCLE:
             root.fail("runs", f"expected a list of 1 to {MAX_RUNS_PER_CYCLE} runs, got {len(runs_raw)}")
         for index, raw in enumerate(runs_raw[:MAX_RUNS_PER_CYCLE]):
-            run = _run(Fields(raw, f"runs[{index}]", problems, root.line("runs")), path, time_scale, gateway)
-            if run is not None:
+            fields = Fields(raw, f"runs[{index}]", problems, root.line("runs"))
+            run = _run(fields, path, time_scale, gateway)
+            if run is not None and run.name in {earlier.name for earlier in runs}:
+                fields.fail("name", f"expected a name of its own: an earlier run is already called {run.name} "
+                                    "(runs of one profile need `name:` to keep their folders and history apart)")
+            elif run is not None:
                 runs.append(run)
     problems.check()
     assert name is not None
@@ -160,6 +165,7 @@ def load_plan(path: Path, gateway: str | None = None) -> SoakPlan:
 
 
 def _run(fields: Fields, plan_path: Path, time_scale: float | None, gateway: str | None) -> SoakRun | None:
+    name = fields.results_name(required=False)
     profile_text = fields.text("profile", None, max_length=1000, required=True)
     arms_raw = fields.get("arms", list, None)
     expect_raw = fields.get("expect", dict, {})
@@ -184,7 +190,7 @@ def _run(fields: Fields, plan_path: Path, time_scale: float | None, gateway: str
     if not isinstance(profile.target, StubTarget) and "gateway-dedup" in arms:
         fields.fail("arms", "gateway-dedup needs the stub's --approval-dedup; this run's gateway is "
                             f"{profile.target.kind}")
-    return SoakRun(profile, arms, dict(expect_raw))
+    return SoakRun(name or profile.name, profile, arms, dict(expect_raw))
 
 
 def _profile(fields: Fields, path: Path, time_scale: float | None, duration_s: float | None,
