@@ -107,6 +107,21 @@ def test_a_process_sample_reads_this_process() -> None:
     assert sample_processes([2**22 + 12345]) is None
 
 
+def test_a_process_sample_says_what_kind_its_descriptors_are(tmp_path: Path) -> None:
+    import socket
+
+    before = sample_processes([os.getpid()])
+    read_end, write_end = os.pipe()
+    with socket.socket() as one, (tmp_path / "f").open("w"):
+        after = sample_processes([os.getpid()])
+    os.close(read_end), os.close(write_end)
+    assert before is not None and after is not None
+    assert sum(after.descriptor_kinds.values()) == after.descriptors
+    changed = {kind: after.descriptor_kinds.get(kind, 0) - before.descriptor_kinds.get(kind, 0)
+               for kind in ("pipe", "socket", "file")}
+    assert changed == {"pipe": 2, "socket": 1, "file": 1}
+
+
 def test_history_migrates_records_and_finds_a_planted_regression(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite"
     plan = load_plan(write_plan(tmp_path, tolerances={"storm_entries_after_startup": {"coordinator": "max 0"}}))

@@ -4,7 +4,7 @@ The soak starts one gateway per distinct target of its runs (runs whose profiles
 options share one) and keeps it running; each cycle runs every run's arms against it through `harness.run`,
 exactly as `harness run` would, and the gateways are restarted between runs when the plan says so. Meanwhile a
 sampler reads, every `sample_interval_s`, each gateway's and the harness's resident memory, descriptors and TCP
-sockets by state, the gateway's pending approvals and event-loop lag, and the current run's accounts connected
+sockets by state (and the kinds of its descriptors), the gateway's pending approvals and event-loop lag, and the current run's accounts connected
 and storm entries. What it writes, as it goes (a crash or a kill keeps everything up to the last line):
 
   samples.jsonl          one line per sample
@@ -137,7 +137,7 @@ def _process_row(sample: ProcessSample | None, incarnation: int, started_at_s: f
         return None
     return {"pids": sample.pids, "incarnation": incarnation, "started_at_s": round(started_at_s, 3),
             "rss_mb": sample.rss_mb, "descriptors": sample.descriptors, "sockets": sample.sockets,
-            "socket_total": sample.socket_total}
+            "socket_total": sample.socket_total, "descriptor_kinds": sample.descriptor_kinds}
 
 
 def _quietly(read: Any) -> dict[str, Any] | None:

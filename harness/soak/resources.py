@@ -1,7 +1,8 @@
 """What a soak watches in its processes, and how it judges their growth.
 
 `sample_processes` reads, through psutil, the resident memory, open descriptors and TCP sockets by state of a
-set of processes (a gateway and its children, or the harness itself). `growth` fits the samples taken after
+set of processes (a gateway and its children, or the harness itself), and on Linux what kind each descriptor
+is (socket, pipe, file, eventpoll, eventfd, ...: what a rising descriptor count is made of). `growth` fits the samples taken after
 warm-up with the Theil-Sen estimator (scipy.stats.theilslopes: the median of the pairwise slopes, with its
 confidence interval), which a garbage collector's saw-tooth or one spike cannot drag the way a least-squares
 line would; a bound is broken only when the whole interval lies above it.
@@ -10,6 +11,7 @@ line would; a bound is broken only when the whole interval lies above it.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -28,6 +30,7 @@ class ProcessSample:
     rss_mb: float
     descriptors: int
     sockets: dict[str, int]  # TCP state -> count (ESTABLISHED, LISTEN, CLOSE_WAIT, ...)
+    descriptor_kinds: dict[str, int]  # socket, pipe, file, eventpoll, ... -> count (empty where /proc is not)
 
     @property
     def socket_total(self) -> int:
@@ -36,7 +39,7 @@ class ProcessSample:
 
 def sample_processes(pids: Iterable[int]) -> ProcessSample | None:
     """The processes' summed figures now; None when none of them is alive."""
-    alive, rss, descriptors, states = [], 0, 0, Counter[str]()
+    alive, rss, descriptors, states, kinds = [], 0, 0, Counter[str](), Counter[str]()
     for pid in dict.fromkeys(pids):
         with contextlib.suppress(psutil.Error):
             process = psutil.Process(pid)
@@ -44,10 +47,28 @@ def sample_processes(pids: Iterable[int]) -> ProcessSample | None:
                 rss += process.memory_info().rss
                 descriptors += process.num_fds()
                 states.update(c.status for c in process.net_connections(kind="tcp"))
+            kinds.update(descriptor_kinds(pid))
             alive.append(pid)
     if not alive:
         return None
-    return ProcessSample(alive, round(rss / MB, 2), descriptors, dict(sorted(states.items())))
+    return ProcessSample(alive, round(rss / MB, 2), descriptors, dict(sorted(states.items())),
+                         dict(sorted(kinds.items())))
+
+
+def descriptor_kinds(pid: int) -> Counter[str]:
+    """What a process's open descriptors are, by kind, from /proc/PID/fd (empty without /proc)."""
+    kinds = Counter[str]()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):  # closed between listing and reading
+                link = os.readlink(entry.path)
+                if link.startswith(("socket:", "pipe:")):
+                    kinds[link.split(":", 1)[0]] += 1
+                elif link.startswith("anon_inode:"):
+                    kinds[link.removeprefix("anon_inode:").strip("[]")] += 1
+                else:
+                    kinds["file"] += 1
+    return kinds
 
 
 def with_children(pids: Iterable[int]) -> list[int]:
