@@ -112,7 +112,7 @@ def test_a_process_sample_says_what_kind_its_descriptors_are(tmp_path: Path) -> 
 
     before = sample_processes([os.getpid()])
     read_end, write_end = os.pipe()
-    with socket.socket() as one, (tmp_path / "f").open("w"):
+    with socket.socket(), (tmp_path / "f").open("w"):
         after = sample_processes([os.getpid()])
     os.close(read_end), os.close(write_end)
     assert before is not None and after is not None

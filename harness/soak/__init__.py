@@ -4,8 +4,9 @@ The soak starts one gateway per distinct target of its runs (runs whose profiles
 options share one) and keeps it running; each cycle runs every run's arms against it through `harness.run`,
 exactly as `harness run` would, and the gateways are restarted between runs when the plan says so. Meanwhile a
 sampler reads, every `sample_interval_s`, each gateway's and the harness's resident memory, descriptors and TCP
-sockets by state (and the kinds of its descriptors), the gateway's pending approvals and event-loop lag, and the current run's accounts connected
-and storm entries. What it writes, as it goes (a crash or a kill keeps everything up to the last line):
+sockets by state (and the kinds of its descriptors), the gateway's pending approvals and event-loop lag, and the
+current run's accounts connected and storm entries. What it writes, as it goes (a crash or a kill keeps
+everything up to the last line):
 
   samples.jsonl          one line per sample
   cycles.jsonl           one line per finished run: cycle, run, profile, arm, verdict, expected, figures, folder

@@ -1,11 +1,11 @@
 """What a soak watches in its processes, and how it judges their growth.
 
-`sample_processes` reads, through psutil, the resident memory, open descriptors and TCP sockets by state of a
-set of processes (a gateway and its children, or the harness itself), and on Linux what kind each descriptor
-is (socket, pipe, file, eventpoll, eventfd, ...: what a rising descriptor count is made of). `growth` fits the samples taken after
-warm-up with the Theil-Sen estimator (scipy.stats.theilslopes: the median of the pairwise slopes, with its
-confidence interval), which a garbage collector's saw-tooth or one spike cannot drag the way a least-squares
-line would; a bound is broken only when the whole interval lies above it.
+`sample_processes` reads, through psutil, the resident memory, open descriptors and TCP sockets by state of a set
+of processes (a gateway and its children, or the harness itself), and on Linux what kind each descriptor is
+(socket, pipe, file, eventpoll, eventfd, ...: what a rising descriptor count is made of). `growth` fits the
+samples taken after warm-up with the Theil-Sen estimator (scipy.stats.theilslopes: the median of the pairwise
+slopes, with its confidence interval), which a garbage collector's saw-tooth or one spike cannot drag the way a
+least-squares line would; a bound is broken only when the whole interval lies above it.
 """
 
 from __future__ import annotations
