@@ -274,3 +274,25 @@ def test_a_stub_that_stays_up_gives_each_run_only_the_log_records_written_since_
     assert stub.gateway_records(tmp_path / "run") == [{"n": 3}, {"n": 4}]
     stub.mark()
     assert stub.gateway_records(tmp_path / "run") == []
+
+
+def test_a_real_gateway_that_stays_up_gives_each_run_only_its_records_logged_since_it_was_marked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    import harness.backends.openclaw as openclaw
+
+    monkeypatch.setattr(openclaw, "JSON_LOG_DIR", tmp_path)
+    gateway = openclaw.OpenClawGateway.__new__(openclaw.OpenClawGateway)  # its log only: no Node started
+    gateway._port, gateway._started_at = 4242, dt.datetime.now()
+    log = tmp_path / f"openclaw-{dt.date.today():%Y-%m-%d}.log"
+    log.write_text('{"n": 1, "at": "127.0.0.1:4242"}\n{"n": 2, "at": "127.0.0.1:9999"}\n')
+    backend = openclaw.OpenClawBackend(None, gateway)  # type: ignore[arg-type]  # its log only
+    assert backend.gateway_records(tmp_path) == [{"n": 1, "at": "127.0.0.1:4242"}]
+    backend.mark()
+    with log.open("a") as out:
+        out.write('{"n": 3, "at": "127.0.0.1:4242"}\nnot json :4242\n{"n": 4, "at": "127.0.0.1:9999"}\n')
+    assert backend.gateway_records(tmp_path) == [{"n": 3, "at": "127.0.0.1:4242"}]
+    assert (tmp_path / "gateway.jsonl").read_text() == '{"n": 3, "at": "127.0.0.1:4242"}\n'
+    backend.mark()
+    assert backend.gateway_records(tmp_path) == []

@@ -44,7 +44,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -489,20 +489,36 @@ class OpenClawGateway:
         except OSError:
             return ""
 
-    def json_log_records(self, conn_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
-        """This gateway's records in the shared JSON log(s): those naming its port or one of `conn_ids`."""
-        needles = [f":{self._port}", *conn_ids]
+    def json_log_records(self, conn_ids: Iterable[str] = (),
+                         since: Mapping[Path, int] | None = None) -> list[dict[str, Any]]:
+        """This gateway's records in the shared JSON log(s): those naming its port or one of `conn_ids`; with
+        `since` (from `json_log_positions()`), only those logged after it."""
+        needles = [f":{self._port}".encode(), *(conn_id.encode() for conn_id in conn_ids)]
         records = []
-        day = self._started_at.date()
-        while day <= dt.date.today():
-            path = JSON_LOG_DIR / f"openclaw-{day:%Y-%m-%d}.log"
-            day += dt.timedelta(days=1)
-            with contextlib.suppress(OSError), path.open(encoding="utf-8", errors="replace") as log:
+        for path in self._json_log_paths():
+            with contextlib.suppress(OSError), path.open("rb") as log:
+                log.seek((since or {}).get(path, 0))
                 for line in log:
                     if any(needle in line for needle in needles):
                         with contextlib.suppress(ValueError):
-                            records.append(json.loads(line))
+                            records.append(json.loads(line.decode("utf-8", errors="replace")))
         return records
+
+    def json_log_positions(self) -> dict[Path, int]:
+        """Where each of its JSON log files ends now (a gateway that stays up logs on, run after run)."""
+        positions = {}
+        for path in self._json_log_paths():
+            with contextlib.suppress(OSError):
+                positions[path] = path.stat().st_size
+        return positions
+
+    def _json_log_paths(self) -> list[Path]:
+        """The shared JSON logs of each day since it started: the gateway writes one file a day."""
+        paths, day = [], self._started_at.date()
+        while day <= dt.date.today():
+            paths.append(JSON_LOG_DIR / f"openclaw-{day:%Y-%m-%d}.log")
+            day += dt.timedelta(days=1)
+        return paths
 
     @property
     def cpu_quota(self) -> float | None:
@@ -754,7 +770,7 @@ class OpenClawBackend:
     def __init__(self, target: OpenClawTarget, gateway: OpenClawGateway) -> None:
         self._target = target
         self._gateway = gateway
-        self._records_before = 0  # its records logged before mark(): an earlier run's
+        self._log_positions: dict[Path, int] = {}  # where its JSON logs ended at mark(): before, an earlier run's
 
     @property
     def url(self) -> str:
@@ -769,13 +785,13 @@ class OpenClawBackend:
 
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
         """This gateway's records from the shared JSON log, copied into the run's folder as gateway.jsonl."""
-        records = self._gateway.json_log_records()[self._records_before:]
+        records = self._gateway.json_log_records(since=self._log_positions)
         with (out_dir / "gateway.jsonl").open("w", encoding="utf-8") as copy:
             copy.writelines(json.dumps(record) + "\n" for record in records)
         return records
 
     def mark(self) -> None:
-        self._records_before = len(self._gateway.json_log_records())
+        self._log_positions = self._gateway.json_log_positions()
 
     def describe(self) -> TargetRecord:
         target, gateway = self._target, self._gateway
