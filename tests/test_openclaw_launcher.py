@@ -157,3 +157,27 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] != "Z"
+
+
+async def test_restart_sigterms_with_a_client_connected_and_comes_back_on_the_same_port_and_token(
+        tmp_path: Path) -> None:
+    version = "2026.9.6"
+    require_openclaw(version)
+    with OpenClawGateway(version, log_dir=tmp_path) as gw:
+        pid, url, token, home = gw.pid, gw.url, gw.token, gw.home
+        ws = await open_ws(gw)
+        await recv_json(ws, FRAME_TIMEOUT_S)
+        assert (await connect_response(ws, connect_request(gw, gw.token)))["ok"] is True
+        restart = await asyncio.to_thread(gw.restart)
+        code, _ = await wait_closed(ws, CLOSE_TIMEOUT_S)
+        assert code == 1012  # `shutdown`, then "service restart" (reference, close codes)
+        assert (gw.url, gw.token, gw.home) == (url, token, home) and gw.pid != pid
+        assert restart.exit_code == 0 and not restart.killed and 0 < restart.exited_after_s < 15
+        assert session_pids(pid) == []
+        ws = await open_ws(gw)  # the same client comes back to the same address and token
+        try:
+            await recv_json(ws, FRAME_TIMEOUT_S)
+            assert (await connect_response(ws, connect_request(gw, token)))["ok"] is True
+        finally:
+            await ws.close()
+    assert gw.log_text().count("[gateway] ready") == 2  # both starts' consoles kept

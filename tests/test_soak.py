@@ -57,6 +57,8 @@ def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
     ({"runs": [{"profile": str(MATRIX_11)}, {"profile": str(MATRIX_11), "arms": ["coordinator"]}]},
      "runs[1].name: expected a name of its own: an earlier run is already called matrix-11-accounts"),
     ({"runs": [{"profile": str(MATRIX_11), "name": "a/b"}]}, "runs[0].name: expected letters, digits"),
+    ({"runs": [{"profile": str(MATRIX_11), "sigterm_after_s": 10}]},
+     "runs[0].sigterm_after_s: expected a run against the real gateway (target kind openclaw)"),
 ])
 def test_a_bad_plan_is_one_line_naming_the_field_and_exit_2(tmp_path: Path, change: dict[str, Any],
                                                             line: str) -> None:
@@ -296,3 +298,31 @@ def test_a_real_gateway_that_stays_up_gives_each_run_only_its_records_logged_sin
     assert (tmp_path / "gateway.jsonl").read_text() == '{"n": 3, "at": "127.0.0.1:4242"}\n'
     backend.mark()
     assert backend.gateway_records(tmp_path) == []
+
+
+def test_a_sigterm_mid_run_is_made_once_at_its_time_and_not_after_the_run() -> None:
+    from harness.backends.openclaw import OpenClawBackend, Restart
+    from harness.soak import _sigterm_after
+
+    restarts: list[float] = []
+
+    class Gateway(OpenClawBackend):
+        def __init__(self) -> None:  # only restart() is used
+            pass
+
+        def restart(self) -> Restart:
+            restarts.append(time.monotonic())
+            return Restart(exited_after_s=2.5, exit_code=0, killed=False, ready_after_s=4.0)
+
+    began = time.monotonic()
+    with _sigterm_after(0.2, Gateway()) as happened:
+        time.sleep(0.5)
+    assert len(restarts) == 1 and 0.2 <= restarts[0] - began < 0.5
+    assert happened == {"after_s": 0.2, "exited_after_s": 2.5, "exit_code": 0, "killed": False, "ready_after_s": 4.0}
+    with _sigterm_after(5.0, Gateway()) as happened:
+        pass  # the run ended before its time: no SIGTERM, then or later
+    time.sleep(0.1)
+    assert happened == {} and len(restarts) == 1
+    with _sigterm_after(None, None) as happened:  # type: ignore[arg-type]  # no sigterm_after_s: nothing asked
+        pass
+    assert happened == {}

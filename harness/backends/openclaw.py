@@ -45,6 +45,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -428,6 +429,7 @@ class OpenClawGateway:
         self._throttle_block: contextlib.ExitStack | None = None
         self._throttle: CpuThrottle | None = None
         self._throttle_description: dict[str, Any] | None = None
+        self.restarting = False  # between the SIGTERM and ready again in restart(): not a death
 
     def __enter__(self) -> Self:
         self.start()
@@ -566,22 +568,27 @@ class OpenClawGateway:
     def start(self) -> None:
         if self._process is not None:
             raise BackendError(f"openclaw {self._version} is already running")
-        node = ensure_node()
-        install_dir = ensure_openclaw(self._version)
         self._port = _free_port()
         self._token = secrets.token_urlsafe(24)
         self._throttle_description = None
         _remove_orphaned_homes()
         self._home = Path(tempfile.mkdtemp(prefix=f"openclaw-{self._version}-home-{os.getpid()}-"))
         (self._home / ".openclaw").mkdir()
+        self._started_at = dt.datetime.now()
+        self._launch(console_mode="wb")
+
+    def _launch(self, *, console_mode: str) -> None:
+        """Start the gateway on its port, token and HOME and wait until it is ready (then throttle and watch it)."""
+        node = ensure_node()
+        install_dir = ensure_openclaw(self._version)
+        assert self._home is not None
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [str(node), str(_ENTRY), "gateway", "run", "--port", str(self._port), "--bind", "loopback",
                    "--auth", "token", "--allow-unconfigured", "--verbose"]
-        self._started_at = dt.datetime.now()
         started = time.monotonic()
         env = self._environment(node.parent, self._home)
         try:
-            with self._log_path.open("wb") as log_file, signals_held():
+            with self._log_path.open(console_mode) as log_file, signals_held():
                 self._process = subprocess.Popen(command, cwd=install_dir, env=env, stdout=log_file,
                                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                  start_new_session=True, preexec_fn=prepare_child)
@@ -600,6 +607,27 @@ class OpenClawGateway:
             raise
         logger.info("openclaw %s ready after %.1f s; JSON log: %s (shared: filter by port %d or connId)",
                     self._version, self.ready_after_s, self.json_log_path, self._port)
+
+    def restart(self) -> Restart:
+        """SIGTERM with its work in flight (clients connected, approvals pending), then start it again on the
+        same port, token and HOME, as a service manager would: its clients reconnect as after a real restart.
+
+        Says how the stop went: how long the gateway took to exit after SIGTERM, and whether it had to be
+        killed after the grace period (it announces a drain budget of minutes with work in flight).
+        """
+        process = self.process
+        self.restarting = True
+        try:
+            self._stop_watching()
+            sent = time.monotonic()
+            code, killed = self._terminate(process)
+            exited_after_s = time.monotonic() - sent
+            self._reap_session(process.pid)
+            self._process = None
+            self._launch(console_mode="ab")
+        finally:
+            self.restarting = False
+        return Restart(round(exited_after_s, 3), code, killed, round(self.ready_after_s or 0.0, 3))
 
     def _apply_cpu_quota(self) -> None:
         if self._cpu_quota is None:
@@ -669,29 +697,15 @@ class OpenClawGateway:
         Returns the gateway's exit code (None if it was not running) and removes the private HOME.
         """
         process, self._process = self._process, None
-        monitor, self._monitor = self._monitor, None
-        self._monitor_stop.set()
         try:
-            self._remove_cpu_quota()  # first: a throttled (or stopped) gateway would shut down slowly
-            if monitor is not None:
-                monitor.join()
+            self._stop_watching()
             if process is None:
                 return None
-            if process.poll() is None:
-                with contextlib.suppress(OSError):
-                    self._record_external(non_loopback_sockets(process.pid), "before stop")
-                _kill_group(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    logger.warning("openclaw %s did not stop %g s after SIGTERM; killing it", self._version,
-                                   STOP_GRACE_S)
-                    _kill_group(process.pid, signal.SIGKILL)
-                    process.wait()
+            code, _ = self._terminate(process)
             self._reap_session(process.pid)
-            logger.info("openclaw %s stopped (exit %s); JSON log: %s (port %d)", self._version, process.returncode,
+            logger.info("openclaw %s stopped (exit %s); JSON log: %s (port %d)", self._version, code,
                         self.json_log_path, self._port)
-            return process.returncode
+            return code
         except BaseException:
             if process is not None:  # interrupted while stopping: leave nothing behind
                 _kill_group(process.pid, signal.SIGKILL)
@@ -702,6 +716,28 @@ class OpenClawGateway:
             if self._home is not None:
                 shutil.rmtree(self._home, ignore_errors=True)
                 self._home = None
+
+    def _stop_watching(self) -> None:
+        """End the socket watch and the CPU quota (first: a throttled or stopped gateway would shut down slowly)."""
+        monitor, self._monitor = self._monitor, None
+        self._monitor_stop.set()
+        self._remove_cpu_quota()
+        if monitor is not None:
+            monitor.join()
+
+    def _terminate(self, process: subprocess.Popen[bytes]) -> tuple[int, bool]:
+        """SIGTERM to its group, SIGKILL after STOP_GRACE_S: its exit code, and whether it had to be killed."""
+        if process.poll() is not None:
+            return process.returncode, False
+        with contextlib.suppress(OSError):
+            self._record_external(non_loopback_sockets(process.pid), "before stop")
+        _kill_group(process.pid, signal.SIGTERM)
+        try:
+            return process.wait(STOP_GRACE_S), False
+        except subprocess.TimeoutExpired:
+            logger.warning("openclaw %s did not stop %g s after SIGTERM; killing it", self._version, STOP_GRACE_S)
+            _kill_group(process.pid, signal.SIGKILL)
+            return process.wait(), True
 
     def _reap_session(self, session_id: int) -> None:
         """Children may outlive the leader briefly; SIGKILL whatever of the session is left after 2 s."""
@@ -762,6 +798,17 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
+@dataclass(frozen=True)
+class Restart:
+    """How a SIGTERM-and-start-again went: seconds to exit after SIGTERM, exit code, killed after the grace
+    period, seconds until ready again."""
+
+    exited_after_s: float
+    exit_code: int
+    killed: bool
+    ready_after_s: float
+
+
 class OpenClawBackend:
     """The real gateway as a run's backend (see `harness.backends.base.Backend`)."""
 
@@ -805,7 +852,13 @@ class OpenClawBackend:
     def pids(self) -> list[int]:
         return self._gateway.session_pids()
 
+    def restart(self) -> Restart:
+        """SIGTERM the gateway with its work in flight and start it again where it was (see OpenClawGateway)."""
+        return self._gateway.restart()
+
     def check_alive(self) -> None:
+        if self._gateway.restarting:
+            return  # restarted on purpose (a soak's SIGTERM): its clients are reconnecting
         code = self._gateway.process.poll()
         if code is not None:
             raise TargetDied(f"openclaw {self._target.version} exited with {exit_status(code)} during the run; "

@@ -32,11 +32,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from harness.backends import Backend, open_backend
+from harness.backends.openclaw import OpenClawBackend
 from harness.errors import EXIT_REGRESSION
 from harness.profile import Profile
 from harness.report.folder import read_jsonl
@@ -206,15 +207,36 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
                 folder = arm_dir(out / f"cycle-{cycle:03d}" / run.name, arm)
                 progress.done(f"[soak {plan.name}] cycle {cycle}, {live.run} "
                               f"({(time.monotonic() - started) / 60:.1f} min in)")
-                result = run_arm(run.profile, arm, folder, progress_stream=progress_stream, backend=gateway.backend,
-                                 on_progress=live.observe)
+                with _sigterm_after(run.sigterm_after_s, gateway.backend) as sigterm:
+                    result = run_arm(run.profile, arm, folder, progress_stream=progress_stream,
+                                     backend=gateway.backend, on_progress=live.observe)
                 row = _cycle_row(cycle, run, arm, result.summary, folder, out, time.monotonic() - started,
                                  gateway.name)
+                if run.sigterm_after_s is not None:
+                    row["sigterm"] = sigterm
                 with (out / CYCLES).open("a", encoding="utf-8") as journal:
                     journal.write(json.dumps(row) + "\n")
                 live.run, live.connected, live.storm_entries = "", None, None
         if plan.idle_s and _more(plan, cycle, started):
             time.sleep(plan.idle_s)
+
+
+@contextlib.contextmanager
+def _sigterm_after(after_s: float | None, backend: Backend) -> Iterator[dict[str, Any]]:
+    """While the block runs: `after_s` seconds in, SIGTERM the real gateway with its run in flight and start it
+    again on its port. Yields what happened, filled in when it has (`{}` when the run ended first)."""
+    happened: dict[str, Any] = {}
+    if after_s is None:
+        yield happened
+        return
+    assert isinstance(backend, OpenClawBackend)  # the plan allows sigterm_after_s for a real gateway only
+    timer = threading.Timer(after_s, lambda: happened.update({"after_s": after_s, **asdict(backend.restart())}))
+    timer.start()
+    try:
+        yield happened
+    finally:
+        timer.cancel()
+        timer.join()  # a restart under way ends before the next run or the gateway's stop
 
 
 def _more(plan: SoakPlan, cycles_done: int, started: float) -> bool:

@@ -83,6 +83,7 @@ class SoakRun:
     profile: Profile
     arms: tuple[str, ...]
     expect: Mapping[str, str]  # arm -> verdict; an arm not here must pass its thresholds
+    sigterm_after_s: float | None = None  # real seconds into each run: the real gateway is SIGTERMed and restarted
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ def _run(fields: Fields, plan_path: Path, time_scale: float | None, gateway: str
     arms_raw = fields.get("arms", list, None)
     expect_raw = fields.get("expect", dict, {})
     duration_s = fields.number("duration_s", None, minimum=0, exclusive_minimum=True, maximum=86_400)
+    sigterm_after_s = fields.number("sigterm_after_s", None, minimum=0, exclusive_minimum=True, maximum=86_400)
     overrides = fields.get("overrides", dict, {})
     fields.done()
     if profile_text is None:
@@ -187,10 +189,16 @@ def _run(fields: Fields, plan_path: Path, time_scale: float | None, gateway: str
             fields.fail("expect", f"{cut(arm)} is not one of this run's arms ({', '.join(arms)})")
         elif verdict not in VERDICTS:
             fields.fail("expect", f"{arm}: expected a verdict ({', '.join(VERDICTS)}), got {cut(verdict)}")
+    if sigterm_after_s is not None and not isinstance(profile.target, OpenClawTarget):
+        fields.fail("sigterm_after_s", "expected a run against the real gateway (target kind openclaw): a stub "
+                                       "is restarted within a run by its profile's gateway_restart fault")
+    elif sigterm_after_s is not None and sigterm_after_s >= profile.duration_s / profile.time_scale:
+        fields.fail("sigterm_after_s", f"expected less than the run's {profile.duration_s / profile.time_scale:g} "
+                                       f"real seconds, got {sigterm_after_s:g}")
     if not isinstance(profile.target, StubTarget) and "gateway-dedup" in arms:
         fields.fail("arms", "gateway-dedup needs the stub's --approval-dedup; this run's gateway is "
                             f"{profile.target.kind}")
-    return SoakRun(name or profile.name, profile, arms, dict(expect_raw))
+    return SoakRun(name or profile.name, profile, arms, dict(expect_raw), sigterm_after_s)
 
 
 def _profile(fields: Fields, path: Path, time_scale: float | None, duration_s: float | None,
