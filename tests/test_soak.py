@@ -326,3 +326,36 @@ def test_a_sigterm_mid_run_is_made_once_at_its_time_and_not_after_the_run() -> N
     with _sigterm_after(None, None) as happened:  # type: ignore[arg-type]  # no sigterm_after_s: nothing asked
         pass
     assert happened == {}
+
+
+def test_a_run_its_gateway_would_not_serve_is_a_failed_row_and_the_soak_goes_on(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, runs=[{"profile": str(MATRIX_11), "arms": ["shipped", "coordinator"],
+                                       "expect": {"coordinator": "converged"}, "duration_s": 120}])
+    # As `harness soak` does it (gevent's patching first, through Locust), with the first run's gateway
+    # refusing to serve it the way a real one too busy to shake hands for 30 s did.
+    code = f"""
+import io, sys
+import locust
+import harness.soak as soak
+from harness.errors import BackendError
+from harness.soak.plan import load_plan
+from pathlib import Path
+real_run_arm, calls = soak.run_arm, []
+def run_arm(*args, **kwargs):
+    calls.append(args[1])
+    if len(calls) == 1:
+        raise BackendError("the health probe could not connect to ws://127.0.0.1:1/ within 30 s")
+    return real_run_arm(*args, **kwargs)
+soak.run_arm = run_arm
+result = soak.run_soak(load_plan(Path({str(plan)!r}), None), Path({str(tmp_path / "out")!r}),
+                       progress_stream=io.StringIO())
+print(calls, result.exit_code)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "['shipped', 'coordinator'] 1", done.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "cycles.jsonl").read_text().splitlines()]
+    assert [(r["arm"], r["verdict"], r["ok"]) for r in rows] == [("shipped", "error", False),
+                                                                  ("coordinator", "converged", True)]
+    assert rows[0]["error"].startswith("the health probe could not connect")
+    soak_json = json.loads((tmp_path / "out" / "soak.json").read_text())
+    assert any("matrix-11-accounts/shipped could not run: the health probe" in f for f in soak_json["failures"])

@@ -17,9 +17,11 @@ and at the end soak.json (the cycles, each resource's growth after warm-up with 
 failures, and with --history the trend and the regressions), soak.md (the same for a CI job summary),
 junit.xml (one test case per run, per resource bound and per history check) and report.html.
 
-Exit codes: 0 every run gave its expected verdict and nothing grew beyond its bound; 1 a run did not, or
-something grew; 2 bad input; 3 a gateway failed; 5 a figure regressed against the previous nights (when
-nothing else failed); 130 interrupted (what was sampled is kept, soak.json says `interrupted`).
+Exit codes: 0 every run gave its expected verdict and nothing grew beyond its bound; 1 a run did not (or
+could not run: its gateway would not serve it, kept as the run's row with the reason; a gateway that died is
+started again for the next run), or something grew; 2 bad input; 3 a gateway could not be started; 5 a figure
+regressed against the previous nights (when nothing else failed); 130 interrupted (what was sampled is kept,
+soak.json says `interrupted`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import IO, Any
 
 from harness.backends import Backend, open_backend
 from harness.backends.openclaw import OpenClawBackend
-from harness.errors import EXIT_REGRESSION
+from harness.errors import EXIT_REGRESSION, BackendError
 from harness.profile import Profile
 from harness.report.folder import read_jsonl
 from harness.report.progress import Progress
@@ -207,11 +209,22 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
                 folder = arm_dir(out / f"cycle-{cycle:03d}" / run.name, arm)
                 progress.done(f"[soak {plan.name}] cycle {cycle}, {live.run} "
                               f"({(time.monotonic() - started) / 60:.1f} min in)")
-                with _sigterm_after(run.sigterm_after_s, gateway.backend) as sigterm:
-                    result = run_arm(run.profile, arm, folder, progress_stream=progress_stream,
-                                     backend=gateway.backend, on_progress=live.observe)
-                row = _cycle_row(cycle, run, arm, result.summary, folder, out, time.monotonic() - started,
-                                 gateway.name)
+                try:
+                    with _sigterm_after(run.sigterm_after_s, gateway.backend) as sigterm:
+                        result = run_arm(run.profile, arm, folder, progress_stream=progress_stream,
+                                         backend=gateway.backend, on_progress=live.observe)
+                except BackendError as exc:
+                    # The gateway would not serve this run (no handshake within the probe's 30 s, or it died):
+                    # a night's finding, kept as the run's row; a dead gateway is started again for the next.
+                    row = _error_row(cycle, run, arm, str(exc), folder, out, time.monotonic() - started,
+                                     gateway.name)
+                    progress.done(f"[soak {plan.name}] {live.run}: {exc}")
+                    if not _alive(gateway.backend):
+                        gateway.stop()
+                        gateway.start(time.monotonic() - started)
+                else:
+                    row = _cycle_row(cycle, run, arm, result.summary, folder, out, time.monotonic() - started,
+                                     gateway.name)
                 if run.sigterm_after_s is not None:
                     row["sigterm"] = sigterm
                 with (out / CYCLES).open("a", encoding="utf-8") as journal:
@@ -280,6 +293,22 @@ def _cycle_row(cycle: int, run: SoakRun, arm: str, summary: Summary, folder: Pat
             "expected": expected or "thresholds pass", "passed": summary.passed, "ok": ok,
             "inconclusive": inconclusive, "inconclusive_reason": summary.inconclusive_reason,
             "ended_at_s": round(at_s, 3), "folder": folder.relative_to(out).as_posix(), "figures": figures}
+
+
+def _error_row(cycle: int, run: SoakRun, arm: str, error: str, folder: Path, out: Path, at_s: float,
+               gateway: str) -> dict[str, Any]:
+    return {"cycle": cycle, "run": run.name, "profile": run.profile.name, "arm": arm, "gateway": gateway,
+            "verdict": "error", "expected": run.expect.get(arm) or "thresholds pass", "passed": False, "ok": False,
+            "inconclusive": False, "inconclusive_reason": None, "error": error, "ended_at_s": round(at_s, 3),
+            "folder": folder.relative_to(out).as_posix(), "figures": {name: None for name in RUN_FIGURES}}
+
+
+def _alive(backend: Backend) -> bool:
+    try:
+        backend.check_alive()
+    except BackendError:
+        return False
+    return True
 
 
 def _number(value: Any) -> float | None:

@@ -48,8 +48,8 @@ def write_outputs(plan: SoakPlan, out: Path, *, cycles: list[dict[str, Any]], sa
                   started_at: datetime.datetime, history: Path | None, gateway_name: str,
                   interrupted: bool) -> SoakResult:
     fits = resource_fits(plan, samples)
-    failures = [f"cycle {c['cycle']}: {soak_run_label(c)} gave {c['verdict']}, expected {c['expected']} "
-                f"({c['folder']})" for c in cycles if not c["ok"]]
+    failures = [f"cycle {c['cycle']}: {soak_run_label(c)} " + (f"could not run: {c['error']}" if c.get("error") else
+                f"gave {c['verdict']}, expected {c['expected']}") + f" ({c['folder']})" for c in cycles if not c["ok"]]
     failures += [fit["failure"] for fit in fits if fit.get("failure")]
     exit_code = EXIT_THRESHOLD_FAILED if failures else EXIT_OK
     figures = night_figures(cycles, samples, fits, plan)
