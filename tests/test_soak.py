@@ -82,6 +82,15 @@ def test_gateway_option_aims_every_run_at_another_gateway(tmp_path: Path) -> Non
         load_plan(write_plan(tmp_path), "nginx")
 
 
+def test_a_tolerance_for_a_runs_arm_comes_before_one_for_the_arm_in_every_run(tmp_path: Path) -> None:
+    plan = load_plan(write_plan(tmp_path, tolerances={"storm_entries_after_startup": {
+        "coordinator": "max 0", "latency-spike/coordinator": "max 80"}, "time_to_all_connected_s": "+10%"}))
+    assert plan.tolerance("storm_entries_after_startup", "latency-spike/coordinator").text == "max 80"
+    assert plan.tolerance("storm_entries_after_startup", "matrix-11-accounts/coordinator").text == "max 0"
+    assert plan.tolerance("storm_entries_after_startup", "matrix-11-accounts/shipped") is None
+    assert plan.tolerance("time_to_all_connected_s", "matrix-11-accounts/shipped").text == "+10%"
+
+
 def test_tolerances_read_as_written() -> None:
     assert parse_tolerance("+25%").exceeded(12.6, 10.0) and not parse_tolerance("+25%").exceeded(12.4, 10.0)
     assert parse_tolerance("+2").exceeded(12.1, 10.0) and not parse_tolerance("+2").exceeded(12.0, 10.0)

@@ -129,7 +129,7 @@ def regressions(tonight: Night, earlier: Sequence[Night],
     """Each figure of tonight outside its tolerance against the median of the same figure on earlier nights."""
     found = []
     for (arm, figure), value in sorted(tonight.figures.items()):
-        rule = rule_for(figure, arm.rsplit("/", 1)[-1])
+        rule = rule_for(figure, arm)
         if value is None or rule is None:
             continue
         history = [v for night in earlier if (v := night.figures.get((arm, figure))) is not None]

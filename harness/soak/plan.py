@@ -110,8 +110,10 @@ class SoakPlan:
     tolerances: Mapping[str, Mapping[str, Tolerance]] = field(default_factory=dict)  # figure -> arm or "*" -> rule
 
     def tolerance(self, figure: str, arm: str) -> Tolerance | None:
+        """The rule for a figure of "run/arm" (or of a process role): given for that run's arm, else for the arm
+        in every run, else for every arm."""
         rules = self.tolerances.get(figure, {})
-        return rules.get(arm) or rules.get("*")
+        return rules.get(arm) or rules.get(arm.rsplit("/", 1)[-1]) or rules.get("*")
 
     @property
     def gateway_name(self) -> str:
@@ -279,7 +281,8 @@ def _tolerances(section: Fields) -> tuple[int, dict[str, dict[str, Tolerance]]]:
         for arm, text in per_arm.items():
             rule = parse_tolerance(text) if isinstance(text, str) else None
             if rule is None:
-                section.fail(figure, f"expected \"+P%\", \"+N\" or \"max N\" (per arm or for all), got {cut(text)}")
+                section.fail(figure, f"expected \"+P%\", \"+N\" or \"max N\" (for all, per arm or per run/arm), got "
+                                     f"{cut(text)}")
             else:
                 parsed[str(arm)] = rule
         rules[figure] = parsed
