@@ -311,6 +311,7 @@ def test_a_real_gateway_that_stays_up_gives_each_run_only_its_records_logged_sin
 
 def test_a_sigterm_mid_run_is_made_once_at_its_time_and_not_after_the_run() -> None:
     from harness.backends.openclaw import OpenClawBackend, Restart
+    from harness.errors import BackendError
     from harness.soak import _sigterm_after
 
     restarts: list[float] = []
@@ -335,6 +336,14 @@ def test_a_sigterm_mid_run_is_made_once_at_its_time_and_not_after_the_run() -> N
     with _sigterm_after(None, None) as happened:  # type: ignore[arg-type]  # no sigterm_after_s: nothing asked
         pass
     assert happened == {}
+
+    class Unstartable(Gateway):
+        def restart(self) -> Restart:
+            raise BackendError("openclaw 2026.9.6 exited with code 1 before it was ready")
+
+    with _sigterm_after(0.05, Unstartable()) as happened:
+        time.sleep(0.3)
+    assert happened == {"after_s": 0.05, "error": "openclaw 2026.9.6 exited with code 1 before it was ready"}
 
 
 def test_a_run_its_gateway_would_not_serve_is_a_failed_row_and_the_soak_goes_on(tmp_path: Path) -> None:

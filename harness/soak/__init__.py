@@ -243,7 +243,15 @@ def _sigterm_after(after_s: float | None, backend: Backend) -> Iterator[dict[str
         yield happened
         return
     assert isinstance(backend, OpenClawBackend)  # the plan allows sigterm_after_s for a real gateway only
-    timer = threading.Timer(after_s, lambda: happened.update({"after_s": after_s, **asdict(backend.restart())}))
+
+    def restart() -> None:
+        happened["after_s"] = after_s
+        try:
+            happened.update(asdict(backend.restart()))
+        except BackendError as exc:  # it did not come back: the run then fails as its gateway is gone
+            happened["error"] = str(exc)
+
+    timer = threading.Timer(after_s, restart)
     timer.start()
     try:
         yield happened
