@@ -46,7 +46,7 @@ from harness.report.folder import read_jsonl
 from harness.report.progress import Progress
 from harness.run import arm_dir, run_arm
 from harness.soak.outputs import SoakResult, write_outputs
-from harness.soak.plan import RUN_FIGURES, SoakPlan, SoakRun
+from harness.soak.plan import RUN_FIGURES, SoakPlan
 from harness.soak.resources import ProcessSample, sample_processes, with_children
 from harness.summary import Summary, metric_value
 from harness.target import StubTarget
@@ -216,15 +216,17 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
                 except BackendError as exc:
                     # The gateway would not serve this run (no handshake within the probe's 30 s, or it died):
                     # a night's finding, kept as the run's row; a dead gateway is started again for the next.
-                    row = _error_row(cycle, run, arm, str(exc), folder, out, time.monotonic() - started,
-                                     gateway.name)
+                    outcome = _error_outcome(str(exc))
                     progress.done(f"[soak {plan.name}] {live.run}: {exc}")
                     if not _alive(gateway.backend):
                         gateway.stop()
                         gateway.start(time.monotonic() - started)
                 else:
-                    row = _cycle_row(cycle, run, arm, result.summary, folder, out, time.monotonic() - started,
-                                     gateway.name)
+                    outcome = _verdict_outcome(run.expect.get(arm), result.summary)
+                row = {"cycle": cycle, "run": run.name, "profile": run.profile.name, "arm": arm,
+                       "gateway": gateway.name, "expected": run.expect.get(arm) or "thresholds pass", **outcome,
+                       "ended_at_s": round(time.monotonic() - started, 3),
+                       "folder": folder.relative_to(out).as_posix()}
                 if run.sigterm_after_s is not None:
                     row["sigterm"] = sigterm
                 with (out / CYCLES).open("a", encoding="utf-8") as journal:
@@ -290,25 +292,19 @@ def _stub_args(profile: Profile, arm: str) -> tuple[str, ...]:
     return ("--time-scale", str(profile.time_scale), *dedup)
 
 
-def _cycle_row(cycle: int, run: SoakRun, arm: str, summary: Summary, folder: Path, out: Path, at_s: float,
-               gateway: str) -> dict[str, Any]:
-    expected = run.expect.get(arm)
+def _verdict_outcome(expected: str | None, summary: Summary) -> dict[str, Any]:
+    """A finished run's verdict, whether it was the expected one (or its thresholds passed), and its figures."""
     inconclusive = summary.verdict == "inconclusive"
     ok = inconclusive or (summary.verdict == expected if expected else summary.passed)
-    figures = {name: _number(metric_value(summary, name)) for name in RUN_FIGURES}
-    return {"cycle": cycle, "run": run.name, "profile": run.profile.name, "arm": arm, "gateway": gateway,
-            "verdict": summary.verdict,
-            "expected": expected or "thresholds pass", "passed": summary.passed, "ok": ok,
-            "inconclusive": inconclusive, "inconclusive_reason": summary.inconclusive_reason,
-            "ended_at_s": round(at_s, 3), "folder": folder.relative_to(out).as_posix(), "figures": figures}
+    return {"verdict": summary.verdict, "passed": summary.passed, "ok": ok, "inconclusive": inconclusive,
+            "inconclusive_reason": summary.inconclusive_reason,
+            "figures": {name: _number(metric_value(summary, name)) for name in RUN_FIGURES}}
 
 
-def _error_row(cycle: int, run: SoakRun, arm: str, error: str, folder: Path, out: Path, at_s: float,
-               gateway: str) -> dict[str, Any]:
-    return {"cycle": cycle, "run": run.name, "profile": run.profile.name, "arm": arm, "gateway": gateway,
-            "verdict": "error", "expected": run.expect.get(arm) or "thresholds pass", "passed": False, "ok": False,
-            "inconclusive": False, "inconclusive_reason": None, "error": error, "ended_at_s": round(at_s, 3),
-            "folder": folder.relative_to(out).as_posix(), "figures": {name: None for name in RUN_FIGURES}}
+def _error_outcome(error: str) -> dict[str, Any]:
+    """A run its gateway would not serve: failed, with the reason and no figures."""
+    return {"verdict": "error", "passed": False, "ok": False, "inconclusive": False, "inconclusive_reason": None,
+            "error": error, "figures": {name: None for name in RUN_FIGURES}}
 
 
 def _alive(backend: Backend) -> bool:
