@@ -165,6 +165,8 @@ async def test_restart_sigterms_with_a_client_connected_and_comes_back_on_the_sa
     require_openclaw(version)
     with OpenClawGateway(version, log_dir=tmp_path) as gw:
         pid, url, token, home = gw.pid, gw.url, gw.token, gw.home
+        heap = gw.heap_after_gc_mb()  # its main thread collected while loading the gateway
+        assert heap is not None and 5 < heap < 500
         ws = await open_ws(gw)
         await recv_json(ws, FRAME_TIMEOUT_S)
         assert (await connect_response(ws, connect_request(gw, gw.token)))["ok"] is True
@@ -174,6 +176,7 @@ async def test_restart_sigterms_with_a_client_connected_and_comes_back_on_the_sa
         assert (gw.url, gw.token, gw.home) == (url, token, home) and gw.pid != pid
         assert restart.exit_code == 0 and not restart.killed and 0 < restart.exited_after_s < 15
         assert session_pids(pid) == []
+        assert gw.heap_after_gc_mb() is not None  # the new process's own, not the stopped one's
         ws = await open_ws(gw)  # the same client comes back to the same address and token
         try:
             await recv_json(ws, FRAME_TIMEOUT_S)
@@ -181,3 +184,4 @@ async def test_restart_sigterms_with_a_client_connected_and_comes_back_on_the_sa
         finally:
             await ws.close()
     assert gw.log_text().count("[gateway] ready") == 2  # both starts' consoles kept
+    assert "Mark-Compact" in gw.log_path.read_text() and "Mark-Compact" not in gw.log_text()

@@ -250,6 +250,54 @@ def test_a_resource_bound_fails_a_steady_leak_but_not_a_short_span(tmp_path: Pat
     assert short and all(not f["judged"] and "failure" not in f for f in short)
 
 
+def test_a_garbage_collected_gateway_is_judged_by_its_heap_after_collections_not_its_swinging_memory(
+        tmp_path: Path) -> None:
+    from harness.soak.outputs import resource_fits
+
+    plan = load_plan(write_plan(tmp_path, warmup_minutes=1))
+
+    def samples(heap_per_hour: float) -> list[dict[str, Any]]:
+        rows = []
+        for t in range(0, 3600, 5):  # resident memory: 300-700 MB, up by 40% of its start in the hour
+            swing = 300.0 * ((t % 900) / 900.0) + 120.0 * t / 3600.0
+            gateway = {"incarnation": 1, "started_at_s": 0.0, "rss_mb": 300.0 + swing, "descriptors": 30,
+                       "socket_total": 3, "heap_after_gc_mb": round(60.0 + heap_per_hour * t / 3600.0, 1)}
+            rows.append({"t_s": float(t), "processes": {"gateway-1": gateway}})
+        return rows
+
+    steady = {f["resource"]: f for f in resource_fits(plan, samples(0.0))}
+    assert not steady["rss_percent_per_hour"]["judged"] and "failure" not in steady["rss_percent_per_hour"]
+    assert "heap after full collections" in steady["rss_percent_per_hour"]["not_judged"]
+    assert steady["heap_percent_per_hour"]["judged"] and "failure" not in steady["heap_percent_per_hour"]
+    leaking = {f["resource"]: f for f in resource_fits(plan, samples(6.0))}  # 10% of 60 MB an hour
+    assert "heap_percent grew" in leaking["heap_percent_per_hour"]["failure"]
+    assert 9 < leaking["heap_percent_per_hour"]["per_hour"] < 11
+
+
+def test_the_real_gateways_heap_after_collections_is_its_main_threads_read_from_its_console(
+        tmp_path: Path) -> None:
+    import harness.backends.openclaw as openclaw
+
+    gateway = openclaw.OpenClawGateway.__new__(openclaw.OpenClawGateway)  # its console only: no Node started
+    gateway._log_path, gateway._gc_read_to, gateway._main_isolate, gateway._heap_after_gc_mb = (
+        tmp_path / "openclaw.log", 0, None, None)
+    gateway._process = type("Process", (), {"pid": 4242})()  # type: ignore[assignment]
+    assert gateway.heap_after_gc_mb() is None  # no console yet
+    console = gateway._log_path
+    console.write_text(
+        "[4242:0x42cc3000]      391 ms: Mark-Compact 32.6 (51.2) -> 17.1 (51.9) MB, pooled: 0 MB, 3.46 / 0.00 ms\n"
+        "2026-11-30T09:00:37.882+00:00 [gateway] ready\n"
+        "[4242:0x7f1cd4001000]      132 ms: Mark-Compact 21.6 (49.2) -> 13.3 (51.5) MB, pooled: 0 MB\n"  # a worker
+        "[777:0x42cc3000]      500 ms: Mark-Compact 90.0 (99.0) -> 80.0 (99.0) MB\n"  # another process
+        "[4242:0x42cc3000]    60123 ms: Mark-Compact (reduce) 70.1 (90.0) -> 41.5 (60.2)")  # still being written
+    assert gateway.heap_after_gc_mb() == 17.1
+    with console.open("a") as out:
+        out.write(" MB, pooled: 0 MB, 9.1 / 0.0 ms\n"
+                  "[4242:0x7f1cd4001000] 70000 ms: Mark-Compact 9.0 (9.0) -> 8.0 (9.0) MB\n")
+    assert gateway.heap_after_gc_mb() == 41.5
+    assert gateway.log_text() == "2026-11-30T09:00:37.882+00:00 [gateway] ready\n"
+
+
 def test_overrides_lay_changes_over_a_runs_profile(tmp_path: Path) -> None:
     from harness.soak.plan import merged
 

@@ -66,6 +66,10 @@ class Backend(Protocol):
     def pids(self) -> list[int]:
         """The gateway's processes on this machine, for the host's CPU figures (empty where they are not ours)."""
 
+    def heap_after_gc_mb(self) -> float | None:
+        """A garbage-collected gateway's live heap: what it held after its latest full collection (the real
+        gateway's V8 heap); None where there is no such figure (the stub: CPython frees by reference count)."""
+
     def check_alive(self) -> None:
         """Raise `TargetDied` naming the gateway, how it ended and its log's last lines, if it is gone."""
 
@@ -136,6 +140,9 @@ class UrlBackend:
 
     def pids(self) -> list[int]:
         return []
+
+    def heap_after_gc_mb(self) -> float | None:
+        return None
 
     def check_alive(self) -> None:
         """Something must accept a TCP connection at the URL (a busy gateway still accepts: only a refusal counts)."""

@@ -90,6 +90,13 @@ JSON_LOG_DIR = Path("/tmp/openclaw")
 
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+# V8 prints one line per full (mark-compact) collection into the console: `[pid:isolate] T ms: Mark-Compact
+# BEFORE (committed) -> AFTER (committed) MB, ...`, AFTER being the live heap. Scavenges of the young generation
+# are not printed. Each worker thread is an isolate (a heap) of its own; the gateway's own is the main thread's.
+GC_TRACE_FLAGS = ("--trace-gc", "--trace-gc-ignore-scavenger")
+_GC_LINE_RE = re.compile(rb"^\[(\d+):(0x[0-9a-f]+)(?::\d+)?\]\s+[\d.]+ ms: Mark-Compact\D*?[\d.]+ \([\d.]+\) -> "
+                         rb"([\d.]+) \(", re.MULTILINE)
+_GC_TRACE_LINE_RE = re.compile(r"^\[\d+:0x[0-9a-f]+(?::\d+)?\]\s+[\d.]+ ms: ")
 _ENTRY = Path("node_modules") / "openclaw" / "openclaw.mjs"
 
 
@@ -430,6 +437,9 @@ class OpenClawGateway:
         self._throttle: CpuThrottle | None = None
         self._throttle_description: dict[str, Any] | None = None
         self.restarting = False  # between the SIGTERM and ready again in restart(): not a death
+        self._gc_read_to = 0  # how far heap_after_gc_mb() has read the console
+        self._main_isolate: bytes | None = None
+        self._heap_after_gc_mb: float | None = None
 
     def __enter__(self) -> Self:
         self.start()
@@ -485,11 +495,34 @@ class OpenClawGateway:
         return JSON_LOG_DIR / f"openclaw-{self._started_at:%Y-%m-%d}.log"
 
     def log_text(self) -> str:
-        """The console so far, ANSI colours removed."""
+        """The console so far, ANSI colours and V8's garbage-collection lines removed."""
         try:
-            return _ANSI_RE.sub("", self._log_path.read_text(encoding="utf-8", errors="replace"))
+            text = _ANSI_RE.sub("", self._log_path.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             return ""
+        return "".join(line for line in text.splitlines(keepends=True) if not _GC_TRACE_LINE_RE.match(line))
+
+    def heap_after_gc_mb(self) -> float | None:
+        """The V8 heap the gateway's main thread still held after its latest full garbage collection, in MB (its
+        live heap: a garbage-collected process's resident memory swings by hundreds of MB with what awaits
+        collection, the heap after a full collection does not); None before its first. Read from the
+        `--trace-gc` lines of its console, from where the last call stopped. The main thread's isolate is the
+        first to report (it collects while loading the gateway, before any worker thread starts)."""
+        process = self._process
+        if process is None:
+            return None
+        with contextlib.suppress(OSError), self._log_path.open("rb") as console:
+            console.seek(self._gc_read_to)
+            chunk = console.read()
+            complete = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+            self._gc_read_to += complete
+            for match in _GC_LINE_RE.finditer(chunk, 0, complete):
+                if int(match[1]) != process.pid:  # a forked helper's, or the process before a restart
+                    continue
+                self._main_isolate = self._main_isolate or match[2]
+                if match[2] == self._main_isolate:
+                    self._heap_after_gc_mb = float(match[3])
+        return self._heap_after_gc_mb
 
     def json_log_records(self, conn_ids: Iterable[str] = (),
                          since: Mapping[Path, int] | None = None) -> list[dict[str, Any]]:
@@ -583,10 +616,13 @@ class OpenClawGateway:
         install_dir = ensure_openclaw(self._version)
         assert self._home is not None
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [str(node), str(_ENTRY), "gateway", "run", "--port", str(self._port), "--bind", "loopback",
-                   "--auth", "token", "--allow-unconfigured", "--verbose"]
+        command = [str(node), *GC_TRACE_FLAGS, str(_ENTRY), "gateway", "run", "--port", str(self._port),
+                   "--bind", "loopback", "--auth", "token", "--allow-unconfigured", "--verbose"]
         started = time.monotonic()
         env = self._environment(node.parent, self._home)
+        self._heap_after_gc_mb, self._main_isolate = None, None  # a new process: no collection yet
+        if console_mode == "wb":
+            self._gc_read_to = 0
         try:
             with self._log_path.open(console_mode) as log_file, signals_held():
                 self._process = subprocess.Popen(command, cwd=install_dir, env=env, stdout=log_file,
@@ -851,6 +887,9 @@ class OpenClawBackend:
 
     def pids(self) -> list[int]:
         return self._gateway.session_pids()
+
+    def heap_after_gc_mb(self) -> float | None:
+        return self._gateway.heap_after_gc_mb()
 
     def restart(self) -> Restart:
         """SIGTERM the gateway with its work in flight and start it again where it was (see OpenClawGateway)."""

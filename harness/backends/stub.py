@@ -91,6 +91,9 @@ class StubBackend:
         pid = self._process.pid
         return [] if pid is None else [pid]
 
+    def heap_after_gc_mb(self) -> float | None:
+        return None  # CPython frees by reference count: its resident memory is what is judged
+
     def check_alive(self) -> None:
         ended = self._process.ended()
         if ended is not None:

@@ -241,8 +241,9 @@ def _windows(axes: Any, arm: ArmRun, labelled: bool = False) -> None:
                       color=WINDOW_LINE)
 
 
-SOAK_RESOURCES = (("rss_mb", "resident memory (MB)"), ("descriptors", "open descriptors"),
-                  ("socket_total", "TCP sockets"))
+# Per row of the chart, what is drawn (the first key solid, the next dotted) and the row's label.
+SOAK_RESOURCES = ((("rss_mb", "heap_after_gc_mb"), "memory (MB): resident; dotted, heap after GC"),
+                  (("descriptors",), "open descriptors"), (("socket_total",), "TCP sockets"))
 RUN_COLOURS = {True: "#2ca02c", False: "#d62728", None: "#9e9e9e"}  # as expected, not, inconclusive
 
 
@@ -259,15 +260,19 @@ def resources_chart(samples: Sequence[dict[str, Any]], fits: Sequence[dict[str, 
             row = sample["processes"].get(role)
             if row is not None:
                 points.setdefault(row["incarnation"], []).append((sample["t_s"] / 60.0, row))
-        for line, (key, label) in enumerate(SOAK_RESOURCES):
+        for line, (keys, label) in enumerate(SOAK_RESOURCES):
             axes = grid[line][column]
             for incarnation, rows in sorted(points.items()):
-                axes.plot([t for t, _ in rows], [r[key] for _, r in rows], linewidth=1,
-                          label=f"#{incarnation}" if len(points) > 1 else None)
+                drawn = axes.plot([t for t, _ in rows], [r[keys[0]] for _, r in rows], linewidth=1,
+                                  label=f"#{incarnation}" if len(points) > 1 else None)
+                for key in keys[1:]:
+                    measured = [(t, r[key]) for t, r in rows if r.get(key) is not None]
+                    axes.plot([t for t, _ in measured], [v for _, v in measured], linewidth=1, linestyle=":",
+                              color=drawn[0].get_color())
                 started = rows[0][1]["started_at_s"]
                 axes.axvspan(started / 60.0, (started + warmup_s) / 60.0, color="#eeeeee", linewidth=0)
             for fit in fits:
-                if fit["role"] == role and fit["sampled"] == key:
+                if fit["role"] == role and fit["sampled"] in keys:
                     fitted = fit["line"]
                     xs = [fitted["from_s"], fitted["to_s"]]
                     axes.plot([x / 60.0 for x in xs], [fitted["intercept"] + fitted["per_hour"] * x / 3600.0

@@ -4,7 +4,8 @@ The soak starts one gateway per distinct target of its runs (runs whose profiles
 options share one) and keeps it running; each cycle runs every run's arms against it through `harness.run`,
 exactly as `harness run` would, and the gateways are restarted between runs when the plan says so. Meanwhile a
 sampler reads, every `sample_interval_s`, each gateway's and the harness's resident memory, descriptors and TCP
-sockets by state (and the kinds of its descriptors), the gateway's pending approvals and event-loop lag, and the
+sockets by state (and the kinds of its descriptors; for the real gateway, its V8 heap after the latest full
+garbage collection), the gateway's pending approvals and event-loop lag, and the
 current run's accounts connected and storm entries. What it writes, as it goes (a crash or a kill keeps
 everything up to the last line):
 
@@ -126,7 +127,8 @@ class Sampler:
             if backend is None:
                 continue
             pids = with_children(backend.pids())
-            roles[gateway.name] = _process_row(sample_processes(pids), gateway.incarnation, gateway.started_at_s)
+            roles[gateway.name] = _process_row(sample_processes(pids), gateway.incarnation, gateway.started_at_s,
+                                               backend.heap_after_gc_mb())
             stats = _quietly(backend.stats)
             gateways[gateway.name] = {
                 "pending_approvals": ((stats or {}).get("approvals") or {}).get("pending"),
@@ -136,12 +138,16 @@ class Sampler:
                 "storm_entries": self._live.storm_entries, "processes": roles, "gateways": gateways}
 
 
-def _process_row(sample: ProcessSample | None, incarnation: int, started_at_s: float) -> dict[str, Any] | None:
+def _process_row(sample: ProcessSample | None, incarnation: int, started_at_s: float,
+                 heap_after_gc_mb: float | None = None) -> dict[str, Any] | None:
     if sample is None:
         return None
-    return {"pids": sample.pids, "incarnation": incarnation, "started_at_s": round(started_at_s, 3),
-            "rss_mb": sample.rss_mb, "descriptors": sample.descriptors, "sockets": sample.sockets,
-            "socket_total": sample.socket_total, "descriptor_kinds": sample.descriptor_kinds}
+    row = {"pids": sample.pids, "incarnation": incarnation, "started_at_s": round(started_at_s, 3),
+           "rss_mb": sample.rss_mb, "descriptors": sample.descriptors, "sockets": sample.sockets,
+           "socket_total": sample.socket_total, "descriptor_kinds": sample.descriptor_kinds}
+    if heap_after_gc_mb is not None:  # a garbage-collected gateway's live heap (the real gateway's V8)
+        row["heap_after_gc_mb"] = heap_after_gc_mb
+    return row
 
 
 def _quietly(read: Any) -> dict[str, Any] | None:

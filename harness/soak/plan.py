@@ -16,7 +16,8 @@
         duration_s: 120                  # default: the profile's
         overrides: {target: {cpu_quota: null}}   # laid over the profile (a null removes the key)
     bounds:                              # growth after warm-up that fails the soak
-      rss_percent_per_hour: 5
+      rss_percent_per_hour: 5            # resident memory of a process that is not garbage-collected
+      heap_percent_per_hour: 5           # a garbage-collected one's (the real gateway's) heap after full collections
       descriptors_per_hour: 0            # 0: any steady growth
       sockets_per_hour: 0
     tolerances:                          # tonight against the median of the previous nights (with --history)
@@ -54,7 +55,8 @@ GATEWAY_CHOICES = "stub, stub-docker or openclaw@VERSION"
 RUN_FIGURES = ("time_to_all_connected_s", "storm_entries", "storm_entries_after_startup", "connected_accounts_at_end",
                "handshake_ms.p99", "health_rpc_ms.p50", "duplicates.max_prompts_per_intent",
                "duplicates.decisions_lost")
-RESOURCE_FIGURES = ("rss_mb", "rss_percent_per_hour", "descriptors_per_hour", "sockets_per_hour")
+RESOURCE_FIGURES = ("rss_mb", "rss_percent_per_hour", "heap_percent_per_hour", "descriptors_per_hour",
+                    "sockets_per_hour")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class SoakRun:
 @dataclass(frozen=True)
 class Bounds:
     rss_percent_per_hour: float = 5.0
+    heap_percent_per_hour: float = 5.0
     descriptors_per_hour: float = 0.0
     sockets_per_hour: float = 0.0
 
@@ -255,6 +258,7 @@ def gateway_target(target: Any, gateway: str) -> dict[str, Any]:
 def _bounds(section: Fields) -> Bounds:
     bounds = Bounds(
         rss_percent_per_hour=section.number("rss_percent_per_hour", 5.0, minimum=0, maximum=10_000),
+        heap_percent_per_hour=section.number("heap_percent_per_hour", 5.0, minimum=0, maximum=10_000),
         descriptors_per_hour=section.number("descriptors_per_hour", 0.0, minimum=0, maximum=1_000_000),
         sockets_per_hour=section.number("sockets_per_hour", 0.0, minimum=0, maximum=1_000_000),
     )
