@@ -165,6 +165,26 @@ class _Echo(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
+@pytest.mark.docker
+def test_a_rebuilt_stub_image_leaves_no_nameless_image_behind(docker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import docker as docker_sdk
+
+    from harness.backends import docker as backend
+    from harness.backends.base_image import resolve_base_image
+
+    base = resolve_base_image(docker)
+    tag = backend.build_stub_image(docker, base)
+    # An older checkout's image under the same tag: a different image, named only by that tag.
+    older, _ = docker.images.build(fileobj=io.BytesIO(f"FROM {tag}\nLABEL older=checkout\n".encode()), tag=tag, rm=True)
+    monkeypatch.setattr(backend, "_built_images", {})  # as a new process would
+    assert backend.build_stub_image(docker, base) == tag
+    assert docker.images.get(tag).id != older.id
+    with pytest.raises(docker_sdk.errors.ImageNotFound):
+        docker.images.get(older.id)
+
+
 def test_the_loopback_bridge_forwards_a_port_and_passes_sigterm_to_its_command() -> None:
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo) as echo:
         threading.Thread(target=echo.serve_forever, daemon=True).start()

@@ -301,6 +301,7 @@ def build_stub_image(client: DockerClient, base_image: str) -> str:
         return _built_images[base_image]
     tag = f"{STUB_IMAGE_REPOSITORY}:{_tag_for(base_image)}"
     started = time.monotonic()
+    previous = _image_id(client, tag)
     try:
         client.images.build(fileobj=build_context(), custom_context=True, tag=tag,
                             buildargs={"BASE_IMAGE": base_image}, rm=True, forcerm=True, timeout=BUILD_TIMEOUT_S)
@@ -311,8 +312,22 @@ def build_stub_image(client: DockerClient, base_image: str) -> str:
     except docker.errors.DockerException as exc:
         raise BackendError(f"building {tag} failed: {first_line(str(exc))}") from None
     print(f"harness: built {tag} from {base_image} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    if previous is not None and previous != _image_id(client, tag):
+        # The image this tag named before (an older checkout's) is now nameless: left, each change of the
+        # source would leave one more behind, hundreds of MB each.
+        with contextlib.suppress(docker.errors.DockerException):  # a container still uses it: it stays
+            client.images.remove(previous)
     _built_images[base_image] = tag
     return tag
+
+
+def _image_id(client: DockerClient, name: str) -> str | None:
+    import docker.errors
+
+    try:
+        return str(client.images.get(name).id)
+    except docker.errors.DockerException:
+        return None
 
 
 def build_context() -> io.BytesIO:
