@@ -78,9 +78,14 @@ class Generation:
     unknown_connect_keys: frozenset[str]
     unknown_auth_keys: frozenset[str]
     hello_fixture: str
+    # The `status` reply recorded from the real gateway (docs/recorded/<version>/health-status-gwclient-read.json).
+    status_fixture: str
 
     def hello_template(self) -> dict[str, Any]:
         return _load_fixture(self.hello_fixture)
+
+    def status_template(self) -> dict[str, Any]:
+        return _load_fixture(self.status_fixture)
 
 
 @cache
@@ -118,6 +123,7 @@ APRIL_2026 = Generation(
     unknown_connect_keys=frozenset({"modelCatalog"}),
     unknown_auth_keys=frozenset({"approvalRuntimeToken", "agentRuntimeIdentityToken"}),
     hello_fixture="hello-april-2026.json",
+    status_fixture="status-april-2026.json",
 )
 
 CURRENT = Generation(
@@ -146,6 +152,7 @@ CURRENT = Generation(
     unknown_connect_keys=frozenset(),
     unknown_auth_keys=frozenset(),
     hello_fixture="hello-current.json",
+    status_fixture="status-current.json",
 )
 
 GENERATIONS: dict[str, Generation] = {g.name: g for g in (APRIL_2026, CURRENT)}

@@ -11,6 +11,7 @@ The exec-approval logic lives in approval_service.py; this table stays the one p
 from __future__ import annotations
 
 import enum
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,9 +31,9 @@ class MethodError(Exception):
 class GatewayView(Protocol):
     """What a method may read of the running gateway."""
 
-    def uptime_ms(self) -> int: ...
     def stats(self) -> dict[str, Any]: ...
     def health_template(self) -> dict[str, Any]: ...
+    def status_template(self) -> dict[str, Any]: ...
     @property
     def server_version(self) -> str: ...
     @property
@@ -77,26 +78,41 @@ async def _health(gateway: GatewayView, params: Any, call: MethodCall) -> dict[s
     payload = gateway.health_template()
     payload.update(ok=True, ts=int(time.time() * 1000))
     payload.setdefault("channels", {})
-    lag = stats["event_loop_lag_last_interval_ms"]  # over the last second, as 2026.9.6's `intervalMs` says
-    degraded = (lag["p99"] or 0) > EVENT_LOOP_DEGRADED_P99_MS
-    payload["eventLoop"] = {**payload.get("eventLoop", {}), "degraded": degraded,
-                            "reasons": ["cpu"] if degraded else [], "intervalMs": lag["interval_ms"],
-                            "delayP99Ms": lag["p99"], "delayMaxMs": lag["max"]}
+    payload["eventLoop"] = _event_loop(payload.get("eventLoop", {}), stats)
     payload["durationMs"] = round((time.perf_counter() - started) * 1000.0)
     return payload
 
 
+def _event_loop(recorded: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """The recorded `eventLoop` object with this stub's delay over the last second (as 9.6's `intervalMs` says)."""
+    lag = stats["event_loop_lag_last_interval_ms"]
+    degraded = (lag["p99"] or 0) > EVENT_LOOP_DEGRADED_P99_MS
+    return {**recorded, "degraded": degraded, "reasons": ["cpu"] if degraded else [],
+            "intervalMs": lag["interval_ms"], "delayP99Ms": lag["p99"], "delayMaxMs": lag["max"]}
+
+
 async def _status(gateway: GatewayView, params: Any, call: MethodCall) -> dict[str, Any]:
-    stats = gateway.stats()
-    return {
-        "version": gateway.server_version,
-        "uptimeMs": gateway.uptime_ms(),
-        "connections": {
-            "authenticated": stats["gauges"]["authenticated_sockets"],
-            "preauth": stats["gauges"]["preauth_sockets"],
-        },
-        "sessions": {"count": 0},
-    }
+    """The generation's recorded `status` (its keys, in their order), with this stub's version, event-loop
+    delay, process id and resident memory where the generation reports them. Figures the stub has no source
+    for (tasks, sessions, a V8 heap) stay as recorded from an idle gateway."""
+    payload = gateway.status_template()
+    payload["runtimeVersion"] = gateway.server_version
+    if "eventLoop" in payload:
+        payload["eventLoop"] = _event_loop(payload["eventLoop"], gateway.stats())
+    if "pid" in payload:
+        payload["pid"] = os.getpid()
+    if "processMemory" in payload:
+        payload["processMemory"]["rssBytes"] = _resident_bytes()
+    return payload
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (Linux: /proc/self/statm); 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 # -- exec approvals (reference §10; the logic is in approval_service.py) ---------------------------

@@ -216,9 +216,10 @@ class GatewayStub:
         return self.generation.server_version
 
     def health_template(self) -> dict[str, Any]:
-        recorded = self.generation.hello_template()["snapshot"].get("health") or {}
-        copied: dict[str, Any] = json.loads(json.dumps(recorded))
-        return copied
+        return _copied(self.generation.hello_template()["snapshot"].get("health") or {})
+
+    def status_template(self) -> dict[str, Any]:
+        return _copied(self.generation.status_template())
 
     def uptime_ms(self) -> int:
         return int((time.monotonic() - self._started_at) * 1000)
@@ -636,3 +637,9 @@ def _text_response(connection: ServerConnection, text: str, content_type: str) -
     del response.headers["Content-Type"]
     response.headers["Content-Type"] = content_type
     return response
+
+
+def _copied(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded payload to fill in, leaving the recording untouched."""
+    copied: dict[str, Any] = json.loads(json.dumps(recorded))
+    return copied

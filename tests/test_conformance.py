@@ -13,6 +13,7 @@ for the 503 case); both use a 2000 ms handshake timeout. Marked `openclaw` (see 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -324,6 +325,36 @@ async def device_hello_flow(target: Target) -> Any:
 
 async def test_device_signed_hello_auth(pair: dict[str, Target]) -> None:
     assert_conforms("device-hello", await observe(pair, device_hello_flow))
+
+
+def shape(value: Any) -> Any:
+    """A payload by its keys (in order) and the types of its values, numbers as one type: what a client of a
+    live figure (a pid, a delay, a memory size) depends on."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return "list[" + ",".join(sorted({json.dumps(shape(v)) for v in value})) + "]"
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    return "number" if isinstance(value, int | float) else type(value).__name__
+
+
+async def status_flow(target: Target) -> Any:
+    """`status` for a reader (`gateway-client`/`backend` with operator.read, the CLI's shape), a second after hello
+    (the stub has a second of event-loop delays to report, as 9.6 does)."""
+    session = await Session.open(target, params_for(target, name="status reader", scopes=["operator.read"]))
+    try:
+        await asyncio.sleep(1.2)
+        status = await session.call("status", {})
+    finally:
+        await session.ws.close()
+    return {"ok": status["ok"], "payload": shape(status.get("payload")), "error": status.get("error")}
+
+
+async def test_status(pair: dict[str, Target]) -> None:
+    observed = await observe(pair, status_flow)
+    assert observed["real"]["ok"] is True, observed["real"]
+    assert_conforms("status", observed)
 
 
 async def rejected(target: Target, send: Callable[[ClientConnection, Frame], Any]) -> Any:

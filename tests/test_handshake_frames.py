@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -470,9 +472,15 @@ async def test_health_and_status_for_an_april_reader(stub: GatewayStub) -> None:
     await ws.send(request("3:status", "status", {}))
     status = await recv_res(ws, "3:status")
     assert (status["type"], status["id"], status["ok"]) == ("res", "3:status", True)
-    assert status["payload"]["version"] == "2026.4.24"
-    assert status["payload"]["connections"] == {"authenticated": 1, "preauth": 0}
+    recorded = recorded_status("2026.4.24")  # the keys and idle values 2026.4.24 answered, in its order
+    assert list(status["payload"]) == list(recorded) and status["payload"] == recorded
     await ws.close()
+
+
+def recorded_status(version: str) -> dict[str, Any]:
+    path = Path(__file__).resolve().parent.parent / "docs" / "recorded" / version / "health-status-gwclient-read.json"
+    payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["status"]["payload"]
+    return payload
 
 
 async def test_health_and_status_for_a_current_cli_reader(make_stub: StubFactory) -> None:
@@ -485,8 +493,12 @@ async def test_health_and_status_for_a_current_cli_reader(make_stub: StubFactory
     await ws.send(request("3:status", "status", {}))
     status = await recv_res(ws, "3:status")
     assert (status["type"], status["id"], status["ok"]) == ("res", "3:status", True)
-    assert status["payload"]["version"] == "2026.9.6"
-    assert status["payload"]["connections"] == {"authenticated": 1, "preauth": 0}
+    payload, recorded = status["payload"], recorded_status("2026.9.6")
+    assert list(payload) == list(recorded)  # sixteen keys, in 2026.9.6's order
+    assert payload["runtimeVersion"] == "2026.9.6" and payload["pid"] == os.getpid()  # the stub runs in this process
+    assert 10 * 2**20 < payload["processMemory"]["rssBytes"] < 2**30  # the stub's own, not the recorded 780 MB
+    assert set(payload["eventLoop"]) == set(recorded["eventLoop"])
+    assert payload["tasks"] == recorded["tasks"] and payload["sessions"] == recorded["sessions"]
     await ws.close()
 
 
