@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from gateway_stub.config import StubConfig
 from harness.errors import BadInput
-from openclaw_wire.constants import handshake_timeout_ms_for_protocol, protocol_for_version
+from openclaw_wire.constants import handshake_timeout_ms_for_protocol, handshake_timeout_ms_for_version
 
 StubBackendName = Literal["embedded", "docker"]
 STUB_BACKENDS: tuple[StubBackendName, ...] = ("embedded", "docker")
@@ -90,8 +90,7 @@ class OpenClawTarget:
 
     @property
     def effective_handshake_timeout_ms(self) -> int:
-        return self.handshake_timeout_ms or handshake_timeout_ms_for_protocol(
-            protocol_for_version(self.version))
+        return self.handshake_timeout_ms or handshake_timeout_ms_for_version(self.version)
 
 
 @dataclass(frozen=True)

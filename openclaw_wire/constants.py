@@ -11,8 +11,10 @@ PROTOCOL_CURRENT = 4
 
 # The pre-auth handshake timeout. 2026.4.20/4.24: 10 000 ms (src/gateway/handshake-timeouts.ts).
 APRIL_HANDSHAKE_TIMEOUT_MS = 10_000
-# DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS, packages/gateway-client/src/timeouts.ts (2026.9.6).
+# DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS, packages/gateway-client/src/timeouts.ts (2026.9.6); already 15e3 in the
+# 2026.4.29 package, while main still had 10 s on 2026-04-25 (openclaw#49049): the first release with 15 s.
 DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS = 15_000
+FIRST_RELEASE_WITH_15_S_HANDSHAKE = (2026, 4, 29)
 
 # TICK_INTERVAL_MS, src/gateway/server-maintenance.ts: one global `tick` event; a client closes 4000
 # "tick timeout" after 2 x this of silence.
@@ -43,6 +45,19 @@ def protocol_for_version(version: str) -> int:
     except ValueError:
         return PROTOCOL_CURRENT
     return PROTOCOL_APRIL if (year, month) <= (2026, 4) else PROTOCOL_CURRENT
+
+
+def handshake_timeout_ms_for_version(version: str) -> int:
+    """The pre-auth handshake timeout an OpenClaw release uses by default: 10 s up to 2026.4.24 (the storm's), 15 s
+    from 2026.4.29 (grep DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS in each package). A version that does not parse is
+    taken as a current one."""
+    try:
+        year, month, day = (int(part) for part in version.split("-")[0].split(".")[:3])
+    except ValueError:
+        return DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS
+    if (year, month, day) < FIRST_RELEASE_WITH_15_S_HANDSHAKE:
+        return APRIL_HANDSHAKE_TIMEOUT_MS
+    return DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS
 
 
 def handshake_timeout_ms_for_protocol(protocol: int) -> int:

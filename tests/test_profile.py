@@ -97,14 +97,17 @@ def test_bad_profiles_name_the_field(data: dict[str, Any], message: str) -> None
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize(("version", "protocol"), [("2026.4.24", 3), ("2026.4.29", 3), ("2026.9.6", 4)])
-def test_openclaw_targets_speak_their_versions_protocol_and_sign_by_default(version: str, protocol: int) -> None:
+@pytest.mark.parametrize(("version", "protocol", "handshake_timeout_ms"),
+                         # each package's DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS: 1e4 in 4.24, 15e3 in 4.29 and 9.6
+                         [("2026.4.24", 3, 10_000), ("2026.4.29", 3, 15_000), ("2026.9.6", 4, 15_000)])
+def test_openclaw_targets_speak_their_versions_protocol_and_sign_by_default(version: str, protocol: int,
+                                                                             handshake_timeout_ms: int) -> None:
     profile = parse_profile({**MINIMAL, "target": {"kind": "openclaw", "version": version, "cpu_quota": 0.1}},
                             environ={})
     target = profile.target
     assert isinstance(target, OpenClawTarget)
     assert target.protocol == protocol and target.device_signed and target.cpu_quota == 0.1
-    assert target.effective_handshake_timeout_ms == (10_000 if protocol == 3 else 15_000)
+    assert target.effective_handshake_timeout_ms == handshake_timeout_ms
     with pytest.raises(BadInput, match="^--time-scale: the real gateway runs in real time"):
         profile.with_overrides(time_scale=0.5)
 
