@@ -274,6 +274,23 @@ def test_a_garbage_collected_gateway_is_judged_by_its_heap_after_collections_not
     assert 9 < leaking["heap_percent_per_hour"]["per_hour"] < 11
 
 
+def test_the_resources_chart_draws_a_collected_heap_beside_resident_memory_with_its_fitted_line(
+        tmp_path: Path) -> None:
+    from harness.report.charts import resources_chart
+    from harness.soak.outputs import resource_fits
+
+    plan = load_plan(write_plan(tmp_path, warmup_minutes=1))
+    samples = [{"t_s": float(t), "processes": {"gateway-1": {
+        "incarnation": 1, "started_at_s": 0.0, "rss_mb": 400.0 + (t % 300), "descriptors": 30, "socket_total": 3,
+        **({"heap_after_gc_mb": 60.0 + t / 600.0} if t >= 30 else {})}}} for t in range(0, 1800, 5)]
+    chart = resources_chart(samples, resource_fits(plan, samples), plan.warmup_s)
+    memory = chart.figure.axes[0]
+    solid, dotted, *fitted = memory.get_lines()
+    assert len(solid.get_xdata()) == 360 and len(dotted.get_xdata()) == 354  # no heap before the first collection
+    assert dotted.get_linestyle() == ":" and max(dotted.get_ydata()) < 70
+    assert [line.get_linestyle() for line in fitted] == ["--", "--"]  # resident memory's fit and the heap's
+
+
 def test_the_real_gateways_heap_after_collections_is_its_main_threads_read_from_its_console(
         tmp_path: Path) -> None:
     import harness.backends.openclaw as openclaw
