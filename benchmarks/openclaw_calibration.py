@@ -50,7 +50,8 @@ from websockets.exceptions import ConnectionClosed
 
 from harness.backends.cpu_throttle import CLOCK_TICKS, cpu_seconds, throttle_cpu
 from harness.backends.embedded import EmbeddedStub
-from harness.backends.openclaw import OpenClawGateway, session_pids
+from harness.backends.local_service import session_pids
+from harness.backends.openclaw import OpenClawGateway
 from harness.client.connect_shape import backend_connect_params, handler_display_name, request_frame
 from harness.verdict.figures import gateway_storm_counts, percentile
 from openclaw_wire.device_auth import DeviceIdentity

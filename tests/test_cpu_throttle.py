@@ -153,7 +153,8 @@ def test_a_bad_quota_is_one_line_naming_cpu_quota(quota: float) -> None:
 def test_a_real_gateway_is_throttled_once_ready_and_released_at_stop(tmp_path: Path) -> None:
     from conftest import require_openclaw
 
-    from harness.backends.openclaw import OpenClawGateway, session_pids
+    from harness.backends.local_service import session_pids
+    from harness.backends.openclaw import OpenClawGateway
 
     version = "2026.4.24"
     require_openclaw(version)

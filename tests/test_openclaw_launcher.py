@@ -27,7 +27,8 @@ from conftest import (
     wait_closed,
 )
 
-from harness.backends.openclaw import OpenClawGateway, session_pids
+from harness.backends.local_service import session_pids
+from harness.backends.openclaw import OpenClawGateway
 from harness.client.connect_shape import backend_connect_params, handler_display_name
 
 pytestmark = pytest.mark.openclaw

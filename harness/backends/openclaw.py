@@ -28,7 +28,6 @@ import datetime as dt
 import fcntl
 import importlib
 import importlib.util
-import ipaddress
 import json
 import logging
 import os
@@ -36,7 +35,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +50,17 @@ from typing import Any, Self
 from harness.backends.base import TargetDied, ToxiproxyPlacement, local_toxiproxy
 from harness.backends.cpu_throttle import CpuThrottle, check_quota, throttle_cpu
 from harness.backends.embedded import exit_status, last_lines, prepare_child
+from harness.backends.local_service import (
+    free_port,
+    http_status,
+    kill_group,
+    non_loopback_sockets,
+    private_dir,
+    reap_session,
+    remove_orphaned_dirs,
+    session_pids,
+    stop_group,
+)
 from harness.errors import BackendError, BadInput
 from harness.stop_signals import signals_held, unblock_stop_signals
 from harness.summary import OpenClawTargetRecord, TargetRecord
@@ -244,11 +253,11 @@ def _run_npm_install(command: list[str], cwd: Path, env: dict[str, str], log_pat
     try:
         return process.wait(NPM_INSTALL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        _kill_group(process.pid, signal.SIGKILL)
+        kill_group(process.pid, signal.SIGKILL)
         process.wait()
         raise BackendError(f"npm install did not finish in {NPM_INSTALL_TIMEOUT_S:g} s; log: {log_path}") from None
     except BaseException:
-        _kill_group(process.pid, signal.SIGKILL)
+        kill_group(process.pid, signal.SIGKILL)
         process.wait()
         raise
 
@@ -298,98 +307,6 @@ def ensure_openclaw(version: str) -> Path:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     return install_dir
-
-
-# --- the session's sockets ----------------------------------------------------------------------------------
-
-
-def session_pids(session_id: int) -> list[int]:
-    """The live (non-zombie) processes whose session id is `session_id`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
-        if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == session_id:
-            pids.append(int(entry.name))
-    return sorted(pids)
-
-
-def _socket_inodes(pids: Iterable[int]) -> dict[int, int]:
-    inodes: dict[int, int] = {}
-    for pid in pids:
-        fd_dir = Path(f"/proc/{pid}/fd")
-        try:
-            fds = list(fd_dir.iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes[int(target[8:-1])] = pid
-    return inodes
-
-
-def _parse_address(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
-    host, port = text.split(":")
-    raw = bytes.fromhex(host)
-    # /proc/net prints each 32-bit word of the address in host (little-endian) order.
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    address = ipaddress.ip_address(raw)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped, int(port, 16)
-    return address, int(port, 16)
-
-
-def _is_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return address.is_loopback
-
-
-_TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
-               "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
-               "0B": "CLOSING"}
-
-
-def non_loopback_sockets(session_id: int) -> list[str]:
-    """Sockets of the session's processes connected to, or listening on, a non-loopback address.
-
-    Read from `/proc/<pid>/net/{tcp,tcp6,udp,udp6}` (the tables of the session leader's network namespace),
-    matched to the processes by socket inode. Empty when everything is on loopback.
-    """
-    pids = session_pids(session_id)
-    if not pids:
-        return []
-    inodes = _socket_inodes(pids)
-    findings = []
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        try:
-            lines = Path(f"/proc/{pids[0]}/net/{proto}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or int(fields[9]) not in inodes:
-                continue
-            (local, local_port), (remote, remote_port) = _parse_address(fields[1]), _parse_address(fields[2])
-            if proto.startswith("tcp"):
-                state = _TCP_STATES.get(fields[3], fields[3])
-            else:
-                state = "BOUND" if remote.is_unspecified else "CONNECTED"
-            if state in ("LISTEN", "BOUND"):
-                external = not _is_local(local)  # reachable beyond loopback
-            else:
-                external = not remote.is_unspecified and not _is_local(remote)
-            if external:
-                findings.append(f"{proto} {local}:{local_port} -> {remote}:{remote_port} {state} "
-                                f"(pid {inodes[int(fields[9])]})")
-    return findings
 
 
 # --- the gateway --------------------------------------------------------------------------------------------
@@ -601,11 +518,11 @@ class OpenClawGateway:
     def start(self) -> None:
         if self._process is not None:
             raise BackendError(f"openclaw {self._version} is already running")
-        self._port = _free_port()
+        self._port = free_port()
         self._token = secrets.token_urlsafe(24)
         self._throttle_description = None
-        _remove_orphaned_homes()
-        self._home = Path(tempfile.mkdtemp(prefix=f"openclaw-{self._version}-home-{os.getpid()}-"))
+        remove_orphaned_dirs("openclaw-*")
+        self._home = private_dir(f"openclaw-{self._version}")
         (self._home / ".openclaw").mkdir()
         self._started_at = dt.datetime.now()
         self._launch(console_mode="wb")
@@ -658,7 +575,7 @@ class OpenClawGateway:
             sent = time.monotonic()
             code, killed = self._terminate(process)
             exited_after_s = time.monotonic() - sent
-            self._reap_session(process.pid)
+            reap_session(process.pid, f"openclaw {self._version}")
             self._process = None
             self._launch(console_mode="ab")
         finally:
@@ -694,7 +611,7 @@ class OpenClawGateway:
                 raise BackendError(f"openclaw {self._version} exited with code {code} before it was ready: "
                                    f"{self._log_tail()} (console: {self._log_path})")
             self.check_loopback_only("while starting")
-            if _http_status(opener, self.http_url + "readyz") == 200:
+            if http_status(opener, self.http_url + "readyz") == 200:
                 return
             if time.monotonic() > deadline:
                 raise BackendError(f"openclaw {self._version} not ready after {self._ready_timeout_s:g} s "
@@ -738,13 +655,13 @@ class OpenClawGateway:
             if process is None:
                 return None
             code, _ = self._terminate(process)
-            self._reap_session(process.pid)
+            reap_session(process.pid, f"openclaw {self._version}")
             logger.info("openclaw %s stopped (exit %s); JSON log: %s (port %d)", self._version, code,
                         self.json_log_path, self._port)
             return code
         except BaseException:
             if process is not None:  # interrupted while stopping: leave nothing behind
-                _kill_group(process.pid, signal.SIGKILL)
+                kill_group(process.pid, signal.SIGKILL)
                 with contextlib.suppress(Exception):
                     process.wait(5)
             raise
@@ -763,70 +680,10 @@ class OpenClawGateway:
 
     def _terminate(self, process: subprocess.Popen[bytes]) -> tuple[int, bool]:
         """SIGTERM to its group, SIGKILL after STOP_GRACE_S: its exit code, and whether it had to be killed."""
-        if process.poll() is not None:
-            return process.returncode, False
-        with contextlib.suppress(OSError):
-            self._record_external(non_loopback_sockets(process.pid), "before stop")
-        _kill_group(process.pid, signal.SIGTERM)
-        try:
-            return process.wait(STOP_GRACE_S), False
-        except subprocess.TimeoutExpired:
-            logger.warning("openclaw %s did not stop %g s after SIGTERM; killing it", self._version, STOP_GRACE_S)
-            _kill_group(process.pid, signal.SIGKILL)
-            return process.wait(), True
-
-    def _reap_session(self, session_id: int) -> None:
-        """Children may outlive the leader briefly; SIGKILL whatever of the session is left after 2 s."""
-        deadline = time.monotonic() + 2.0
-        while session_pids(session_id) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        leftovers = session_pids(session_id)
-        if leftovers:
-            logger.warning("openclaw %s left processes %s; killing them", self._version, leftovers)
-            _kill_group(session_id, signal.SIGKILL)
-            for pid in leftovers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-            while session_pids(session_id) and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-
-_ORPHANED_HOME = re.compile(r"^openclaw-.+-home-(\d+)-[^-]+$")
-
-
-def _remove_orphaned_homes() -> None:
-    """Remove the private HOMEs of harness processes that died without stopping their gateway (SIGKILL, a crash).
-
-    Their gateways got SIGTERM from the kernel (`prepare_child`); a HOME is named after the harness's pid.
-    """
-    for home in Path(tempfile.gettempdir()).glob("openclaw-*-home-*"):
-        owner = _ORPHANED_HOME.match(home.name)
-        if owner is not None and not Path(f"/proc/{owner.group(1)}").exists():
-            shutil.rmtree(home, ignore_errors=True)
-
-
-def _http_status(opener: urllib.request.OpenerDirector, url: str) -> int | None:
-    try:
-        with opener.open(url, timeout=2.0) as response:
-            status: int = response.status
-            return status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, ValueError):
-        return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _kill_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+        if process.poll() is None:
+            with contextlib.suppress(OSError):
+                self._record_external(non_loopback_sockets(process.pid), "before stop")
+        return stop_group(process, STOP_GRACE_S, f"openclaw {self._version}")
 
 
 def _last_line(text: str) -> str:
