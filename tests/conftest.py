@@ -182,6 +182,14 @@ def skip_unless_available(kind: str, reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_synapse() -> None:
+    """Skip, saying why, where Synapse (the extra `matrix`) is not installed."""
+    from harness.backends.synapse import INSTALL_HINT, synapse_installed
+
+    if not synapse_installed():
+        skip_unless_available("matrix", f"Synapse is not installed ({INSTALL_HINT})")
+
+
 _openclaw_unavailable: dict[str, str] = {}
 
 
