@@ -10,7 +10,7 @@
   harness history FILE [--plan NAME] [--figure NAME] [--out DIR]             the trend of a soak history
   harness demo                                                               one handshake, one timeout
   harness toxiproxy [--host 127.0.0.1] [--port 8474]                        a Toxiproxy-compatible server
-  harness openclaw-install [VERSION ...]                                     Node 24 + openclaw@VERSION, cached
+  harness openclaw-install [VERSION ...] [--matrix]                          Node 24 + openclaw@VERSION, cached
 
 Exit codes: 0 every threshold met, 1 a threshold failed, 2 invalid input (one line naming the field),
 3 the target or environment failed (also: it died during the run), 4 inconclusive (the host was too busy for
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "that `target: kind: openclaw` uses (npm, about 30 s and 650 MB per version)")
     install.add_argument("versions", nargs="*", help="openclaw versions (default: the pinned ones, "
                                                      "2026.4.24 2026.4.29 2026.9.6)")
+    install.add_argument("--matrix", action="store_true",
+                         help="also stage the Matrix channel's dependencies of each version that bundles it "
+                              "(2026.4.x: the gateway installs them itself, once, with npm online; about 250 MB)")
     demo = commands.add_parser("demo", help="start the embedded gateway stub and show a handshake")
     demo.add_argument("--profile", choices=("april-2026", "current"), default="april-2026",
                       help="protocol profile of the stub (default april-2026)")
@@ -202,7 +205,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
         return run_demo(args.profile, None if args.out is None else checked_out_dir(args.out))
     if args.command == "openclaw-install":
-        return install_openclaw(args.versions)
+        return install_openclaw(args.versions, matrix=args.matrix)
     if args.command == "toxiproxy":
         # The proxy is an asyncio program; this process is patched by gevent, so it hands over instead.
         module = ["-m", "harness.faults.embedded_proxy", "--host", args.host, "--port", args.port]
@@ -308,15 +311,21 @@ def report_command(folder: Path, with_screenshot: bool) -> int:
     return EXIT_OK
 
 
-def install_openclaw(versions: list[str]) -> int:
+def install_openclaw(versions: list[str], *, matrix: bool = False) -> int:
     import logging
 
     from harness.backends.openclaw import PINNED_VERSIONS, ensure_node, ensure_openclaw
+    from harness.backends.openclaw_matrix import bundles_matrix_channel, ensure_matrix_channel
 
     logging.basicConfig(level=logging.INFO, format="harness: %(message)s")
     print(f"node: {ensure_node()}", file=sys.stderr)
     for version in versions or PINNED_VERSIONS:
         print(f"openclaw {version}: {ensure_openclaw(version)}", file=sys.stderr)
+        if matrix and bundles_matrix_channel(version):
+            print(f"openclaw {version} Matrix channel: {ensure_matrix_channel(version)}", file=sys.stderr)
+        elif matrix:
+            print(f"openclaw {version} Matrix channel: not bundled (the npm package @openclaw/matrix; not staged "
+                  f"yet)", file=sys.stderr)
     return EXIT_OK
 
 

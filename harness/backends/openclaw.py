@@ -106,7 +106,7 @@ GC_TRACE_FLAGS = ("--trace-gc", "--trace-gc-ignore-scavenger")
 _GC_LINE_RE = re.compile(rb"^\[(\d+):(0x[0-9a-f]+)(?::\d+)?\]\s+[\d.]+ ms: Mark-Compact\D*?[\d.]+ \([\d.]+\) -> "
                          rb"([\d.]+) \(", re.MULTILINE)
 _GC_TRACE_LINE_RE = re.compile(r"^\[\d+:0x[0-9a-f]+(?::\d+)?\]\s+[\d.]+ ms: ")
-_ENTRY = Path("node_modules") / "openclaw" / "openclaw.mjs"
+ENTRY = Path("node_modules") / "openclaw" / "openclaw.mjs"
 
 
 def cache_root() -> Path:
@@ -189,7 +189,7 @@ def ensure_node() -> Path:
     return link
 
 
-def _path_with(bin_dir: Path) -> str:
+def path_with(bin_dir: Path) -> str:
     return os.pathsep.join([str(bin_dir), *[p for p in os.environ.get("PATH", "").split(os.pathsep) if p]])
 
 
@@ -229,7 +229,7 @@ def _npm_error(output: str) -> str:
 
 
 @contextlib.contextmanager
-def _install_lock(root: Path, version: str) -> Iterator[None]:
+def install_lock(root: Path, version: str) -> Iterator[None]:
     with (root / f".{version}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -243,6 +243,16 @@ def _remove(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path)
+
+
+def _pin_exactly(install_dir: Path, version: str) -> None:
+    """A cache made before installs were pinned exactly says `^version`: pin it (see ensure_openclaw)."""
+    manifest = install_dir / "package.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        package = json.loads(manifest.read_text(encoding="utf-8"))
+        if package["dependencies"]["openclaw"] != version:
+            package["dependencies"]["openclaw"] = version
+            manifest.write_text(json.dumps(package) + "\n", encoding="utf-8")
 
 
 def _run_npm_install(command: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> int:
@@ -271,12 +281,13 @@ def ensure_openclaw(version: str) -> Path:
     _check_version(version)
     root = cache_root()
     install_dir = root / version
-    if (install_dir / _ENTRY).is_file():
+    if (install_dir / ENTRY).is_file():
+        _pin_exactly(install_dir, version)
         return install_dir
     node = ensure_node()
     root.mkdir(parents=True, exist_ok=True)
-    with _install_lock(root, version):
-        if (install_dir / _ENTRY).is_file():  # another process installed it while we waited
+    with install_lock(root, version):
+        if (install_dir / ENTRY).is_file():  # another process installed it while we waited
             return install_dir
         for stale in root.glob(f".{version}.installing-*"):  # left by a killed install; we hold the lock
             _remove(stale)
@@ -285,9 +296,12 @@ def ensure_openclaw(version: str) -> Path:
         try:
             (staging / "package.json").write_text(
                 json.dumps({"name": "openclaw-gateway-harness", "private": True}) + "\n", encoding="utf-8")
-            path = _path_with(node.parent)
+            path = path_with(node.parent)
             env = {**os.environ, "PATH": path, "npm_config_update_notifier": "false"}
-            command = [*_npm_command(node, path), "install", f"openclaw@{version}", "--no-audit", "--no-fund"]
+            # --save-exact: the folder's package.json pins the version, so no later npm run in or below it (the
+            # gateway's own plugin installs walk up to it) can move it to a newer release that matches ^version.
+            command = [*_npm_command(node, path), "install", f"openclaw@{version}", "--save-exact", "--no-audit",
+                       "--no-fund"]
             logger.info("installing openclaw@%s into %s (npm log: %s)", version, install_dir, log_path)
             started = time.monotonic()
             code = _run_npm_install(command, staging, env, log_path)
@@ -295,8 +309,8 @@ def ensure_openclaw(version: str) -> Path:
                 output = log_path.read_text(encoding="utf-8", errors="replace")
                 raise BackendError(f"npm install openclaw@{version} failed (exit {code}): {_npm_error(output)} "
                                    f"(log: {log_path})")
-            if not (staging / _ENTRY).is_file():
-                raise BackendError(f"npm install openclaw@{version} succeeded but {_ENTRY} is missing "
+            if not (staging / ENTRY).is_file():
+                raise BackendError(f"npm install openclaw@{version} succeeded but {ENTRY} is missing "
                                    f"(log: {log_path})")
             if install_dir.is_symlink() or install_dir.exists():  # an incomplete dir from another tool
                 _remove(install_dir)
@@ -498,7 +512,7 @@ class OpenClawGateway:
         state_dir = home / ".openclaw"
         env = {
             **inherited,
-            "PATH": _path_with(bin_dir),
+            "PATH": path_with(bin_dir),
             "HOME": str(home),
             "OPENCLAW_STATE_DIR": str(state_dir),
             "OPENCLAW_CONFIG_PATH": str(state_dir / "openclaw.json"),
@@ -533,7 +547,7 @@ class OpenClawGateway:
         install_dir = ensure_openclaw(self._version)
         assert self._home is not None
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [str(node), *GC_TRACE_FLAGS, str(_ENTRY), "gateway", "run", "--port", str(self._port),
+        command = [str(node), *GC_TRACE_FLAGS, str(ENTRY), "gateway", "run", "--port", str(self._port),
                    "--bind", "loopback", "--auth", "token", "--allow-unconfigured", "--verbose"]
         started = time.monotonic()
         env = self._environment(node.parent, self._home)
