@@ -51,3 +51,41 @@ def test_an_install_pinned_with_a_caret_is_pinned_exactly(tmp_path: Path, monkey
     (install / "package.json").write_text(json.dumps({"private": True, "dependencies": {"openclaw": "^2026.4.24"}}))
     assert ensure_openclaw("2026.4.24") == install
     assert json.loads((install / "package.json").read_text())["dependencies"] == {"openclaw": "2026.4.24"}
+
+
+@pytest.mark.openclaw
+@pytest.mark.matrix
+def test_the_real_gateways_own_matrix_approval_handlers_connect_to_it_over_loopback(tmp_path: Path) -> None:
+    """Two Matrix accounts on a local Synapse, configured in the gateway itself: their native-approvals handlers
+    start inside the gateway's process and connect to it as clients (what stormed in openclaw#70641)."""
+    import re
+    import time
+
+    from conftest import require_synapse
+
+    from harness.backends.openclaw import OpenClawGateway
+    from harness.backends.synapse import SynapseHomeserver
+
+    version = "2026.4.24"
+    require_openclaw(version)
+    require_synapse()
+    with SynapseHomeserver(bots=2, log_dir=tmp_path) as homeserver:
+        assert homeserver.owner is not None
+        accounts = {bot.localpart: {
+            "homeserver": homeserver.url, "network": {"dangerouslyAllowPrivateNetwork": True},
+            "userId": bot.user_id, "accessToken": bot.access_token, "deviceId": bot.device_id, "encryption": False,
+            "dm": {"policy": "allowlist", "allowFrom": [homeserver.owner.user_id]},
+            "execApprovals": {"enabled": True}} for bot in homeserver.bots}
+        config = {"channels": {"matrix": {"enabled": True, "defaultAccount": "bot001", "accounts": accounts}}}
+        with OpenClawGateway(version, log_dir=tmp_path, config=config,
+                             plugin_stage_dir=ensure_matrix_channel(version)) as gateway:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                connected = set(re.findall(r"clientDisplayName=Matrix Native Approvals \((bot\d+)\)",
+                                           gateway.log_text()))
+                if connected == {"bot001", "bot002"} and gateway.log_text().count("[matrix] connected to gateway") == 2:
+                    break
+                time.sleep(0.5)
+            else:
+                pytest.fail(f"the Matrix approval handlers did not connect: {gateway.log_text()[-2000:]}")
+            assert gateway.external_sockets == [] and homeserver.external_sockets == []

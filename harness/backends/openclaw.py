@@ -335,6 +335,9 @@ class OpenClawGateway:
     (None keeps the version's default). The caller's `OPENCLAW_*`, `npm_config_*` and proxy variables are not
     passed on.
 
+    `config` is written as its openclaw.json (none: `--allow-unconfigured` defaults); `plugin_stage_dir` is where
+    it finds its plugins' runtime dependencies (`OPENCLAW_PLUGIN_STAGE_DIR`; see openclaw_matrix.py).
+
     `cpu_quota` (cores, e.g. 0.1) makes a slow host: once the gateway is ready (it starts at full speed; at 0.1
     of a core startup alone would take minutes), every process of its session is held to that share through
     harness/backends/cpu_throttle.py until `stop()`; `cpu_throttle` says how, for summary.json.
@@ -342,7 +345,8 @@ class OpenClawGateway:
 
     def __init__(self, version: str, *, handshake_timeout_ms: int | None = None,
                  max_preauth_per_ip: int | None = None, log_dir: Path,
-                 ready_timeout_s: float = READY_TIMEOUT_S, cpu_quota: float | None = None) -> None:
+                 ready_timeout_s: float = READY_TIMEOUT_S, cpu_quota: float | None = None,
+                 config: Mapping[str, Any] | None = None, plugin_stage_dir: Path | None = None) -> None:
         _check_version(version)
         for name, value in (("handshake_timeout_ms", handshake_timeout_ms),
                             ("max_preauth_per_ip", max_preauth_per_ip)):
@@ -352,6 +356,8 @@ class OpenClawGateway:
         self._version = version
         self._handshake_timeout_ms = handshake_timeout_ms
         self._max_preauth_per_ip = max_preauth_per_ip
+        self._config = None if config is None else dict(config)
+        self._plugin_stage_dir = plugin_stage_dir
         self._log_path = Path(log_dir) / "openclaw.log"
         self._ready_timeout_s = ready_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
@@ -527,6 +533,8 @@ class OpenClawGateway:
             env["OPENCLAW_HANDSHAKE_TIMEOUT_MS"] = str(self._handshake_timeout_ms)
         if self._max_preauth_per_ip is not None:
             env["OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP"] = str(self._max_preauth_per_ip)
+        if self._plugin_stage_dir is not None:
+            env["OPENCLAW_PLUGIN_STAGE_DIR"] = str(self._plugin_stage_dir)
         return env
 
     def start(self) -> None:
@@ -538,6 +546,9 @@ class OpenClawGateway:
         remove_orphaned_dirs("openclaw-*")
         self._home = private_dir(f"openclaw-{self._version}")
         (self._home / ".openclaw").mkdir()
+        if self._config is not None:
+            (self._home / ".openclaw" / "openclaw.json").write_text(json.dumps(self._config, indent=2) + "\n",
+                                                                    encoding="utf-8")
         self._started_at = dt.datetime.now()
         self._launch(console_mode="wb")
 
