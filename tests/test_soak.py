@@ -437,8 +437,9 @@ print(calls, result.exit_code)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == "['shipped', 'coordinator'] 1", done.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "cycles.jsonl").read_text().splitlines()]
-    assert [(r["arm"], r["verdict"], r["ok"]) for r in rows] == [("shipped", "error", False),
-                                                                  ("coordinator", "converged", True)]
-    assert rows[0]["error"].startswith("the health probe could not connect")
+    assert [(r["arm"], r["ok"]) for r in rows] == [("shipped", False), ("coordinator", True)]
+    assert rows[0]["verdict"] == "error" and rows[0]["error"].startswith("the health probe could not connect")
+    # the next run went on against its gateway (too busy a machine makes it inconclusive, counted, not failed)
+    assert rows[1]["verdict"] in ("converged", "inconclusive") and "error" not in rows[1]
     soak_json = json.loads((tmp_path / "out" / "soak.json").read_text())
     assert any("matrix-11-accounts/shipped could not run: the health probe" in f for f in soak_json["failures"])
