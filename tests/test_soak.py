@@ -389,11 +389,12 @@ def test_a_sigterm_mid_run_is_made_once_at_its_time_and_not_after_the_run() -> N
             restarts.append(time.monotonic())
             return Restart(exited_after_s=2.5, exit_code=0, killed=False, ready_after_s=4.0)
 
-    began = time.monotonic()
-    with _sigterm_after(0.2, Gateway()) as happened:
+    began, new_processes = time.monotonic(), []
+    with _sigterm_after(0.2, Gateway(), lambda: new_processes.append(time.monotonic())) as happened:
         time.sleep(0.5)
     assert len(restarts) == 1 and 0.2 <= restarts[0] - began < 0.5
     assert happened == {"after_s": 0.2, "exited_after_s": 2.5, "exit_code": 0, "killed": False, "ready_after_s": 4.0}
+    assert len(new_processes) == 1 and new_processes[0] >= restarts[0]  # its resources are fitted on their own
     with _sigterm_after(5.0, Gateway()) as happened:
         pass  # the run ended before its time: no SIGTERM, then or later
     time.sleep(0.1)
@@ -406,9 +407,10 @@ def test_a_sigterm_mid_run_is_made_once_at_its_time_and_not_after_the_run() -> N
         def restart(self) -> Restart:
             raise BackendError("openclaw 2026.9.6 exited with code 1 before it was ready")
 
-    with _sigterm_after(0.05, Unstartable()) as happened:
+    with _sigterm_after(0.05, Unstartable(), lambda: new_processes.append(time.monotonic())) as happened:
         time.sleep(0.3)
     assert happened == {"after_s": 0.05, "error": "openclaw 2026.9.6 exited with code 1 before it was ready"}
+    assert len(new_processes) == 1
 
 
 def test_a_run_its_gateway_would_not_serve_is_a_failed_row_and_the_soak_goes_on(tmp_path: Path) -> None:

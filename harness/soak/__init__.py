@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -81,6 +82,11 @@ class Gateway:
     def stop(self) -> None:
         self.backend = None
         self._stack.close()
+
+    def restarted(self, now_s: float) -> None:
+        """Its backend started a new process in place (a SIGTERM mid-run): a new incarnation, warming up again."""
+        self.incarnation += 1
+        self.started_at_s = now_s
 
 
 @dataclass
@@ -216,7 +222,8 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
                 progress.done(f"[soak {plan.name}] cycle {cycle}, {live.run} "
                               f"({(time.monotonic() - started) / 60:.1f} min in)")
                 try:
-                    with _sigterm_after(run.sigterm_after_s, gateway.backend) as sigterm:
+                    with _sigterm_after(run.sigterm_after_s, gateway.backend,
+                                        functools.partial(_restarted, gateway, started)) as sigterm:
                         result = run_arm(run.profile, arm, folder, progress_stream=progress_stream,
                                          backend=gateway.backend, on_progress=live.observe)
                 except BackendError as exc:
@@ -243,9 +250,11 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
 
 
 @contextlib.contextmanager
-def _sigterm_after(after_s: float | None, backend: Backend) -> Iterator[dict[str, Any]]:
+def _sigterm_after(after_s: float | None, backend: Backend,
+                   on_restarted: Callable[[], None] = lambda: None) -> Iterator[dict[str, Any]]:
     """While the block runs: `after_s` seconds in, SIGTERM the real gateway with its run in flight and start it
-    again on its port. Yields what happened, filled in when it has (`{}` when the run ended first)."""
+    again on its port (then `on_restarted()`: a new process, whose resources are fitted on their own). Yields
+    what happened, filled in when it has (`{}` when the run ended first)."""
     happened: dict[str, Any] = {}
     if after_s is None:
         yield happened
@@ -256,6 +265,7 @@ def _sigterm_after(after_s: float | None, backend: Backend) -> Iterator[dict[str
         happened["after_s"] = after_s
         try:
             happened.update(asdict(backend.restart()))
+            on_restarted()
         except BackendError as exc:  # it did not come back: the run then fails as its gateway is gone
             happened["error"] = str(exc)
 
@@ -266,6 +276,10 @@ def _sigterm_after(after_s: float | None, backend: Backend) -> Iterator[dict[str
     finally:
         timer.cancel()
         timer.join()  # a restart under way ends before the next run or the gateway's stop
+
+
+def _restarted(gateway: Gateway, started: float) -> None:
+    gateway.restarted(time.monotonic() - started)
 
 
 def _more(plan: SoakPlan, cycles_done: int, started: float) -> bool:
