@@ -16,6 +16,7 @@ import http
 import json
 import logging
 import secrets
+import sys
 import time
 import uuid
 from collections import deque
@@ -256,6 +257,9 @@ class GatewayStub:
             # Whether a refresh burns now and one more is queued (rearm): lets a reader wait for it to end.
             "health_refresh": {"running": self._health_refresh_running, "pending": self._health_refresh_pending},
             "config": self.config.describe(),
+            # Memory blocks CPython holds for live objects: the stub's live heap, where its resident memory keeps
+            # the allocator's arenas from its busiest moment (a soak judges this one's growth).
+            "python_allocated_blocks": sys.getallocatedblocks(),
         }
 
     # -- HTTP: upgrade admission and plain endpoints -----------------------------------------------

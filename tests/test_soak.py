@@ -183,9 +183,13 @@ def test_a_soak_writes_samples_cycles_and_history_and_the_next_night_reports_a_p
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) >= 5
     assert {"harness", "gateway-1"} <= set(samples[-1]["processes"])
+    # the stub's and the harness's live heap (CPython's allocated blocks) beside their resident memory
+    assert all(row["python_allocated_blocks"] > 10_000 for row in samples[-1]["processes"].values() if row)
     assert any(s["storm_entries"] for s in samples if s["run"] == "matrix-11-accounts/shipped")
-    assert {f["resource"] for f in soak["resources"]} == {"rss_percent_per_hour", "descriptors_per_hour",
-                                                          "sockets_per_hour"}
+    assert {f["resource"] for f in soak["resources"]} == {"rss_percent_per_hour", "heap_percent_per_hour",
+                                                          "descriptors_per_hour", "sockets_per_hour"}
+    assert all(f["not_judged"].startswith("its live heap is judged") for f in soak["resources"]
+               if f["resource"] == "rss_percent_per_hour")
     assert "| matrix-11-accounts/shipped (expect storm) | 1 |" in first.stdout
     assert (out / "report.html").is_file() and (out / "junit.xml").is_file()
     assert (out / "cycle-001" / "matrix-11-accounts" / "coordinator" / "summary.json").is_file()
@@ -250,26 +254,29 @@ def test_a_resource_bound_fails_a_steady_leak_but_not_a_short_span(tmp_path: Pat
     assert short and all(not f["judged"] and "failure" not in f for f in short)
 
 
-def test_a_garbage_collected_gateway_is_judged_by_its_heap_after_collections_not_its_swinging_memory(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize(("live_heap", "start"), [("heap_after_gc_mb", 60.0), ("python_allocated_blocks", 90_000.0)],
+                         ids=["node-heap-after-gc", "cpython-allocated-blocks"])
+def test_a_process_with_a_live_heap_is_judged_by_it_not_by_its_resident_memory(
+        tmp_path: Path, live_heap: str, start: float) -> None:
     from harness.soak.outputs import resource_fits
 
     plan = load_plan(write_plan(tmp_path, warmup_minutes=1))
 
-    def samples(heap_per_hour: float) -> list[dict[str, Any]]:
+    def samples(heap_percent_per_hour: float) -> list[dict[str, Any]]:
         rows = []
         for t in range(0, 3600, 5):  # resident memory: 300-700 MB, up by 40% of its start in the hour
             swing = 300.0 * ((t % 900) / 900.0) + 120.0 * t / 3600.0
             gateway = {"incarnation": 1, "started_at_s": 0.0, "rss_mb": 300.0 + swing, "descriptors": 30,
-                       "socket_total": 3, "heap_after_gc_mb": round(60.0 + heap_per_hour * t / 3600.0, 1)}
+                       "socket_total": 3, live_heap: round(start * (1 + heap_percent_per_hour / 100 * t / 3600), 1)}
             rows.append({"t_s": float(t), "processes": {"gateway-1": gateway}})
         return rows
 
     steady = {f["resource"]: f for f in resource_fits(plan, samples(0.0))}
     assert not steady["rss_percent_per_hour"]["judged"] and "failure" not in steady["rss_percent_per_hour"]
-    assert "heap after full collections" in steady["rss_percent_per_hour"]["not_judged"]
+    assert steady["rss_percent_per_hour"]["not_judged"].startswith("its live heap is judged")
     assert steady["heap_percent_per_hour"]["judged"] and "failure" not in steady["heap_percent_per_hour"]
-    leaking = {f["resource"]: f for f in resource_fits(plan, samples(6.0))}  # 10% of 60 MB an hour
+    assert steady["heap_percent_per_hour"]["sampled"] == live_heap
+    leaking = {f["resource"]: f for f in resource_fits(plan, samples(10.0))}
     assert "heap_percent grew" in leaking["heap_percent_per_hour"]["failure"]
     assert 9 < leaking["heap_percent_per_hour"]["per_hour"] < 11
 

@@ -4,10 +4,10 @@ The soak starts one gateway per distinct target of its runs (runs whose profiles
 options share one) and keeps it running; each cycle runs every run's arms against it through `harness.run`,
 exactly as `harness run` would, and the gateways are restarted between runs when the plan says so. Meanwhile a
 sampler reads, every `sample_interval_s`, each gateway's and the harness's resident memory, descriptors and TCP
-sockets by state (and the kinds of its descriptors; for the real gateway, its V8 heap after the latest full
-garbage collection), the gateway's pending approvals and event-loop lag, and the
-current run's accounts connected and storm entries. What it writes, as it goes (a crash or a kill keeps
-everything up to the last line):
+sockets by state (and the kinds of its descriptors), its live heap (the real gateway's V8 heap after its latest
+full collection; the stub's and the harness's CPython allocated blocks), the gateway's pending approvals and
+event-loop lag, and the current run's accounts connected and storm entries. What it writes, as it goes (a crash or
+a kill keeps everything up to the last line):
 
   samples.jsonl          one line per sample
   cycles.jsonl           one line per finished run: cycle, run, profile, arm, verdict, expected, figures, folder
@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -47,7 +47,7 @@ from harness.profile import Profile
 from harness.report.folder import read_jsonl
 from harness.report.progress import Progress
 from harness.run import arm_dir, run_arm
-from harness.soak.outputs import SoakResult, write_outputs
+from harness.soak.outputs import ALLOCATED_BLOCKS, HEAP_AFTER_GC, SoakResult, write_outputs
 from harness.soak.plan import RUN_FIGURES, SoakPlan
 from harness.soak.resources import ProcessSample, sample_processes, with_children
 from harness.summary import Summary, metric_value
@@ -126,16 +126,19 @@ class Sampler:
 
     def take(self) -> dict[str, Any]:
         now_s = time.monotonic() - self._started
-        roles: dict[str, Any] = {HARNESS_ROLE: _process_row(sample_processes([os.getpid()]), 1, 0.0)}
+        roles: dict[str, Any] = {HARNESS_ROLE: _process_row(sample_processes([os.getpid()]), 1, 0.0,
+                                                            {ALLOCATED_BLOCKS: sys.getallocatedblocks()})}
         gateways: dict[str, Any] = {}
         for gateway in self._gateways:
             backend = gateway.backend
             if backend is None:
                 continue
             pids = with_children(backend.pids())
-            roles[gateway.name] = _process_row(sample_processes(pids), gateway.incarnation, gateway.started_at_s,
-                                               backend.heap_after_gc_mb())
             stats = _quietly(backend.stats)
+            live_heap = {HEAP_AFTER_GC: backend.heap_after_gc_mb(),
+                         ALLOCATED_BLOCKS: (stats or {}).get("python_allocated_blocks")}  # the stub's /stats
+            roles[gateway.name] = _process_row(sample_processes(pids), gateway.incarnation, gateway.started_at_s,
+                                               live_heap)
             gateways[gateway.name] = {
                 "pending_approvals": ((stats or {}).get("approvals") or {}).get("pending"),
                 "event_loop_lag_ms": ((stats or {}).get("event_loop_lag_last_interval_ms") or {}).get("max"),
@@ -145,14 +148,14 @@ class Sampler:
 
 
 def _process_row(sample: ProcessSample | None, incarnation: int, started_at_s: float,
-                 heap_after_gc_mb: float | None = None) -> dict[str, Any] | None:
+                 live_heap: Mapping[str, float | None]) -> dict[str, Any] | None:
+    """A process role's figures now, with its live heap where its runtime says (see harness.soak.outputs)."""
     if sample is None:
         return None
     row = {"pids": sample.pids, "incarnation": incarnation, "started_at_s": round(started_at_s, 3),
            "rss_mb": sample.rss_mb, "descriptors": sample.descriptors, "sockets": sample.sockets,
            "socket_total": sample.socket_total, "descriptor_kinds": sample.descriptor_kinds}
-    if heap_after_gc_mb is not None:  # a garbage-collected gateway's live heap (the real gateway's V8)
-        row["heap_after_gc_mb"] = heap_after_gc_mb
+    row.update({key: value for key, value in live_heap.items() if value is not None})
     return row
 
 

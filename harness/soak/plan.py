@@ -16,8 +16,8 @@
         duration_s: 120                  # default: the profile's
         overrides: {target: {cpu_quota: null}}   # laid over the profile (a null removes the key)
     bounds:                              # growth after warm-up that fails the soak
-      rss_percent_per_hour: 5            # resident memory of a process that is not garbage-collected
-      heap_percent_per_hour: 5           # a garbage-collected one's (the real gateway's) heap after full collections
+      rss_percent_per_hour: 5            # resident memory, of a process whose live heap is not known
+      heap_percent_per_hour: 5           # the live heap: Node's after full collections, CPython's allocated blocks
       descriptors_per_hour: 0            # 0: any steady growth
       sockets_per_hour: 0
     tolerances:                          # tonight against the median of the previous nights (with --history)
