@@ -59,6 +59,7 @@ def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
     ({"runs": [{"profile": str(MATRIX_11), "name": "a/b"}]}, "runs[0].name: expected letters, digits"),
     ({"runs": [{"profile": str(MATRIX_11), "sigterm_after_s": 10}]},
      "runs[0].sigterm_after_s: expected a run against the real gateway (target kind openclaw)"),
+    ({"runs": [{"profile": str(MATRIX_11), "own_gateway": "yes"}]}, "runs[0].own_gateway: expected"),
 ])
 def test_a_bad_plan_is_one_line_naming_the_field_and_exit_2(tmp_path: Path, change: dict[str, Any],
                                                             line: str) -> None:
@@ -339,6 +340,19 @@ def test_runs_of_one_profile_are_told_apart_by_their_names(tmp_path: Path) -> No
                                                 {"profile": str(MATRIX_11), "name": "quiet-stretch"}]))
     assert [run.name for run in plan.runs] == ["matrix-11-accounts", "quiet-stretch"]
     assert plan.runs[0].profile.name == plan.runs[1].profile.name
+
+
+def test_runs_of_one_target_share_a_gateway_unless_one_asks_for_its_own(tmp_path: Path) -> None:
+    from harness.soak import _gateways
+
+    def gateways(own: bool) -> list[str]:
+        plan = load_plan(write_plan(tmp_path, runs=[
+            {"profile": str(MATRIX_11), "arms": ["coordinator"]},
+            {"profile": str(MATRIX_11), "arms": ["coordinator"], "name": "restarted", "own_gateway": own}]))
+        return sorted(g.name for g in _gateways(plan, tmp_path / "out").values())
+
+    assert gateways(False) == ["gateway-1"]
+    assert gateways(True) == ["gateway-1", "gateway-2"]  # e.g. one SIGTERMed every run, one judged for 30 min
 
 
 def test_a_stub_that_stays_up_gives_each_run_only_the_log_records_written_since_it_was_marked(

@@ -48,7 +48,7 @@ from harness.report.folder import read_jsonl
 from harness.report.progress import Progress
 from harness.run import arm_dir, run_arm
 from harness.soak.outputs import ALLOCATED_BLOCKS, HEAP_AFTER_GC, SoakResult, write_outputs
-from harness.soak.plan import RUN_FIGURES, SoakPlan
+from harness.soak.plan import RUN_FIGURES, SoakPlan, SoakRun
 from harness.soak.resources import ProcessSample, sample_processes, with_children
 from harness.summary import Summary, metric_value
 from harness.target import StubTarget
@@ -217,7 +217,7 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
                         gateway.stop()
                         gateway.start(time.monotonic() - started)
                     last_restart = time.monotonic()
-                gateway = gateways[_key(run.profile, arm)]
+                gateway = gateways[_key(run, arm)]
                 assert gateway.backend is not None
                 gateway.backend.mark()  # the run judges only what the gateway logs from now on
                 live.run = f"{run.name}/{arm}"
@@ -295,15 +295,16 @@ def _gateways(plan: SoakPlan, out: Path) -> dict[str, Gateway]:
     gateways: dict[str, Gateway] = {}
     for run in plan.runs:
         for arm in run.arms:
-            key = _key(run.profile, arm)
+            key = _key(run, arm)
             if key not in gateways:
                 name = f"gateway-{len(gateways) + 1}"
                 gateways[key] = Gateway(key, name, run.profile.target, _stub_args(run.profile, arm), out / name)
     return gateways
 
 
-def _key(profile: Profile, arm: str) -> str:
-    return json.dumps([repr(profile.target), _stub_args(profile, arm)])
+def _key(run: SoakRun, arm: str) -> str:
+    """Which gateway serves the run's arm: one per target and stub options, or the run's own."""
+    return json.dumps([repr(run.profile.target), _stub_args(run.profile, arm), run.name if run.own_gateway else None])
 
 
 def _stub_args(profile: Profile, arm: str) -> tuple[str, ...]:

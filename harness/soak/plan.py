@@ -15,6 +15,8 @@
         expect: {shipped: storm}         # the verdict each arm must give; an arm not named must pass its thresholds
         duration_s: 120                  # default: the profile's
         overrides: {target: {cpu_quota: null}}   # laid over the profile (a null removes the key)
+        sigterm_after_s: 30              # the real gateway only: SIGTERM it this far into each run, start it again
+        own_gateway: false               # true: a gateway of its own (runs of one target share one by default)
     bounds:                              # growth after warm-up that fails the soak
       rss_percent_per_hour: 5            # resident memory, of a process whose live heap is not known
       heap_percent_per_hour: 5           # the live heap: Node's after full collections, CPython's allocated blocks
@@ -86,6 +88,7 @@ class SoakRun:
     arms: tuple[str, ...]
     expect: Mapping[str, str]  # arm -> verdict; an arm not here must pass its thresholds
     sigterm_after_s: float | None = None  # real seconds into each run: the real gateway is SIGTERMed and restarted
+    own_gateway: bool = False  # its arms get a gateway of their own, not shared with other runs of the same target
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ def _run(fields: Fields, plan_path: Path, time_scale: float | None, gateway: str
     expect_raw = fields.get("expect", dict, {})
     duration_s = fields.number("duration_s", None, minimum=0, exclusive_minimum=True, maximum=86_400)
     sigterm_after_s = fields.number("sigterm_after_s", None, minimum=0, exclusive_minimum=True, maximum=86_400)
+    own_gateway = fields.get("own_gateway", bool, False)
     overrides = fields.get("overrides", dict, {})
     fields.done()
     if profile_text is None:
@@ -203,7 +207,7 @@ def _run(fields: Fields, plan_path: Path, time_scale: float | None, gateway: str
     if not isinstance(profile.target, StubTarget) and "gateway-dedup" in arms:
         fields.fail("arms", "gateway-dedup needs the stub's --approval-dedup; this run's gateway is "
                             f"{profile.target.kind}")
-    return SoakRun(name or profile.name, profile, arms, dict(expect_raw), sigterm_after_s)
+    return SoakRun(name or profile.name, profile, arms, dict(expect_raw), sigterm_after_s, bool(own_gateway))
 
 
 def _profile(fields: Fields, path: Path, time_scale: float | None, duration_s: float | None,
