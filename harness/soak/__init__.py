@@ -102,12 +102,15 @@ class Live:
 
 
 class Sampler:
-    """Samples every process role and gateway figure on a timer, appending each sample to samples.jsonl."""
+    """Samples every process role and gateway figure on a timer, appending each sample to samples.jsonl; and once
+    more after each run, marked `at_rest` (no run in flight: a process's live heap is comparable from one such
+    sample to the next, where during runs it follows the load)."""
 
     def __init__(self, plan: SoakPlan, gateways: list[Gateway], path: Path, started: float, live: Live) -> None:
         self._plan, self._gateways, self._path, self._started, self._live = plan, gateways, path, started, live
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="soak-sampler", daemon=True)
+        self._writing = threading.Lock()
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -118,11 +121,16 @@ class Sampler:
         self._thread.join(timeout=self._plan.sample_interval_s + 5)
 
     def _loop(self) -> None:
-        with self._path.open("a", encoding="utf-8") as out:
-            while not self._stop.is_set():
-                out.write(json.dumps(self.take()) + "\n")  # kept on disk only: a soak's memory must not grow
-                out.flush()
-                self._stop.wait(self._plan.sample_interval_s)
+        while not self._stop.is_set():
+            self._write(self.take())
+            self._stop.wait(self._plan.sample_interval_s)
+
+    def at_rest(self) -> None:
+        self._write({**self.take(), "at_rest": True})
+
+    def _write(self, sample: dict[str, Any]) -> None:
+        with self._writing, self._path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(sample) + "\n")  # kept on disk only: a soak's memory must not grow
 
     def take(self) -> dict[str, Any]:
         now_s = time.monotonic() - self._started
@@ -180,7 +188,7 @@ def run_soak(plan: SoakPlan, out: Path, *, history: Path | None = None, gateway_
     sampler = Sampler(plan, list(gateways.values()), out / SAMPLES, started, live)
     try:
         with _running(gateways, started), sampler:
-            _cycles(plan, out, gateways, started, live, progress, progress_stream)
+            _cycles(plan, out, gateways, started, live, sampler, progress, progress_stream)
         interrupted = False
     finally:
         # Also after Ctrl-C or a gateway's death: what was sampled and run is judged and kept.
@@ -201,7 +209,7 @@ def _running(gateways: dict[str, Gateway], started: float) -> Iterator[None]:
             gateway.stop()
 
 
-def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: float, live: Live,
+def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: float, live: Live, sampler: Sampler,
             progress: Progress, progress_stream: IO[str]) -> None:
     """Runs the plan's runs in turn, appending each run's row to cycles.jsonl as it ends."""
     last_restart = time.monotonic()
@@ -248,6 +256,7 @@ def _cycles(plan: SoakPlan, out: Path, gateways: dict[str, Gateway], started: fl
                 with (out / CYCLES).open("a", encoding="utf-8") as journal:
                     journal.write(json.dumps(row) + "\n")
                 live.run, live.connected, live.storm_entries = "", None, None
+                sampler.at_rest()
         if plan.idle_s and _more(plan, cycle, started):
             time.sleep(plan.idle_s)
 

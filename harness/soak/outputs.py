@@ -46,6 +46,9 @@ RESOURCES = (("rss_mb", "rss_percent_per_hour", "% per hour"),
              (ALLOCATED_BLOCKS, "heap_percent_per_hour", "% per hour"),
              ("descriptors", "descriptors_per_hour", "per hour"), ("socket_total", "sockets_per_hour", "per hour"))
 PERCENT_OF_START = ("rss_mb", *LIVE_HEAP)
+# CPython's allocated blocks follow the load (a storm's connections are objects too): fitted on the samples taken
+# after each run only, when nothing is in flight. V8's heap after a full collection is read as it comes.
+AT_REST_ONLY = (ALLOCATED_BLOCKS,)
 NOT_JUDGED_RSS = "its live heap is judged: resident memory keeps what awaits collection or what the allocator once held"
 
 
@@ -102,13 +105,15 @@ def resource_fits(plan: SoakPlan, samples: list[dict[str, Any]]) -> list[dict[st
     for sample in samples:
         for role, row in sample["processes"].items():
             if row is not None and sample["t_s"] - row["started_at_s"] >= plan.warmup_s:
-                series.setdefault((role, row["incarnation"]), []).append((sample["t_s"], row))
+                series.setdefault((role, row["incarnation"]), []).append(
+                    (sample["t_s"], {**row, "at_rest": sample.get("at_rest", False)}))
     fits = []
     bounds = asdict(plan.bounds)
     for (role, incarnation), points in sorted(series.items()):
         live_heap = any(row.get(key) is not None for _, row in points for key in LIVE_HEAP)
         for key, name, unit in RESOURCES:
-            measured = [(t, row[key]) for t, row in points if row.get(key) is not None]
+            measured = [(t, row[key]) for t, row in points if row.get(key) is not None
+                        and (row["at_rest"] or key not in AT_REST_ONLY)]
             fitted = growth([t for t, _ in measured], [value for _, value in measured]) if measured else None
             if fitted is None:
                 continue
