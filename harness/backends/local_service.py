@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -152,6 +153,25 @@ def stop_group(process: subprocess.Popen[bytes], grace_s: float, name: str) -> t
         return process.wait(), True
 
 
+def stop_service(process: subprocess.Popen[bytes], grace_s: float, name: str,
+                 loopback: LoopbackWatch | None = None) -> tuple[int, bool]:
+    """Stop a service whole: its sockets checked a last time, SIGTERM to its group, SIGKILL after `grace_s`, and
+    whatever is left of its session killed; interrupted (Ctrl-C), SIGKILL at once. Its exit code, and whether it
+    had to be killed."""
+    try:
+        if loopback is not None and process.poll() is None:
+            with contextlib.suppress(OSError):
+                loopback.check(process.pid, "before stop")
+        code, killed = stop_group(process, grace_s, name)
+        reap_session(process.pid, name)
+        return code, killed
+    except BaseException:
+        kill_group(process.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            process.wait(5)
+        raise
+
+
 def reap_session(session_id: int, name: str) -> None:
     """Children may outlive the leader briefly; SIGKILL whatever of the session is left after 2 s."""
     deadline = time.monotonic() + 2.0
@@ -186,3 +206,24 @@ def remove_orphaned_dirs(kinds: str) -> None:
         owner = _PRIVATE_DIR_OWNER.search(folder.name)
         if owner is not None and not Path(f"/proc/{owner.group(1)}").exists():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+class LoopbackWatch:
+    """What a service's session was found connected to, or listening on, beyond loopback: each socket kept once
+    (`found`) and logged as a warning when first seen. Checking is sampling: a socket that lives between two
+    checks is missed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.found: list[str] = []
+        self._lock = threading.Lock()  # the gateway's watch thread and its starter both record
+
+    def check(self, session_id: int, when: str) -> list[str]:
+        """The session's sockets beyond loopback now, recorded."""
+        findings = non_loopback_sockets(session_id)
+        with self._lock:
+            for finding in findings:
+                if finding not in self.found:
+                    self.found.append(finding)
+                    logger.warning("%s has a non-loopback socket %s: %s", self.name, when, finding)
+        return findings

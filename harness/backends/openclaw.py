@@ -51,15 +51,14 @@ from harness.backends.base import TargetDied, ToxiproxyPlacement, local_toxiprox
 from harness.backends.cpu_throttle import CpuThrottle, check_quota, throttle_cpu
 from harness.backends.embedded import exit_status, last_lines, prepare_child
 from harness.backends.local_service import (
+    LoopbackWatch,
     free_port,
     http_status,
     kill_group,
-    non_loopback_sockets,
     private_dir,
-    reap_session,
     remove_orphaned_dirs,
     session_pids,
-    stop_group,
+    stop_service,
 )
 from harness.errors import BackendError, BadInput
 from harness.stop_signals import signals_held, unblock_stop_signals
@@ -366,8 +365,7 @@ class OpenClawGateway:
         self._home: Path | None = None
         self._started_at = dt.datetime.now()
         self.ready_after_s: float | None = None
-        self.external_sockets: list[str] = []
-        self._external_lock = threading.Lock()
+        self._loopback = LoopbackWatch(f"openclaw {version}")
         self._monitor_stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._throttle_block: contextlib.ExitStack | None = None
@@ -598,9 +596,8 @@ class OpenClawGateway:
         try:
             self._stop_watching()
             sent = time.monotonic()
-            code, killed = self._terminate(process)
+            code, killed = stop_service(process, STOP_GRACE_S, f"openclaw {self._version}", self._loopback)
             exited_after_s = time.monotonic() - sent
-            reap_session(process.pid, f"openclaw {self._version}")
             self._process = None
             self._launch(console_mode="ab")
         finally:
@@ -645,23 +642,17 @@ class OpenClawGateway:
 
     def check_loopback_only(self, when: str) -> list[str]:
         """Look for sockets beyond loopback in the gateway's session now; warn about and keep new ones."""
-        if self._process is None:
-            return []
-        findings = non_loopback_sockets(self._process.pid)
-        self._record_external(findings, when)
-        return findings
+        return [] if self._process is None else self._loopback.check(self._process.pid, when)
 
-    def _record_external(self, findings: list[str], when: str) -> None:
-        with self._external_lock:
-            for finding in findings:
-                if finding not in self.external_sockets:
-                    self.external_sockets.append(finding)
-                    logger.warning("openclaw %s has a non-loopback socket %s: %s", self._version, when, finding)
+    @property
+    def external_sockets(self) -> list[str]:
+        """Every socket beyond loopback found in its session so far."""
+        return self._loopback.found
 
     def _watch_sockets(self, session_id: int) -> None:
         while not self._monitor_stop.wait(MONITOR_INTERVAL_S):
             with contextlib.suppress(OSError, ValueError):
-                self._record_external(non_loopback_sockets(session_id), "while running")
+                self._loopback.check(session_id, "while running")
 
     def _log_tail(self) -> str:
         lines = [line.strip() for line in self.log_text().splitlines() if line.strip()]
@@ -679,17 +670,10 @@ class OpenClawGateway:
             self._stop_watching()
             if process is None:
                 return None
-            code, _ = self._terminate(process)
-            reap_session(process.pid, f"openclaw {self._version}")
+            code, _ = stop_service(process, STOP_GRACE_S, f"openclaw {self._version}", self._loopback)
             logger.info("openclaw %s stopped (exit %s); JSON log: %s (port %d)", self._version, code,
                         self.json_log_path, self._port)
             return code
-        except BaseException:
-            if process is not None:  # interrupted while stopping: leave nothing behind
-                kill_group(process.pid, signal.SIGKILL)
-                with contextlib.suppress(Exception):
-                    process.wait(5)
-            raise
         finally:
             if self._home is not None:
                 shutil.rmtree(self._home, ignore_errors=True)
@@ -702,13 +686,6 @@ class OpenClawGateway:
         self._remove_cpu_quota()
         if monitor is not None:
             monitor.join()
-
-    def _terminate(self, process: subprocess.Popen[bytes]) -> tuple[int, bool]:
-        """SIGTERM to its group, SIGKILL after STOP_GRACE_S: its exit code, and whether it had to be killed."""
-        if process.poll() is None:
-            with contextlib.suppress(OSError):
-                self._record_external(non_loopback_sockets(process.pid), "before stop")
-        return stop_group(process, STOP_GRACE_S, f"openclaw {self._version}")
 
 
 def _last_line(text: str) -> str:

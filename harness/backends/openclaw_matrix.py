@@ -29,9 +29,8 @@ from harness.backends.local_service import (
     free_port,
     http_status,
     private_dir,
-    reap_session,
     remove_orphaned_dirs,
-    stop_group,
+    stop_service,
 )
 from harness.backends.openclaw import (
     ENTRY,
@@ -131,8 +130,7 @@ def _stage_with_the_gateway(version: str, install_dir: Path, stage: Path, log_pa
         _wait_ready(process, port, log_path)
     finally:
         if process is not None:
-            stop_group(process, STOP_GRACE_S, f"openclaw {version} (staging)")
-            reap_session(process.pid, f"openclaw {version} (staging)")
+            stop_service(process, STOP_GRACE_S, f"openclaw {version} (staging)")
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -23,7 +23,6 @@ import json
 import logging
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,15 +36,13 @@ import yaml
 
 from harness.backends.embedded import prepare_child
 from harness.backends.local_service import (
+    LoopbackWatch,
     free_port,
     http_status,
-    kill_group,
-    non_loopback_sockets,
     private_dir,
-    reap_session,
     remove_orphaned_dirs,
     session_pids,
-    stop_group,
+    stop_service,
 )
 from harness.errors import BackendError, BadInput
 from harness.stop_signals import signals_held
@@ -133,7 +130,7 @@ class SynapseHomeserver:
         self._shared_secret = ""
         self.owner: MatrixUser | None = None
         self.bots: list[MatrixUser] = []
-        self.external_sockets: list[str] = []
+        self._loopback = LoopbackWatch("synapse")
         self.ready_after_s: float | None = None
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
 
@@ -264,14 +261,11 @@ class SynapseHomeserver:
 
     def check_loopback_only(self, when: str) -> list[str]:
         """Sockets beyond loopback in Synapse's session now (none are expected); warned about and kept."""
-        if self._process is None:
-            return []
-        findings = non_loopback_sockets(self._process.pid)
-        for finding in findings:
-            if finding not in self.external_sockets:
-                self.external_sockets.append(finding)
-                logger.warning("synapse has a non-loopback socket %s: %s", when, finding)
-        return findings
+        return [] if self._process is None else self._loopback.check(self._process.pid, when)
+
+    @property
+    def external_sockets(self) -> list[str]:
+        return self._loopback.found
 
     def log_text(self) -> str:
         try:
@@ -290,18 +284,7 @@ class SynapseHomeserver:
         Its exit code (None if it was not running)."""
         process, self._process = self._process, None
         try:
-            if process is None:
-                return None
-            if process.poll() is None:
-                self.external_sockets += [f for f in non_loopback_sockets(process.pid)
-                                          if f not in self.external_sockets]
-            code, _ = stop_group(process, STOP_GRACE_S, "synapse")
-            reap_session(process.pid, "synapse")
-            return code
-        except BaseException:
-            if process is not None:  # interrupted while stopping: leave nothing behind
-                kill_group(process.pid, signal.SIGKILL)
-            raise
+            return None if process is None else stop_service(process, STOP_GRACE_S, "synapse", self._loopback)[0]
         finally:
             if self._home is not None:
                 shutil.rmtree(self._home, ignore_errors=True)
