@@ -89,8 +89,17 @@ class ProcessShare:
 
 
 @dataclass(frozen=True)
+class HostTick:
+    """How long each role's loop thread had waited for a CPU, in all, `at_s` seconds into the window."""
+
+    at_s: float
+    harness_waited_s: float | None
+    gateway_waited_s: float | None
+
+
+@dataclass(frozen=True)
 class HostWindow:
-    """What the host did over one window of wall time."""
+    """What the host did over one window of wall time (and, tick by tick, how the waits grew within it)."""
 
     wall_s: float
     harness: ProcessShare | None
@@ -98,6 +107,7 @@ class HostWindow:
     steal_fraction: float | None
     cpu_pressure_fraction: float | None
     cores: int
+    ticks: tuple[HostTick, ...] = ()
 
 
 _Reading = tuple[float, dict[int, CpuTimes], dict[int, CpuTimes], tuple[int, int] | None, int | None]
@@ -110,6 +120,7 @@ class HostMeter:
         self._gateway_pids = gateway_pids
         self._harness_pid = os.getpid() if harness_pid is None else harness_pid
         self._start: _Reading | None = None
+        self._ticks: list[HostTick] = []
 
     def _read(self) -> _Reading:
         return (time.monotonic(), process_cpu([self._harness_pid]), process_cpu(self._gateway_pids()),
@@ -117,6 +128,18 @@ class HostMeter:
 
     def start(self) -> None:
         self._start = self._read()
+        self._ticks = []
+
+    def tick(self) -> None:
+        """Note the waits so far (a run's driver calls this every second or so)."""
+        if self._start is not None:
+            self._ticks.append(self._tick(self._start, self._read()))
+
+    @staticmethod
+    def _tick(start: _Reading, now: _Reading) -> HostTick:
+        harness, gateway = _share(start[1], now[1]), _share(start[2], now[2])
+        return HostTick(now[0] - start[0], None if harness is None else harness.waited_s,
+                        None if gateway is None else gateway.waited_s)
 
     def stop(self) -> HostWindow | None:
         if self._start is None:
@@ -127,8 +150,10 @@ class HostMeter:
         if steal0 is not None and steal1 is not None and steal1[1] > steal0[1]:
             steal = (steal1[0] - steal0[0]) / (steal1[1] - steal0[1])
         pressure = None if psi0 is None or psi1 is None else min(1.0, (psi1 - psi0) / 1e6 / wall_s)
+        end = self._tick(self._start, (t1, harness1, gateway1, steal1, psi1))
         return HostWindow(wall_s=wall_s, harness=_share(harness0, harness1), gateway=_share(gateway0, gateway1),
-                          steal_fraction=steal, cpu_pressure_fraction=pressure, cores=os.cpu_count() or 1)
+                          steal_fraction=steal, cpu_pressure_fraction=pressure, cores=os.cpu_count() or 1,
+                          ticks=(HostTick(0.0, 0.0, 0.0), *self._ticks, end))
 
 
 def _share(before: dict[int, CpuTimes], after: dict[int, CpuTimes]) -> ProcessShare | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from harness.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_THRESHOLD_FAILED
 from harness.events import Attempt, Disconnect, HealthSample, Outcome, RunRecord
+from harness.host import HostTick
 from harness.summary import (
     GatewayLogCounts,
     HostFigures,
@@ -221,6 +223,36 @@ def test_a_gateway_throttled_by_its_cpu_quota_is_not_judged_by_its_wait_but_the_
     assert judge(storm_meta(throttled), record(storm, set())).verdict == "storm"
     busy = host(gateway_waited=0.94, harness_waited=0.40).model_copy(update={"gateway_cpu_quota": 0.05})
     assert judge(storm_meta(busy), record(storm, set())).inconclusive_reason.startswith("the harness's processes")
+
+
+def ticks(busy_from_s: float, busy_to_s: float, fraction: float = 0.5, role: str = "gateway") -> tuple[HostTick, ...]:
+    """A 10 s run (real time) whose `role` waits `fraction` of each second between the two times, 1% otherwise."""
+    out, waited = [HostTick(0.0, 0.0, 0.0)], 0.0
+    for second in range(1, 11):
+        waited += fraction if busy_from_s < second <= busy_to_s else 0.01
+        out.append(HostTick(float(second), waited if role == "harness" else 0.01 * second,
+                            waited if role == "gateway" else 0.01 * second))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("role", ["gateway", "harness"])
+def test_a_burst_of_contention_while_the_storm_entries_happen_makes_the_verdict_inconclusive(role: str) -> None:
+    # The coordinator's storm entries after startup at 25-45 s of scenario time, 2.5-4.5 s real at time scale
+    # 0.1; over the whole 10 s run the role waited under its limit, but within those seconds half the time.
+    attempts = [attempt("a", t, Outcome.HANDSHAKE_TIMEOUT) for t in (25, 35, 45)]
+    attempts += [attempt("a", 50, Outcome.HELLO, handler=4), attempt("b", 5, Outcome.HELLO)]
+    quiet_overall = host(gateway_waited=0.08, harness_waited=0.2)
+    burst = replace(storm_meta(quiet_overall), host_ticks=ticks(1, 5, 0.5, role))
+    summary = judge(burst, record(attempts, {"a", "b"}))
+    assert (summary.verdict, summary.observed_verdict) == ("inconclusive", "recovered")
+    assert summary.inconclusive_reason is not None
+    assert summary.inconclusive_reason.startswith(f"the {role}'s processes waited for a CPU")
+    assert "in which the storm entries after startup happened" in summary.inconclusive_reason
+    # the same burst outside the storm entries' seconds, and no storm entries at all, leave the verdict alone
+    later = replace(storm_meta(quiet_overall), host_ticks=ticks(6, 9, 0.5, role))
+    assert judge(later, record(attempts, {"a", "b"})).verdict == "recovered"
+    clean = [attempt("a", 30, Outcome.HELLO), attempt("b", 5, Outcome.HELLO)]
+    assert judge(burst, record(clean, {"a", "b"})).verdict == "converged"
 
 
 def test_a_quiet_host_leaves_the_verdict_alone_and_a_failed_arm_outranks_an_inconclusive_one() -> None:

@@ -116,6 +116,7 @@ def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress
         approval_fix=arm.approval_fix if driven.record.approvals is not None else None,
         approval_fix_applies=approval_fix_applies if driven.record.approvals is not None else None,
         host=host_figures(driven.host, driven.harness_loop_lag_ms, gateway_cpu_quota(profile.target)),
+        host_ticks=driven.host.ticks if driven.host else (),
         handshake_timeout_ms=parts.handshake_timeout_ms,
     )
     return judge(meta, driven.record, profile.thresholds_for(arm_name)), driven.record

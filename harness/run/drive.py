@@ -37,6 +37,7 @@ from harness.run.probe import HealthProbe
 from harness.summary import FaultWindowRecord
 
 PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
+HOST_TICK_S = 1.0  # real seconds between readings of the host's CPU waits
 LOCUST_CSV_INTERVAL_S = 1.0
 PROBE_READY_TIMEOUT_S = 30.0
 ALIVE_CHECK_INTERVAL_S = 0.5
@@ -115,6 +116,7 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
             _wait_for_probe(probe, backend)
         clock.restart()  # scenario time 0 is when the accounts start
         host.start()
+        greenlets.append(gevent.spawn(_tick_host, host))
         loop_lag.restart()
         if faults_proxy is not None:
             scheduler = FaultScheduler(faults_proxy.proxy, profile.faults, profile.time_scale,
@@ -158,6 +160,13 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
         host=host_window,
         harness_loop_lag_ms=[lag / profile.time_scale for lag in lags_ms],
     )
+
+
+def _tick_host(host: HostMeter) -> None:
+    """The host's waits, second by second: the verdict asks how busy it was while its storm entries happened."""
+    while True:
+        gevent.sleep(HOST_TICK_S)
+        host.tick()
 
 
 def _wait_for_probe(probe: HealthProbe, backend: Backend) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.host import HostWindow, ProcessShare
+from harness.events import Attempt
+from harness.host import HostTick, HostWindow, ProcessShare
 from harness.summary import HostFigures, LoopLagFigures, ProcessCpuFigures
 from harness.verdict.figures import percentile
 
@@ -67,4 +68,34 @@ def too_busy(host: HostFigures | None, handshake_timeout_ms: float) -> str | Non
     if lag is not None and lag > limit_ms:
         return (f"the harness's event loop ran its timers {lag:.0f} ms late (p99, scenario time; limit {limit_ms:.0f} "
                 f"ms, {MAX_LOOP_LAG_SHARE_OF_HANDSHAKE_TIMEOUT:.0%} of the handshake timeout)")
+    return None
+
+
+def busy_while_storming(ticks: Sequence[HostTick], storm_attempts: Sequence[Attempt], time_scale: float, *,
+                        gateway_throttled: bool = False) -> str | None:
+    """Why the storm entries after startup may be the host's doing: over the span they happened in, from the
+    first one's connect to the last one's end, a role's loop thread waited for a CPU more than its limit. An
+    average over the whole run hides a burst of contention early in it (seen: the coordinator's first minute of
+    scenario time timing out batch after batch while the gateway waited 8.7% of the run); None otherwise."""
+    if not storm_attempts or len(ticks) < 2:
+        return None
+    from_s = min(a.started_ms for a in storm_attempts) * time_scale / 1000.0
+    to_s = max(a.ended_ms for a in storm_attempts) * time_scale / 1000.0
+    before = max((t for t in ticks if t.at_s <= from_s), key=lambda t: t.at_s, default=ticks[0])
+    after = min((t for t in ticks if t.at_s >= to_s), key=lambda t: t.at_s, default=ticks[-1])
+    span_s = after.at_s - before.at_s
+    if span_s <= 0:
+        return None
+    roles = (("harness", before.harness_waited_s, after.harness_waited_s),
+             ("gateway", before.gateway_waited_s, after.gateway_waited_s))
+    for role, waited_before, waited_after in roles:
+        if role == "gateway" and gateway_throttled:  # its quota's throttling counts as waiting (see too_busy)
+            continue
+        if waited_before is None or waited_after is None:
+            continue
+        fraction = (waited_after - waited_before) / span_s
+        if fraction > MAX_WAITED_FRACTION[role]:
+            return (f"the {role}'s processes waited for a CPU {fraction:.0%} of the {span_s:.1f} s in which the "
+                    f"storm entries after startup happened (limit {MAX_WAITED_FRACTION[role]:.0%}): the host was "
+                    f"busy with other work")
     return None

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.events import RunRecord
+from harness.host import HostTick
 from harness.policy.coordinator import CoordinatorSettings, CoordinatorStatistics
 from harness.summary import (
     SCHEMA_VERSION,
@@ -22,7 +23,7 @@ from harness.summary import (
 )
 from harness.verdict.duplicates import summarize_duplicates
 from harness.verdict.figures import summarize, timeline
-from harness.verdict.host import too_busy
+from harness.verdict.host import busy_while_storming, too_busy
 from harness.verdict.thresholds import Threshold, check_thresholds
 from openclaw_wire.constants import APRIL_HANDSHAKE_TIMEOUT_MS
 
@@ -44,12 +45,16 @@ class RunMeta:
     approval_fix: str | None = None  # for a run with the approval scenario
     approval_fix_applies: bool | None = None
     host: HostFigures | None = None  # what the host did while the accounts ran; None for a simulation
+    host_ticks: Sequence[HostTick] = ()  # how the CPU waits grew, second by second (real time from the start)
     handshake_timeout_ms: float = APRIL_HANDSHAKE_TIMEOUT_MS  # the clients', for the host rule
 
 
 def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()) -> Summary:
     figures = summarize(record)
-    reason = too_busy(meta.host, meta.handshake_timeout_ms)
+    after_startup = [a for a in record.attempts if a.storm_kind is not None and a.ended_ms >= record.startup_window_ms]
+    reason = too_busy(meta.host, meta.handshake_timeout_ms) or busy_while_storming(
+        meta.host_ticks, after_startup, meta.time_scale,
+        gateway_throttled=bool(meta.host and meta.host.gateway_cpu_quota))
     summary = Summary(
         schema_version=SCHEMA_VERSION, profile=meta.profile, arm=meta.arm, seed=meta.seed,
         time_scale=meta.time_scale, target=meta.target, accounts=len(record.accounts),
