@@ -314,3 +314,25 @@ def test_a_figure_missing_in_one_run_fails_a_threshold_over_the_distribution() -
             judge(storm_meta(None), record(connected[:1], {"a"}), median)]
     [result] = distribution(runs, median).thresholds
     assert (result.value, result.passed) == (None, False)
+
+
+def test_the_host_meter_notes_each_roles_waits_as_they_grow() -> None:
+    import os
+    import time
+
+    from harness.host import HostMeter
+
+    meter = HostMeter(lambda: [os.getpid()])
+    meter.start()
+    for _ in range(3):
+        deadline = time.monotonic() + 0.05
+        while time.monotonic() < deadline:  # some CPU, so the readings move
+            pass
+        meter.tick()
+    window = meter.stop()
+    assert window is not None and len(window.ticks) == 5  # the start, three ticks, the end
+    assert [t.at_s for t in window.ticks] == sorted(t.at_s for t in window.ticks) and window.ticks[0].at_s == 0.0
+    if window.harness is not None:  # Linux with schedstats: cumulative waits never shrink
+        waits = [t.harness_waited_s for t in window.ticks]
+        assert all(w is not None for w in waits) and waits == sorted(waits)  # type: ignore[type-var]
+        assert waits[-1] == pytest.approx(window.harness.waited_s)
