@@ -1,10 +1,10 @@
 """What a soak concludes from its cycles and samples, and the files it says it in.
 
   soak.json   the plan, every cycle's run (verdict, expected, figures), per process role and gateway
-              incarnation the growth after warm-up of resident memory (% per hour; for a garbage-collected
-              gateway, of its heap after full collections), descriptors and sockets (per hour) with 95%
-              confidence intervals, the failures, and with a history the nights compared, the trend of each
-              figure and the regressions
+              incarnation the growth after warm-up of its live heap and its resident memory (% per hour;
+              the live heap judged where it is known, see LIVE_HEAP), descriptors and sockets (per hour) with
+              95% confidence intervals, the failures, and with a history the nights compared, the trend of
+              each figure and the regressions
   soak.md     the same, short, in Markdown: for a CI job summary
   junit.xml   one test case per run, per resource bound and per history check
   report.html the cycles, the resource curves with their fitted growth, the trend over nights (harness.report)
