@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http
 import json
 import logging
@@ -257,8 +258,8 @@ class GatewayStub:
             # Whether a refresh burns now and one more is queued (rearm): lets a reader wait for it to end.
             "health_refresh": {"running": self._health_refresh_running, "pending": self._health_refresh_pending},
             "config": self.config.describe(),
-            # Memory blocks CPython holds for live objects: the stub's live heap, where its resident memory keeps
-            # the allocator's arenas from its busiest moment (a soak judges this one's growth).
+            # Memory blocks CPython holds for objects: the stub's live heap (after `/stats?collect=1`, once its
+            # cyclic garbage is freed), where resident memory keeps the arenas of its busiest moment.
             "python_allocated_blocks": sys.getallocatedblocks(),
         }
 
@@ -293,6 +294,8 @@ class GatewayStub:
         if path in ("/readyz", "/ready"):
             return _json_response(connection, {"ready": self._server is not None})
         if path == "/stats":
+            if "collect=1" in request.path.partition("?")[2].split("&"):
+                gc.collect()  # `/stats?collect=1`: its cyclic garbage freed first, for a live heap to compare
             return _json_response(connection, self.stats())
         if path == "/metrics":
             body, content_type = exposition(self._registry, _header(request.headers, "Accept", first_only=False))

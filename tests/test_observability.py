@@ -187,6 +187,24 @@ async def test_healthz(stub: GatewayStub) -> None:
     assert json.loads(body) == {"ok": True, "status": "live"}
 
 
+async def test_stats_can_free_the_cyclic_garbage_before_counting_the_live_heap(stub: GatewayStub) -> None:
+    import gc
+
+    gc.disable()  # the stub runs in this process: its blocks are this process's
+    try:
+        for _ in range(5_000):  # cycles only the collector frees
+            cycle: list[Any] = []
+            cycle.append(cycle)
+        del cycle
+        _, _, body = await http_get(stub.http_url + "stats")
+        with_garbage = json.loads(body)["python_allocated_blocks"]
+        _, _, body = await http_get(stub.http_url + "stats?collect=1")
+        collected = json.loads(body)["python_allocated_blocks"]
+    finally:
+        gc.enable()
+    assert with_garbage - collected > 4_000, (with_garbage, collected)
+
+
 async def test_gauges_return_to_zero_after_misbehaving_clients(make_stub: StubFactory) -> None:
     # A 200 ms idle hello latency leaves time to drop a socket while its connect is being processed.
     stub = await make_stub(handshake_timeout_ms=500, hello_latency_ms=200)

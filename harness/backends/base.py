@@ -51,8 +51,9 @@ class Backend(Protocol):
     def coalesces_approvals(self) -> bool:
         """The gateway-dedup arm's switch exists here (the stub's `--approval-dedup`; no real gateway has one)."""
 
-    def stats(self) -> dict[str, Any] | None:
-        """The gateway's own figures now (the stub's /stats), or None where there are none to read."""
+    def stats(self, *, collect: bool = False) -> dict[str, Any] | None:
+        """The gateway's own figures now (the stub's /stats), or None where there are none to read; `collect`:
+        after a full garbage collection, where the gateway can be asked for one (the stub)."""
 
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:
         """The gateway's JSON log records of this run (kept in `out_dir`), or None when there is no log."""
@@ -126,7 +127,7 @@ class UrlBackend:
     def token(self) -> str:
         return self._target.token
 
-    def stats(self) -> dict[str, Any] | None:
+    def stats(self, *, collect: bool = False) -> dict[str, Any] | None:
         return None
 
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:

@@ -178,8 +178,10 @@ class DockerGateway:
             self._client.close()
             self._client = None
 
-    def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
-        with urllib.request.urlopen(self.http_url + "stats", timeout=timeout_s) as response:
+    def stats(self, timeout_s: float = 5.0, *, collect: bool = False) -> dict[str, Any]:
+        """The stub's /stats (with `collect`, after a full garbage collection: its live heap comparable)."""
+        with urllib.request.urlopen(self.http_url + ("stats?collect=1" if collect else "stats"),
+                                    timeout=timeout_s) as response:
             stats: dict[str, Any] = json.loads(response.read())
             return stats
 

@@ -722,7 +722,7 @@ class OpenClawBackend:
     def token(self) -> str:
         return self._gateway.token
 
-    def stats(self) -> dict[str, Any] | None:
+    def stats(self, *, collect: bool = False) -> dict[str, Any] | None:
         return None
 
     def gateway_records(self, out_dir: Path) -> list[dict[str, Any]] | None:

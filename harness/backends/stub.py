@@ -36,7 +36,7 @@ class StubProcess(Protocol):
     @property
     def pid(self) -> int | None: ...
 
-    def stats(self, timeout_s: float = 5.0) -> dict[str, Any]: ...
+    def stats(self, timeout_s: float = 5.0, *, collect: bool = False) -> dict[str, Any]: ...
 
     def ended(self) -> str | None: ...
 
@@ -70,9 +70,9 @@ class StubBackend:
     def token(self) -> str:
         return self._process.token
 
-    def stats(self) -> dict[str, Any] | None:
+    def stats(self, *, collect: bool = False) -> dict[str, Any] | None:
         try:
-            return self._process.stats()
+            return self._process.stats(collect=collect)
         except (OSError, ValueError):
             return None  # the stub is gone or answered nonsense: there is nothing to read
 

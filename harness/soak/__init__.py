@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import gc
 import json
 import os
 import sys
@@ -126,13 +127,16 @@ class Sampler:
             self._stop.wait(self._plan.sample_interval_s)
 
     def at_rest(self) -> None:
-        self._write({**self.take(), "at_rest": True})
+        """A sample with no run in flight, each process's cyclic garbage freed first: its live heap is then what
+        it keeps, comparable from one run's end to the next."""
+        gc.collect()
+        self._write({**self.take(collect=True), "at_rest": True})
 
     def _write(self, sample: dict[str, Any]) -> None:
         with self._writing, self._path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(sample) + "\n")  # kept on disk only: a soak's memory must not grow
 
-    def take(self) -> dict[str, Any]:
+    def take(self, *, collect: bool = False) -> dict[str, Any]:
         now_s = time.monotonic() - self._started
         roles: dict[str, Any] = {HARNESS_ROLE: _process_row(sample_processes([os.getpid()]), 1, 0.0,
                                                             {ALLOCATED_BLOCKS: sys.getallocatedblocks()})}
@@ -142,7 +146,7 @@ class Sampler:
             if backend is None:
                 continue
             pids = with_children(backend.pids())
-            stats = _quietly(backend.stats)
+            stats = _quietly(functools.partial(backend.stats, collect=collect))
             live_heap = {HEAP_AFTER_GC: backend.heap_after_gc_mb(),
                          ALLOCATED_BLOCKS: (stats or {}).get("python_allocated_blocks")}  # the stub's /stats
             roles[gateway.name] = _process_row(sample_processes(pids), gateway.incarnation, gateway.started_at_s,
