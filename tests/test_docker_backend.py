@@ -10,7 +10,6 @@ machine), so the runs reuse it. The tests at the end need no daemon.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import socketserver
@@ -28,13 +27,9 @@ import pytest
 from conftest import skip_unless_available
 from schema_check import load_comparison
 from test_fault_scenarios import storm_seconds
-from test_harness_e2e import PROFILES, ROOT, harness, interrupt_mid_run
+from test_harness_e2e import PROFILES, ROOT, harness, interrupt_mid_run, judged
 
-from harness.errors import EXIT_INCONCLUSIVE, BackendError
-
-# A run on a host too busy to judge is inconclusive (exit 4), as it should be; the A/B is asked again, up to
-# this many times, before its verdicts are compared.
-INCONCLUSIVE_RETRIES = 2
+from harness.errors import BackendError
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +77,7 @@ def compare_both(profile: Path, out: Path, client: Any) -> dict[str, Compared]:
     compared = {}
     for backend in ("embedded", "docker"):
         started = time.monotonic()
-        for _ in range(INCONCLUSIVE_RETRIES + 1):  # a host too busy to judge says so (exit 4): ask again
-            shutil.rmtree(out / backend, ignore_errors=True)
-            result = harness("compare", str(profile), "--backend", backend, "--out", str(out / backend), timeout=600)
-            if result.returncode != EXIT_INCONCLUSIVE:
-                break
+        result = judged("compare", str(profile), "--backend", backend, out=out / backend, timeout=600)
         assert result.returncode == 0, f"{backend}: " + result.stdout[-3000:] + result.stderr[-3000:]
         arms = load_comparison(out / backend / "compare.json")
         compared[backend] = Compared(arms, result.stderr, time.monotonic() - started)

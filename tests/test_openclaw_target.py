@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import require_openclaw
-from test_harness_e2e import PROFILES, harness, interrupt_mid_run, summary
+from test_harness_e2e import PROFILES, interrupt_mid_run, judged, summary
 
 from harness.backends.cpu_throttle import CGROUP_PREFIX, CGROUP_V1_CPU_ROOT
 
@@ -61,7 +61,7 @@ def test_failover_duplicates_prompts_on_the_real_gateway_unless_the_id_is_stable
         operator={"answer_after_ms": 5000, "decision": "allow-once"},
         arms=["none", "stable-id"], duration_s=40, windows={"startup_s": 10, "final_s": 20},
     )
-    result = harness("compare", str(profile), "--out", str(tmp_path / "out"), timeout=600)
+    result = judged("compare", str(profile), out=tmp_path / "out", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     none, stable = summary(tmp_path / "out", "none"), summary(tmp_path / "out", "stable-id")
     for s in (none, stable):
@@ -88,7 +88,7 @@ def test_storm_entries_on_a_throttled_real_gateway_match_its_own_log(tmp_path: P
         accounts={"count": 6, "channels": {"matrix": 6}}, arms=["shipped"], duration_s=30,
         windows={"startup_s": 10, "final_s": 10}, probe={"interval_ms": 0}, **{"assert": {}},
     )
-    result = harness("run", str(profile), "--arm", "shipped", "--out", str(tmp_path / "out"), timeout=300)
+    result = judged("run", str(profile), "--arm", "shipped", out=tmp_path / "out", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     s = summary(tmp_path / "out", "shipped")
     throttle = s["target"]["cpu_throttle"]
