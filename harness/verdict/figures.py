@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.events import STORM_KINDS, HealthSample, Outcome, RunRecord
+from harness.events import STORM_KINDS, Attempt, HealthSample, Outcome, RunRecord
 from harness.summary import (
     GatewayLogCounts,
     HealthRpcFigures,
@@ -142,6 +142,11 @@ def _sources_agree(record: RunRecord, clients: StormCounts, gateway: GatewayLogC
                for kind, count in gateway.model_dump().items() if count is not None)
 
 
+def storm_attempts_after_startup(record: RunRecord) -> list[Attempt]:
+    """The storm entries that decide between `converged` and the rest: those ending after the startup window."""
+    return [a for a in record.attempts if a.storm_kind is not None and a.ended_ms >= record.startup_window_ms]
+
+
 def summarize(record: RunRecord) -> StormFigures:
     storms = [a for a in record.attempts if a.storm_kind is not None]
     by_kind = Counter(a.storm_kind for a in storms)
@@ -149,7 +154,7 @@ def summarize(record: RunRecord) -> StormFigures:
     final_from = record.duration_ms - record.final_window_ms
     final_window = [a for a in storms if a.ended_ms >= final_from]
     gateway = gateway_storm_counts(record.gateway_records) if record.gateway_records is not None else None
-    after_startup = [a for a in storms if a.ended_ms >= record.startup_window_ms]
+    after_startup = storm_attempts_after_startup(record)
     verdict = verdict_of(record, len(final_window), len(after_startup))
     recovered_ms = recovered_at_ms(record, max(a.ended_ms for a in after_startup)) if verdict == "recovered" else None
     all_connected_ms = time_to_all_connected_ms(record)

@@ -22,7 +22,7 @@ from harness.summary import (
     Windows,
 )
 from harness.verdict.duplicates import summarize_duplicates
-from harness.verdict.figures import summarize, timeline
+from harness.verdict.figures import storm_attempts_after_startup, summarize, timeline
 from harness.verdict.host import busy_while_storming, too_busy
 from harness.verdict.thresholds import Threshold, check_thresholds
 from openclaw_wire.constants import APRIL_HANDSHAKE_TIMEOUT_MS
@@ -51,9 +51,8 @@ class RunMeta:
 
 def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()) -> Summary:
     figures = summarize(record)
-    after_startup = [a for a in record.attempts if a.storm_kind is not None and a.ended_ms >= record.startup_window_ms]
     reason = too_busy(meta.host, meta.handshake_timeout_ms) or busy_while_storming(
-        meta.host_ticks, after_startup, meta.time_scale,
+        meta.host_ticks, storm_attempts_after_startup(record), meta.time_scale,
         gateway_throttled=bool(meta.host and meta.host.gateway_cpu_quota))
     summary = Summary(
         schema_version=SCHEMA_VERSION, profile=meta.profile, arm=meta.arm, seed=meta.seed,
