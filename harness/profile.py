@@ -28,6 +28,10 @@ The shape, with defaults:
       token: null                     # url: the gateway's token
       version: null                   # openclaw: the npm version, e.g. 2026.4.24, 2026.4.29, 2026.9.6 (required)
       cpu_quota: null                 # openclaw: a fraction of one core for the gateway (e.g. 0.1); null: unthrottled
+      cpu_quota_from: ready           # openclaw: the quota holds from ready (startup at full speed) or from launch
+      inprocess: false                # openclaw: the accounts are Matrix accounts inside the gateway, on a local
+                                      # Synapse (extra `matrix`); arms shipped and approvals-off; no probe, agents
+                                      # or faults (harness/accounts/inprocess.py)
                                       # openclaw also takes handshake_timeout_ms and max_preauth_per_ip (null: its own)
       protocol: 3                     # the accounts' protocol (3 April, 4 current; openclaw: 3 up to 2026.4.x)
       device_signed: false            # sign connects with one device key (default true for openclaw and protocol 4)
@@ -35,7 +39,7 @@ The shape, with defaults:
       count: 11                       # required, 1..2000
       channels: {matrix: 11}          # counts per channel (matrix, telegram), summing to count
       keep_reconnecting_after_failed_start: false
-    arms: [shipped, coordinator]      # from harness.policy.arms.ARMS
+    arms: [shipped, coordinator]      # from harness.policy.arms.ARMS (in-process: [shipped, approvals-off])
     coordinator: {}                   # start_jitter_ms, max_concurrent_starts, start_slot_max_hold_ms;
                                       # unset ones come from OPENCLAW_APPROVAL_HANDLER_* (PR parsing) or the PR defaults
     fixes:                            # the other fix families' parameters (arms stagger, adaptive, breaker)
@@ -216,6 +220,15 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
         if ARMS[arm].approval_fix != "none" and agents is None:
             problems.add(f"arms[{index}]", f"{arm!r} is an approval arm and needs an agents section",
                          root.line("arms"))
+    if isinstance(target, OpenClawTarget) and target.matrix_accounts and count is not None and channels is not None:
+        if not root.has("arms"):
+            arms = INPROCESS_ARMS
+        target = _inprocess_target(root, target, count, channels, arms, probe, agents is not None, bool(faults))
+    else:
+        for index, arm in enumerate(arms):
+            if ARMS[arm].inprocess_only:
+                problems.add(f"arms[{index}]", f"{arm!r} switches the real gateway's own config: only with "
+                             "target kind openclaw and inprocess: true", root.line("arms"))
     thresholds = _parse_thresholds(root.section("assert"), arms)
     root.done()
     problems.check()
@@ -224,7 +237,8 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
                    channels=channels, keep_reconnecting_after_failed_start=keep_reconnecting, arms=arms,
                    coordinator=coordinator, time_scale=float(time_scale), duration_s=float(duration_s),
                    startup_window_s=float(startup_s), final_window_s=float(final_s),
-                   probe_interval_ms=float(probe_interval_ms), seed=seed, thresholds=thresholds, agents=agents,
+                   probe_interval_ms=0.0 if _is_inprocess(target) else float(probe_interval_ms), seed=seed,
+                   thresholds=thresholds, agents=agents,
                    operator=operator, faults=faults, gates=gates, breaker=breaker)
 
 
@@ -418,15 +432,55 @@ def _parse_openclaw_target(target: Fields, protocol: int | None, device_signed: 
                                          integer=True)
     max_preauth = target.number("max_preauth_per_ip", None, minimum=1, maximum=MAX_PREAUTH_PER_IP, integer=True)
     cpu_quota = target.number("cpu_quota", None, minimum=0, exclusive_minimum=True, maximum=os.cpu_count() or 1)
+    quota_from = target.get("cpu_quota_from", str, "ready")
+    if quota_from not in ("ready", "launch"):
+        target.fail("cpu_quota_from", f"expected ready or launch, got {cut(quota_from)}")
+    elif target.has("cpu_quota_from") and cpu_quota is None:
+        target.fail("cpu_quota_from", "only with cpu_quota (there is no quota to start)")
+    inprocess = target.get("inprocess", bool, False)
     for key in (*STUB_OPTIONS, "url", "token", "backend"):
         if key not in ("handshake_timeout_ms", "max_preauth_per_ip") and target.get(key, object) is not None:
             target.fail(key, "not an option of kind: openclaw (expected version, handshake_timeout_ms, "
-                        "max_preauth_per_ip, cpu_quota, protocol, device_signed)")
+                        "max_preauth_per_ip, cpu_quota, cpu_quota_from, inprocess, protocol, device_signed)")
     target.done()
     if version is None:
         return None
     return OpenClawTarget(version, handshake_timeout_ms, max_preauth, None if cpu_quota is None else float(cpu_quota),
-                          protocol or protocol_for_version(version), True if device_signed is None else device_signed)
+                          protocol or protocol_for_version(version), True if device_signed is None else device_signed,
+                          cpu_quota_from="launch" if quota_from == "launch" else "ready",
+                          matrix_accounts=-1 if inprocess else 0)  # -1: set from accounts.count below
+
+
+INPROCESS_ARMS = ("shipped", "approvals-off")  # an in-process profile's arms when it names none
+
+
+def _is_inprocess(target: Target) -> bool:
+    return isinstance(target, OpenClawTarget) and target.inprocess
+
+
+def _inprocess_target(root: Fields, target: OpenClawTarget, count: int, channels: tuple[str, ...],
+                      arms: tuple[str, ...], probe: Fields, has_agents: bool, has_faults: bool) -> OpenClawTarget:
+    """The target with its in-process Matrix accounts (`inprocess: true`), refusing what cannot run in-process:
+    the harness's own start policies (the accounts run OpenClaw's code), other channels, a probe, agents, faults."""
+    from dataclasses import replace
+
+    problems = root.problems
+    if any(channel != "matrix" for channel in channels):
+        problems.add("accounts.channels", "in-process accounts are Matrix accounts on a local Synapse (Telegram's "
+                     "servers cannot run here); expected matrix only", root.section("accounts").line("channels"))
+    for index, arm in enumerate(arms):
+        if arm != "shipped" and not ARMS[arm].inprocess_only:
+            problems.add(f"arms[{index}]", f"{arm!r} is a start policy of the harness's fake accounts; in-process "
+                         "accounts run OpenClaw's own code (expected shipped or approvals-off)", root.line("arms"))
+    if probe.has("interval_ms") and probe.get("interval_ms", object) != 0:
+        probe.fail("interval_ms", "in-process runs have no health probe (the handlers are the gateway's only "
+                   "clients, as in the field); expected 0 or no probe section")
+    if has_agents:
+        root.fail("agents", "the approval scenario needs the harness's fake accounts; not with inprocess: true")
+    if has_faults:
+        root.fail("faults", "in-process handlers connect inside the gateway's process: no proxy can sit between "
+                  "them; not with inprocess: true")
+    return replace(target, matrix_accounts=count)
 
 
 def _parse_channels(accounts: Fields, count: int | None) -> tuple[str, ...] | None:

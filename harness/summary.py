@@ -78,6 +78,38 @@ class LatencyFigures(_Model):
     max: float | None
 
 
+class HandshakeDistribution(_Model):
+    count: int
+    p10: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+    over_timeout: int
+    """Attempts that lasted longer than the handshake timeout: its timer fired late (a busy event loop)."""
+
+
+class InProcessFigures(_Model):
+    """In-process accounts (`target.inprocess`): the real gateway's own Matrix handlers, read from its console."""
+
+    matrix_accounts: int
+    exec_approvals: bool
+    """Their `execApprovals.enabled`: false is the report's workaround (the approvals-off arm)."""
+    homeserver: str
+    handler_connect_errors: int
+    """The handlers' own `connect error` console lines: their clients saw the connection closed before hello."""
+    handler_failed_starts: int
+    """Their `failed to start native approval handler` lines: each is followed by a new handler 1 s later."""
+    gateway_handshake_timeouts: int | None
+    """Connections the gateway's handshake timer closed, from its JSON log; null when it could not be read."""
+    correlated: bool | None
+    """The handlers' connect errors and the gateway's handshake timeouts match one to one (within one attempt in
+    flight per account), as the report found."""
+    handshake_ms: HandshakeDistribution
+    """Every handler attempt, the gateway's `← open` to its connect handled or its handshake timeout: the report's
+    `handshakeMs`."""
+
+
 class HealthRpcFigures(_Model):
     p50: float | None
     p99: float | None
@@ -240,6 +272,8 @@ class OpenClawTargetRecord(_Model):
     handshake_timeout_ms: int | None
     max_preauth_per_ip: int | None
     cpu_quota: float | None
+    cpu_quota_from: Literal["ready", "launch"] = "ready"
+    """When the quota started holding: once the gateway was ready, or from its launch."""
     effective_handshake_timeout_ms: int
     cpu_throttle: dict[str, Any] | None
     """How the quota was applied (cgroup or SIGSTOP duty cycle)."""
@@ -349,6 +383,8 @@ class Summary(_Model):
     """The duplicate-prompt figures (openclaw#69478); null without the approval scenario."""
     thresholds: list[ThresholdResult]
     """The profile's thresholds for this arm, each with the value it was checked against."""
+    inprocess: InProcessFigures | None = None
+    """In-process accounts' own figures; null for the harness's fake accounts."""
 
     @property
     def passed(self) -> bool:

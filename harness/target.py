@@ -87,6 +87,16 @@ class OpenClawTarget:
     cpu_quota: float | None  # a fraction of one core for the gateway's processes; None: unthrottled
     protocol: int
     device_signed: bool
+    cpu_quota_from: Literal["ready", "launch"] = "ready"  # when the quota starts holding
+    # In-process accounts: this many Matrix accounts inside the gateway, on a local Synapse (0: none; the
+    # accounts are then the harness's fake clients). `exec_approvals` is their `execApprovals.enabled`, as the arm
+    # sets it (the shipped config: on; the workaround arm `approvals-off`: off).
+    matrix_accounts: int = 0
+    exec_approvals: bool = True
+
+    @property
+    def inprocess(self) -> bool:
+        return self.matrix_accounts > 0
 
     @property
     def effective_handshake_timeout_ms(self) -> int:

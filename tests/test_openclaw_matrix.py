@@ -55,37 +55,42 @@ def test_an_install_pinned_with_a_caret_is_pinned_exactly(tmp_path: Path, monkey
 
 @pytest.mark.openclaw
 @pytest.mark.matrix
-def test_the_real_gateways_own_matrix_approval_handlers_connect_to_it_over_loopback(tmp_path: Path) -> None:
+def test_an_inprocess_compare_reads_the_real_handlers_from_the_gateways_console(tmp_path: Path) -> None:
     """Two Matrix accounts on a local Synapse, configured in the gateway itself: their native-approvals handlers
-    start inside the gateway's process and connect to it as clients (what stormed in openclaw#70641)."""
-    import re
-    import time
+    start inside the gateway's process and connect to it (what stormed in openclaw#70641); the harness counts them
+    from the console. With the report's workaround (execApprovals off) no handler starts."""
+    import subprocess
+    import sys
 
+    import yaml
     from conftest import require_synapse
 
-    from harness.backends.openclaw import OpenClawGateway
-    from harness.backends.synapse import SynapseHomeserver
+    from harness.summary import read_summary
 
     version = "2026.4.24"
     require_openclaw(version)
     require_synapse()
-    with SynapseHomeserver(bots=2, log_dir=tmp_path) as homeserver:
-        assert homeserver.owner is not None
-        accounts = {bot.localpart: {
-            "homeserver": homeserver.url, "network": {"dangerouslyAllowPrivateNetwork": True},
-            "userId": bot.user_id, "accessToken": bot.access_token, "deviceId": bot.device_id, "encryption": False,
-            "dm": {"policy": "allowlist", "allowFrom": [homeserver.owner.user_id]},
-            "execApprovals": {"enabled": True}} for bot in homeserver.bots}
-        config = {"channels": {"matrix": {"enabled": True, "defaultAccount": "bot001", "accounts": accounts}}}
-        with OpenClawGateway(version, log_dir=tmp_path, config=config,
-                             plugin_stage_dir=ensure_matrix_channel(version)) as gateway:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                connected = set(re.findall(r"clientDisplayName=Matrix Native Approvals \((bot\d+)\)",
-                                           gateway.log_text()))
-                if connected == {"bot001", "bot002"} and gateway.log_text().count("[matrix] connected to gateway") == 2:
-                    break
-                time.sleep(0.5)
-            else:
-                pytest.fail(f"the Matrix approval handlers did not connect: {gateway.log_text()[-2000:]}")
-            assert gateway.external_sockets == [] and homeserver.external_sockets == []
+    ensure_matrix_channel(version)  # staged by `harness openclaw-install --matrix`
+    profile = tmp_path / "inprocess.yaml"
+    profile.write_text(yaml.safe_dump({
+        "name": "inprocess-2", "target": {"kind": "openclaw", "version": version, "inprocess": True},
+        "accounts": {"count": 2}, "duration_s": 45, "windows": {"startup_s": 35, "final_s": 10}}))
+    harness = Path(sys.executable).parent / "harness"
+    done = subprocess.run([str(harness), "compare", str(profile), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shipped = read_summary(tmp_path / "out" / "shipped" / "summary.json")
+    assert shipped.verdict == "converged" and shipped.accounts == 2 and shipped.connected_accounts_at_end == 2
+    assert shipped.storm_entries == 0 and shipped.time_to_all_connected_s is not None
+    assert shipped.inprocess is not None and shipped.inprocess.exec_approvals
+    assert shipped.inprocess.handshake_ms.count >= 2 and shipped.inprocess.handler_connect_errors == 0
+    assert shipped.inprocess.correlated is True and shipped.inprocess.homeserver.startswith("synapse 1.")
+    console = (tmp_path / "out" / "shipped" / "openclaw.log").read_text(errors="replace")
+    assert "Matrix Native Approvals (bot001)" in console and "Matrix Native Approvals (bot002)" in console
+    assert (tmp_path / "out" / "shipped" / "synapse.log").is_file()
+    assert shipped.target.kind == "openclaw" and shipped.target.external_sockets == []
+    off = read_summary(tmp_path / "out" / "approvals-off" / "summary.json")
+    assert off.inprocess is not None and not off.inprocess.exec_approvals
+    assert (off.accounts, off.handshake_attempts_total, off.verdict) == (0, 0, "converged")
+    assert "Matrix Native Approvals" not in (tmp_path / "out" / "approvals-off" / "openclaw.log").read_text(
+        errors="replace")

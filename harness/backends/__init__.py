@@ -20,12 +20,17 @@ def open_backend(target: Target, out_dir: Path, stub_args: Sequence[str] = ()) -
     match target:
         case UrlTarget():
             yield UrlBackend(target)
+        case OpenClawTarget(matrix_accounts=accounts) if accounts > 0:
+            from harness.backends.openclaw_matrix import open_inprocess
+
+            with open_inprocess(target, out_dir) as backend:
+                yield backend
         case OpenClawTarget():
             from harness.backends.openclaw import OpenClawBackend, OpenClawGateway
 
             with OpenClawGateway(target.version, handshake_timeout_ms=target.handshake_timeout_ms,
                                  max_preauth_per_ip=target.max_preauth_per_ip, cpu_quota=target.cpu_quota,
-                                 log_dir=out_dir) as gateway:
+                                 cpu_quota_from=target.cpu_quota_from, log_dir=out_dir) as gateway:
                 yield OpenClawBackend(target, gateway)
         case StubTarget(backend="docker"):
             from harness.backends.docker import DockerGateway

@@ -45,7 +45,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from harness.backends.base import TargetDied, ToxiproxyPlacement, local_toxiproxy
 from harness.backends.cpu_throttle import CpuThrottle, check_quota, throttle_cpu
@@ -339,19 +339,23 @@ class OpenClawGateway:
 
     `cpu_quota` (cores, e.g. 0.1) makes a slow host: once the gateway is ready (it starts at full speed; at 0.1
     of a core startup alone would take minutes), every process of its session is held to that share through
-    harness/backends/cpu_throttle.py until `stop()`; `cpu_throttle` says how, for summary.json.
+    harness/backends/cpu_throttle.py until `stop()`; `cpu_throttle` says how, for summary.json. With
+    `cpu_quota_from="launch"` the share holds from the first instruction instead: the channels' accounts then
+    start on the slow host too, as on an overloaded machine that boots the gateway (in-process accounts).
     """
 
     def __init__(self, version: str, *, handshake_timeout_ms: int | None = None,
                  max_preauth_per_ip: int | None = None, log_dir: Path,
                  ready_timeout_s: float = READY_TIMEOUT_S, cpu_quota: float | None = None,
-                 config: Mapping[str, Any] | None = None, plugin_stage_dir: Path | None = None) -> None:
+                 config: Mapping[str, Any] | None = None, plugin_stage_dir: Path | None = None,
+                 cpu_quota_from: Literal["ready", "launch"] = "ready") -> None:
         _check_version(version)
         for name, value in (("handshake_timeout_ms", handshake_timeout_ms),
                             ("max_preauth_per_ip", max_preauth_per_ip)):
             if value is not None and value <= 0:
                 raise BadInput(f"{name} must be a positive integer, not {value}")
         self._cpu_quota = None if cpu_quota is None else check_quota(cpu_quota)
+        self._cpu_quota_from = cpu_quota_from
         self._version = version
         self._handshake_timeout_ms = handshake_timeout_ms
         self._max_preauth_per_ip = max_preauth_per_ip
@@ -365,6 +369,7 @@ class OpenClawGateway:
         self._home: Path | None = None
         self._started_at = dt.datetime.now()
         self.ready_after_s: float | None = None
+        self.launched_at = dt.datetime.now(dt.UTC)  # when its process was started (last)
         self._loopback = LoopbackWatch(f"openclaw {version}")
         self._monitor_stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -559,6 +564,7 @@ class OpenClawGateway:
         command = [str(node), *GC_TRACE_FLAGS, str(ENTRY), "gateway", "run", "--port", str(self._port),
                    "--bind", "loopback", "--auth", "token", "--allow-unconfigured", "--verbose"]
         started = time.monotonic()
+        self.launched_at = dt.datetime.now(dt.UTC)  # the console's timestamps are UTC: its lines from here on
         env = self._environment(node.parent, self._home)
         self._heap_after_gc_mb, self._main_isolate = None, None  # a new process: no collection yet
         if console_mode == "wb":
@@ -570,10 +576,13 @@ class OpenClawGateway:
                                                  start_new_session=True, preexec_fn=prepare_child)
             logger.info("openclaw %s: pid %d on %s (console: %s)", self._version, self._process.pid, self.url,
                         self._log_path)
+            if self._cpu_quota_from == "launch":
+                self._apply_cpu_quota()
             self._wait_ready(started)
             self.ready_after_s = time.monotonic() - started
             self.check_loopback_only("once ready")
-            self._apply_cpu_quota()
+            if self._cpu_quota_from == "ready":
+                self._apply_cpu_quota()
             self._monitor_stop.clear()
             self._monitor = threading.Thread(target=self._watch_sockets, args=(self._process.pid,),
                                              name=f"openclaw-{self._version}-sockets", daemon=True)
@@ -740,7 +749,8 @@ class OpenClawBackend:
         return OpenClawTargetRecord(
             kind="openclaw", protocol=target.protocol, device_signed=target.device_signed, version=target.version,
             handshake_timeout_ms=target.handshake_timeout_ms, max_preauth_per_ip=target.max_preauth_per_ip,
-            cpu_quota=target.cpu_quota, effective_handshake_timeout_ms=target.effective_handshake_timeout_ms,
+            cpu_quota=target.cpu_quota, cpu_quota_from=target.cpu_quota_from,
+            effective_handshake_timeout_ms=target.effective_handshake_timeout_ms,
             cpu_throttle=gateway.cpu_throttle, ready_after_s=round(gateway.ready_after_s or 0.0, 1),
             external_sockets=list(gateway.external_sockets))
 

@@ -10,10 +10,16 @@ it. Runs with Matrix accounts then point `OPENCLAW_PLUGIN_STAGE_DIR` at that fol
 plugins enabled by default are staged beside them, as on any online install.
 
 From 2026.5 the channel is a separate npm package (`@openclaw/matrix`), not staged here yet.
+
+`open_inprocess(target, out_dir)` runs a target's in-process accounts (`inprocess: true`): a local Synapse with a
+bot user per account, and the gateway configured as openclaw#70641 describes, every account on that homeserver
+with the owner in `dm.allowFrom` (`matrix_accounts_config`); the native-approvals handlers then start inside the
+gateway and connect to it over loopback. The channel must have been staged at install time: a run never stages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +28,9 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from harness.backends.embedded import prepare_child
 from harness.backends.local_service import (
@@ -35,15 +43,20 @@ from harness.backends.local_service import (
 from harness.backends.openclaw import (
     ENTRY,
     NPM_INSTALL_TIMEOUT_S,
+    READY_TIMEOUT_S,
     STOP_GRACE_S,
+    OpenClawBackend,
+    OpenClawGateway,
     cache_root,
     ensure_node,
     ensure_openclaw,
     install_lock,
     path_with,
 )
+from harness.backends.synapse import MatrixUser, SynapseHomeserver
 from harness.errors import BackendError
 from harness.stop_signals import signals_held
+from harness.target import OpenClawTarget
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +66,7 @@ BUNDLED_CHANNEL = Path("node_modules") / "openclaw" / "dist" / "extensions" / "m
 # What the channel imports that the npm package does not bring (its package.json's dependencies).
 REQUIRED_PACKAGES = ("matrix-js-sdk", "fake-indexeddb", "music-metadata")
 PRIVATE_DIR_KIND = "openclaw-matrix-stage"
+MAX_READY_TIMEOUT_S = 1800.0  # a gateway throttled from launch starts slowly: about 3 minutes at 0.04 of a core
 
 
 def stage_dir(version: str) -> Path:
@@ -153,3 +167,67 @@ def _staging_config() -> dict[str, object]:
     return {"channels": {"matrix": {"enabled": True, "defaultAccount": "staging", "accounts": {"staging": {
         "homeserver": "http://127.0.0.1:9", "network": {"dangerouslyAllowPrivateNetwork": True},
         "userId": "@staging:localhost", "accessToken": "staging", "deviceId": "STAGING", "encryption": False}}}}}
+
+
+def matrix_accounts_config(homeserver_url: str, owner: MatrixUser, bots: list[MatrixUser], *,
+                           exec_approvals: bool) -> dict[str, Any]:
+    """The gateway's openclaw.json for Matrix accounts as in openclaw#70641: each bot an account on the homeserver,
+    the owner the one allowed DM sender (whom the native-approvals handler falls back to as approver).
+
+    `execApprovals.enabled` is written out: unset, 2026.4.24 logged `[matrix] disabled` and started no handler
+    here (measured), where the report's install (execApprovals unset) ran them; `true` is what it ran.
+    """
+    accounts = {bot.localpart: {
+        "homeserver": homeserver_url, "network": {"dangerouslyAllowPrivateNetwork": True},  # a loopback homeserver
+        "userId": bot.user_id, "accessToken": bot.access_token, "deviceId": bot.device_id,
+        "encryption": False,  # the crypto bindings' install script downloads from GitHub: not reachable here
+        "autoJoin": "always", "dm": {"policy": "allowlist", "allowFrom": [owner.user_id]},
+        "execApprovals": {"enabled": exec_approvals},
+    } for bot in bots}
+    return {"channels": {"matrix": {"enabled": True, "defaultAccount": bots[0].localpart, "accounts": accounts}}}
+
+
+def staged_matrix_channel(version: str) -> Path:
+    """The staged Matrix channel of `version`; a run never stages it (it would need npm online)."""
+    if not matrix_channel_staged(version):
+        raise BackendError(f"the Matrix channel of openclaw {version} is not staged: run `harness openclaw-install "
+                           f"{version} --matrix` once (it needs the npm registry), then run again")
+    return stage_dir(version)
+
+
+class InProcessBackend(OpenClawBackend):
+    """The real gateway running its own Matrix accounts' handlers, and the homeserver they are on."""
+
+    def __init__(self, target: OpenClawTarget, gateway: OpenClawGateway, homeserver: SynapseHomeserver) -> None:
+        super().__init__(target, gateway)
+        self.homeserver = homeserver
+
+    @property
+    def gateway(self) -> OpenClawGateway:
+        return self._gateway
+
+    @property
+    def target(self) -> OpenClawTarget:
+        return self._target
+
+    @property
+    def account_names(self) -> list[str]:
+        return [bot.localpart for bot in self.homeserver.bots]
+
+
+@contextlib.contextmanager
+def open_inprocess(target: OpenClawTarget, out_dir: Path) -> Iterator[InProcessBackend]:
+    """Synapse with one bot per account, then the gateway with those accounts; both stopped on exit."""
+    stage = staged_matrix_channel(target.version)
+    ready_timeout_s = READY_TIMEOUT_S
+    if target.cpu_quota is not None and target.cpu_quota_from == "launch":
+        ready_timeout_s = min(MAX_READY_TIMEOUT_S, READY_TIMEOUT_S / min(1.0, target.cpu_quota * 10))
+    with SynapseHomeserver(bots=target.matrix_accounts, log_dir=out_dir) as homeserver:
+        assert homeserver.owner is not None
+        config = matrix_accounts_config(homeserver.url, homeserver.owner, homeserver.bots,
+                                        exec_approvals=target.exec_approvals)
+        with OpenClawGateway(target.version, handshake_timeout_ms=target.handshake_timeout_ms,
+                             max_preauth_per_ip=target.max_preauth_per_ip, cpu_quota=target.cpu_quota,
+                             cpu_quota_from=target.cpu_quota_from, log_dir=out_dir, config=config,
+                             plugin_stage_dir=stage, ready_timeout_s=ready_timeout_s) as gateway:
+            yield InProcessBackend(target, gateway, homeserver)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -144,6 +145,11 @@ class SynapseHomeserver:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def version(self) -> str:
+        """The installed matrix-synapse's version."""
+        return importlib.metadata.version("matrix-synapse")
 
     @property
     def port(self) -> int:

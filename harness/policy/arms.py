@@ -26,6 +26,7 @@ class Arm:
     # How a failed-over run asks for approval again: "none" (a fresh id per attempt, as shipped),
     # "stable-id", "cancel-on-failover", or "gateway-dedup" (the stub coalesces; stub targets only).
     approval_fix: str = "none"
+    inprocess_only: bool = False  # a switch of the real gateway's own config: only for in-process accounts
 
     @property
     def coordinated(self) -> bool:
@@ -71,6 +72,8 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     Arm("adaptive", "adaptive", "shipped", "AIMD cap on concurrent starts: +1 per success, halved per failure"),
     Arm("breaker", "none", "breaker", "after F failed starts in a row an account pauses for a cooldown "
         "(openclaw#70641)"),
+    Arm("approvals-off", "none", "shipped", "the report's workaround: execApprovals.enabled false, no native-approvals "
+        "handler starts (in-process targets only)", inprocess_only=True),
     Arm("none", "none", "shipped", "a failed-over run asks again under a fresh approval id (as shipped)"),
     Arm("stable-id", "none", "shipped", "the retry reuses the intent's approval id (deterministic from run and "
         "command)", approval_fix="stable-id"),

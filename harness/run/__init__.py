@@ -35,11 +35,12 @@ from harness.profile import Profile
 from harness.report.html import write_report
 from harness.report.progress import Progress
 from harness.report.table import write_compare_tables
-from harness.run.compose import compose
+from harness.run.compose import Parts, compose
 from harness.sim import simulated_summary
-from harness.summary import Comparison, Distribution, Summary
+from harness.summary import Comparison, Distribution, InProcessFigures, Summary
 from harness.target import OpenClawTarget, SimTarget, Target
 from harness.verdict.distribution import distribution
+from harness.verdict.figures import gateway_storm_counts, handler_failures_correlate, handshake_distribution
 from harness.verdict.host import host_figures
 from harness.verdict.judge import RunMeta, judge
 from harness.verdict.tables import (
@@ -101,7 +102,9 @@ def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress
 
     wall_started = time.monotonic()
     parts = compose(profile, arm_name, out_dir)
-    opened = contextlib.nullcontext(running) if running else open_backend(profile.target, out_dir, parts.stub_args)
+    if isinstance(parts.target, OpenClawTarget) and parts.target.inprocess:
+        return _run_inprocess(parts, progress, on_progress, wall_started)
+    opened = contextlib.nullcontext(running) if running else open_backend(parts.target, out_dir, parts.stub_args)
     with opened as backend:
         driven = drive(parts, backend, progress, on_progress)
         target = backend.describe()
@@ -120,6 +123,37 @@ def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress
         handshake_timeout_ms=parts.handshake_timeout_ms,
     )
     return judge(meta, driven.record, profile.thresholds_for(arm_name)), driven.record
+
+
+def _run_inprocess(parts: Parts, progress: Progress, on_progress: OnProgress | None,
+                   wall_started: float) -> tuple[Summary, RunRecord]:
+    """The real gateway's own Matrix accounts (`target.inprocess`): no fake accounts, read from its console."""
+    from harness.backends.openclaw_matrix import InProcessBackend
+    from harness.run.inprocess import drive_inprocess
+
+    target = parts.target
+    assert isinstance(target, OpenClawTarget)
+    with open_backend(target, parts.out_dir) as backend:
+        assert isinstance(backend, InProcessBackend)
+        driven = drive_inprocess(parts, backend, progress, on_progress)
+        described = backend.describe()
+        homeserver = f"synapse {backend.homeserver.version} (loopback, SQLite)"
+    record = driven.record
+    gateway = gateway_storm_counts(record.gateway_records) if record.gateway_records is not None else None
+    inprocess = InProcessFigures(
+        matrix_accounts=target.matrix_accounts, exec_approvals=target.exec_approvals, homeserver=homeserver,
+        handler_connect_errors=driven.ledger.handler_connect_errors,
+        handler_failed_starts=driven.ledger.handler_failed_starts,
+        gateway_handshake_timeouts=None if gateway is None else gateway.handshake_timeout,
+        correlated=handler_failures_correlate(driven.ledger.handler_connect_errors, gateway, len(record.accounts)),
+        handshake_ms=handshake_distribution(record.attempts, parts.handshake_timeout_ms))
+    meta = RunMeta(
+        profile=parts.profile.name, arm=parts.arm.name, seed=parts.profile.seed, time_scale=1.0, target=described,
+        wall_clock_s=time.monotonic() - wall_started,
+        host=host_figures(driven.host, [], target.cpu_quota), host_ticks=driven.host.ticks if driven.host else (),
+        handshake_timeout_ms=parts.handshake_timeout_ms, inprocess=inprocess,
+    )
+    return judge(meta, record, parts.profile.thresholds_for(parts.arm.name)), record
 
 
 def gateway_cpu_quota(target: Target) -> float | None:

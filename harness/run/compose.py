@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.client.connect_shape import ClientShape
 from harness.policy.arms import ARMS, Arm
 from harness.profile import Profile
-from harness.target import StubTarget
+from harness.target import OpenClawTarget, StubTarget, Target
 from openclaw_wire.device_auth import DeviceIdentity
 
 
@@ -20,6 +20,7 @@ class Parts:
     stub_args: tuple[str, ...]  # the run's own options for a stub target: time scale, seed, the dedup switch
     shape: ClientShape  # how the fake clients connect: protocol, approver access, device key
     handshake_timeout_ms: int  # the clients' socket-level upgrade timeout, as the reference client's
+    target: Target  # the target as this arm runs it (in-process: the arm sets the gateway's execApprovals)
 
 
 def compose(profile: Profile, arm_name: str, out_dir: Path) -> Parts:
@@ -28,7 +29,13 @@ def compose(profile: Profile, arm_name: str, out_dir: Path) -> Parts:
     device = DeviceIdentity.generate() if target.device_signed else None
     return Parts(profile=profile, arm=arm, out_dir=out_dir, stub_args=_stub_args(profile, arm),
                  shape=ClientShape(target.protocol, device),
-                 handshake_timeout_ms=target.effective_handshake_timeout_ms)
+                 handshake_timeout_ms=target.effective_handshake_timeout_ms, target=_arm_target(target, arm))
+
+
+def _arm_target(target: Target, arm: Arm) -> Target:
+    if isinstance(target, OpenClawTarget) and target.inprocess:
+        return replace(target, exec_approvals=arm.name != "approvals-off")
+    return target
 
 
 def _stub_args(profile: Profile, arm: Arm) -> tuple[str, ...]:

@@ -44,7 +44,8 @@ MAX_SEEDS = 1000
 MAX_INTERVAL_MS = 86_400_000
 MIN_HOST_SPEED, MAX_HOST_SPEED = 0.01, 100.0
 UNLIMITED = "unlimited"
-START_ARMS = tuple(name for name, arm in ARMS.items() if arm.approval_fix == "none" and name != "none")
+START_ARMS = tuple(name for name, arm in ARMS.items()
+                   if arm.approval_fix == "none" and name != "none" and not arm.inprocess_only)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any
 from harness.events import STORM_KINDS, Attempt, HealthSample, Outcome, RunRecord
 from harness.summary import (
     GatewayLogCounts,
+    HandshakeDistribution,
     HealthRpcFigures,
     LatencyFigures,
     LoopLagFigures,
@@ -214,3 +215,21 @@ def timeline(record: RunRecord, fault_spans: Sequence[tuple[int, float, float | 
                                 health_rpc_ms=round(max(s.rpc_ms for s in health[index]), 3) if health[index] else None,
                                 event_loop_lag_ms=round(max(delays), 3) if delays else None))
     return rows
+
+
+def handshake_distribution(attempts: Sequence[Attempt], timeout_ms: float) -> HandshakeDistribution:
+    """Every attempt's duration, hello or failure (the report's `handshakeMs`), and how many outlasted the timer."""
+    durations = [a.latency_ms for a in attempts]
+    return HandshakeDistribution(
+        count=len(durations), p10=percentile(durations, 0.1), p50=percentile(durations, 0.5),
+        p90=percentile(durations, 0.9), p99=percentile(durations, 0.99),
+        max=round(max(durations), 3) if durations else None,
+        over_timeout=sum(1 for d in durations if d > timeout_ms))
+
+
+def handler_failures_correlate(handler_failures: int, gateway: GatewayLogCounts | None, accounts: int) -> bool | None:
+    """The handlers' failed starts match the gateway's handshake timeouts one to one, as the field report found
+    (within one attempt in flight per account when the run stops); None without the gateway's log."""
+    if gateway is None:
+        return None
+    return abs(handler_failures - gateway.handshake_timeout) <= accounts

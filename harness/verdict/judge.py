@@ -17,6 +17,7 @@ from harness.summary import (
     FaultWindowRecord,
     HealthProbeFigures,
     HostFigures,
+    InProcessFigures,
     Summary,
     TargetRecord,
     Windows,
@@ -47,6 +48,7 @@ class RunMeta:
     host: HostFigures | None = None  # what the host did while the accounts ran; None for a simulation
     host_ticks: Sequence[HostTick] = ()  # how the CPU waits grew, second by second (real time from the start)
     handshake_timeout_ms: float = APRIL_HANDSHAKE_TIMEOUT_MS  # the clients', for the host rule
+    inprocess: InProcessFigures | None = None  # in-process accounts' own figures
 
 
 def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()) -> Summary:
@@ -77,7 +79,7 @@ def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()
         timeline=timeline(record, [(w.index, w.from_s, w.to_s) for w in meta.faults]),
         approval_fix=meta.approval_fix, approval_fix_applies=meta.approval_fix_applies,
         duplicates=summarize_duplicates(record.approvals) if record.approvals is not None else None,
-        thresholds=[],
+        thresholds=[], inprocess=meta.inprocess,
     )
     summary.thresholds = check_thresholds(summary, thresholds)
     return summary

@@ -1,0 +1,156 @@
+"""In-process accounts: OpenClaw's own native-approvals handlers, read from the real gateway's console.
+
+With `target.inprocess`, the accounts are the Matrix channel's accounts inside the real gateway (on a local
+Synapse): their handlers connect to the gateway over loopback from the gateway's own process, so no client of
+the harness sees their handshakes. What they did is read back from the gateway's console (`openclaw.log`, the
+run's own file; ANSI colours stripped), line by line, into the same events the fake accounts record
+(`harness.events`), so one verdict judges both:
+
+  [ws] ← open … conn=<id>                                  a connection opened: an attempt starts
+  [ws] ← connect … clientDisplayName=Matrix Native Approvals (<account>) … conn=<id>
+                                                           its connect frame was handled: hello (the gateway
+                                                           writes `→ hello-ok` right after, with no conn id)
+  [ws] handshake timeout conn=<uuid> …                     the gateway's handshake timer closed it
+  [ws] closed before connect conn=<uuid> … code=<code>     another close before hello
+  [ws] → close code=<code> … handshake=connected … conn=<id>  an authenticated connection closed
+  [ws] → close code=1000 … cause=handshake-timeout …       the timer's close (seconds later on a busy loop)
+  [matrix] connect error: gateway closed (1000): …         a handler's client saw its connection closed before
+                                                           hello (the handlers' side, counted, see below)
+  [matrix] failed to start native approval handler: …      the handler's start failed: a new one in 1 s
+
+Console conn ids are shortened (`7d35fa9b…25a9`: the first 8 and last 4 characters); the timeout lines carry
+the whole uuid and are shortened the same way to match. A connection the timer closes before its connect frame
+was handled cannot be told apart by account: the gateway never learned whose it was. Such attempts are
+attributed to `UNATTRIBUTED` (`accounts.csv` shows them on that row); every count and the verdict use them.
+
+The handlers' side (their subsystem is `matrix/native-approvals`, shown as `[matrix]` on the console) is what
+the field report correlated 1:1 with the gateway's `handshake timeout` lines: `handler_connect_errors` and
+`handler_failed_starts` count them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from harness.events import Attempt, Disconnect, Outcome
+
+UNATTRIBUTED = "(before connect)"
+DISPLAY_NAME = re.compile(r"clientDisplayName=Matrix Native Approvals \((?P<account>[^)]+)\)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LINE = re.compile(r"^(?P<at>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) \[(?P<subsystem>[^\]]+)\] "
+                   r"(?P<message>.*)$")
+_CONN = re.compile(r"\bconn=(?P<conn>\S+)")
+_CODE = re.compile(r"\bcode=(?P<code>\d+)")
+HANDLER_SUBSYSTEMS = ("matrix", "matrix/native-approvals")
+HANDLER_CONNECT_ERROR = "connect error"
+HANDLER_FAILED_START = "failed to start native approval handler"
+
+
+def short_conn(conn: str) -> str:
+    """A conn id as the console shortens it: the whole uuid becomes its first 8 and last 4 characters."""
+    if "…" in conn or len(conn) <= 13:
+        return conn
+    return f"{conn[:8]}…{conn[-4:]}"
+
+
+@dataclass(frozen=True)
+class ConsoleLine:
+    at: dt.datetime
+    subsystem: str
+    message: str
+
+
+def console_lines(text: str) -> Iterable[ConsoleLine]:
+    """The timestamped lines of a gateway console (others, such as V8's GC trace, are skipped)."""
+    for raw in text.splitlines():
+        match = _LINE.match(_ANSI.sub("", raw).rstrip())
+        if match is None:
+            continue
+        try:
+            at = dt.datetime.fromisoformat(match["at"].replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        yield ConsoleLine(at, match["subsystem"], match["message"])
+
+
+@dataclass
+class _Open:
+    handler_id: int
+    started_ms: float
+    account: str = UNATTRIBUTED
+
+
+@dataclass
+class InProcessLedger:
+    """What the handlers did, as events in ms since `launched_at` (the gateway's launch: scenario time 0)."""
+
+    launched_at: dt.datetime
+    attempts: list[Attempt] = field(default_factory=list)
+    disconnects: list[Disconnect] = field(default_factory=list)
+    connected: dict[str, int] = field(default_factory=dict)  # account -> handler id holding hello now
+    handler_connect_errors: int = 0  # the handlers' own `connect error` lines
+    handler_failed_starts: int = 0  # and their `failed to start native approval handler` lines
+    _open: dict[str, _Open] = field(default_factory=dict)  # short conn id -> its attempt in flight
+    _hello: dict[str, tuple[str, int]] = field(default_factory=dict)  # short conn id -> (account, handler id)
+    _next_id: int = 0
+
+    def read(self, text: str) -> None:
+        """Fold in a whole console, from its start (the ledger is rebuilt: call it on a fresh ledger)."""
+        for line in console_lines(text):
+            self.add(line)
+
+    def add(self, line: ConsoleLine) -> None:
+        at_ms = (line.at - self.launched_at).total_seconds() * 1000.0
+        if line.subsystem in HANDLER_SUBSYSTEMS:
+            self.handler_connect_errors += line.message.startswith(HANDLER_CONNECT_ERROR)
+            self.handler_failed_starts += line.message.startswith(HANDLER_FAILED_START)
+            return
+        if line.subsystem != "ws":
+            return
+        conn_match = _CONN.search(line.message)
+        if conn_match is None:
+            return
+        conn = short_conn(conn_match["conn"])
+        message = line.message
+        if message.startswith("← open"):
+            self._next_id += 1
+            self._open[conn] = _Open(self._next_id, at_ms)
+        elif message.startswith("← connect"):
+            name = DISPLAY_NAME.search(message)
+            pending = self._open.pop(conn, None)
+            if name is None or pending is None:
+                return  # another client (an operator, the CLI), or one opened before the console was read
+            account = name["account"]
+            self.attempts.append(Attempt(account, pending.handler_id, pending.started_ms, at_ms, Outcome.HELLO))
+            self.connected[account] = pending.handler_id
+            self._hello[conn] = (account, pending.handler_id)
+        elif message.startswith("handshake timeout"):
+            self._failed(conn, at_ms, Outcome.HANDSHAKE_TIMEOUT, 1000)
+        elif message.startswith("closed before connect"):
+            code = _CODE.search(message)
+            self._failed(conn, at_ms, Outcome.CLOSED, int(code["code"]) if code else None)
+        elif message.startswith("→ close") and conn in self._hello:
+            account, handler_id = self._hello.pop(conn)
+            code = _CODE.search(message)
+            self.disconnects.append(Disconnect(account, handler_id, at_ms, int(code["code"]) if code else None, ""))
+            if self.connected.get(account) == handler_id:
+                del self.connected[account]
+
+    def _failed(self, conn: str, at_ms: float, outcome: Outcome, code: int | None) -> None:
+        pending = self._open.pop(conn, None)
+        if pending is None:
+            return  # the timeout line came first and already ended it (its `closed before connect` follows)
+        self.attempts.append(Attempt(pending.account, pending.handler_id, pending.started_ms, at_ms, outcome,
+                                     close_code=code))
+
+    def storm_entries(self) -> int:
+        return sum(1 for a in self.attempts if a.storm_kind is not None)
+
+
+def read_console(text: str, launched_at: dt.datetime) -> InProcessLedger:
+    ledger = InProcessLedger(launched_at)
+    ledger.read(text)
+    return ledger
