@@ -54,6 +54,15 @@ class Generation:
     loopback_auth_failure_delay: bool
     # A `health` event follows hello after this long (recorded: 4 ms on 4.24, 378 ms on 9.6).
     health_event_after_hello_ms: int
+    # April sends that `health` event to every connected client (hellos close together share one), and a
+    # `presence` event to the others when a client leaves (recorded on 4.24 and 4.29); 9.6 sends the new client its
+    # own `health` only. During a storm each hello thus costs April one frame per connected client.
+    health_event_to_every_client: bool
+    presence_events: bool
+    # A paired device (any shape but the local `gateway-client`/`backend`) asking for more scopes than it was
+    # paired with is refused `pairing required` (NOT_PAIRED, reason scope-upgrade, close 1008) on April
+    # (recorded on 4.29 for `cli` and `node-host`); 9.6 grants it on loopback.
+    refuses_scope_upgrade: bool
     # Who receives exec-approval events and sees records (reference §10.4): April pushes to every connection
     # with operator.approvals/admin, requester included; `current` targets deliverable and visible ones.
     approval_visibility: ApprovalVisibility
@@ -111,6 +120,9 @@ APRIL_2026 = Generation(
     preserves_local_cli_scopes=False,
     loopback_auth_failure_delay=False,
     health_event_after_hello_ms=4,
+    health_event_to_every_client=True,
+    presence_events=True,
+    refuses_scope_upgrade=True,
     approval_visibility="approvals-scoped",
     approval_extended_payloads=False,
     honors_require_delivery_route=False,
@@ -141,6 +153,9 @@ CURRENT = Generation(
     preserves_local_cli_scopes=True,
     loopback_auth_failure_delay=True,
     health_event_after_hello_ms=378,
+    health_event_to_every_client=False,
+    presence_events=False,
+    refuses_scope_upgrade=False,
     approval_visibility="deliverable-and-visible",
     approval_extended_payloads=True,
     honors_require_delivery_route=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,6 +278,7 @@ class ConnectContext:
     challenge_nonce: str
     now_ms: int
     issued_device_tokens: Mapping[str, str] = field(default_factory=dict)  # token -> device id
+    paired_scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # device id -> approved scopes
 
 
 @dataclass(frozen=True)
@@ -388,6 +390,10 @@ def decide_connect(params: Any, ctx: ConnectContext) -> Accepted | Rejected:
     keeps_scopes = device_id is not None or local_backend or (
         direct_local and shape == ("cli", "cli") and generation.preserves_local_cli_scopes
     )
+    paired = device_id is not None and not local_backend
+    approved = ctx.paired_scopes.get(device_id) if paired and device_id is not None else None
+    if generation.refuses_scope_upgrade and approved is not None and not set(scopes) <= set(approved):
+        return _scope_upgrade_refused(device_id or "", role, scopes, approved)
     return Accepted(
         protocol=protocol,
         role=role,
@@ -396,8 +402,21 @@ def decide_connect(params: Any, ctx: ConnectContext) -> Accepted | Rejected:
         caps=tuple(params.get("caps", [])),
         auth_method=auth_method,
         device_id=device_id,
-        device_paired=device_id is not None and not local_backend,
+        device_paired=paired,
     )
+
+
+def _scope_upgrade_refused(device_id: str, role: str, scopes: tuple[str, ...], approved: tuple[str, ...]) -> Rejected:
+    """April's answer to a paired device asking for more scopes (recorded on 2026.4.29): a pending upgrade request
+    the operator must approve, and the socket closed 1008 with the request's id in the reason."""
+    request_id = str(uuid.uuid4())
+    message = "pairing required: device is asking for more scopes than currently approved"
+    details = {"code": "PAIRING_REQUIRED", "reason": "scope-upgrade", "requestId": request_id,
+               "remediationHint": "Review the requested scopes, then approve the pending upgrade.",
+               "deviceId": device_id, "requestedRole": role, "requestedScopes": list(scopes),
+               "approvedRoles": [role], "approvedScopes": list(approved)}
+    return Rejected(GatewayError("NOT_PAIRED", message, details), CLOSE_POLICY_VIOLATION,
+                    close_reason(f"{message} (requestId: {request_id})"))
 
 
 def _token_mismatch() -> GatewayError:

@@ -135,9 +135,12 @@ class GatewayStub:
         self._conns_by_id: dict[str, Connection] = {}
         self._auth_failures: dict[str, deque[float]] = {}
         self._device_tokens: dict[str, str] = {}
+        self._paired_scopes: dict[str, tuple[str, ...]] = {}  # device id -> the scopes it was paired with
         self._background: set[asyncio.Task[Any]] = set()
         self._health_refresh_running = False
         self._health_refresh_pending = False
+        self._health_broadcast_due = False  # April: a `health` event to every client is on its way
+        self._presence: dict[str, dict[str, Any]] = {}  # April: each client's presence entry, by its name
         self._server: Server | None = None
         self._started_at = time.monotonic()
         self._boot_id = str(uuid.uuid4())
@@ -421,6 +424,7 @@ class GatewayStub:
         if decision.device_id is not None and decision.device_paired:
             device_token = secrets.token_urlsafe(24)
             self._device_tokens[device_token] = decision.device_id
+            self._paired_scopes.setdefault(decision.device_id, decision.scopes)  # as first approved
         payload = proto.hello_ok_payload(
             self.generation, decision, conn_id=conn.id, uptime_ms=self.uptime_ms(), boot_id=self._boot_id,
             device_token=device_token, now_ms=int(time.time() * 1000), http_base=self.http_url,
@@ -437,8 +441,14 @@ class GatewayStub:
         self.metrics.handshake.observe(handshake_ms)
         self._colocated_cost(self.config.colocated_hello_cost)
         self._request_health_refresh()
-        asyncio.get_running_loop().call_later(self.config.scaled_s(self.generation.health_event_after_hello_ms),
-                                              self._health_event_due, conn)
+        delay_s = self.config.scaled_s(self.generation.health_event_after_hello_ms)
+        if self.generation.presence_events:
+            self._note_presence(conn, "connect")
+        if not self.generation.health_event_to_every_client:
+            asyncio.get_running_loop().call_later(delay_s, self._health_event_due, conn)
+        elif not self._health_broadcast_due:
+            self._health_broadcast_due = True
+            asyncio.get_running_loop().call_later(delay_s, self._health_broadcast_now)
 
     def _connect_context(self, conn: Connection) -> proto.ConnectContext:
         peer = conn.handshake.peer
@@ -451,7 +461,7 @@ class GatewayStub:
             has_forwarded_headers=peer.forwarded_for is not None,
             challenge_nonce=conn.nonce,
             now_ms=int(time.time() * 1000),
-            issued_device_tokens=self._device_tokens,
+            issued_device_tokens=self._device_tokens, paired_scopes=self._paired_scopes,
         )
 
     def _auth_failure_delay_ms(self, remote_ip: str) -> int:
@@ -506,9 +516,45 @@ class GatewayStub:
             task.cancel()
         actions = conn.handshake.closed(conn.ws.close_code, conn.ws.close_reason, conn.elapsed_ms())
         self._preauth.discard(conn)
+        was_authenticated = conn in self._authenticated
         self._authenticated.discard(conn)
         self._conns_by_id.pop(conn.id, None)
         self._carry_out_now(conn, actions)
+        if was_authenticated and self.generation.presence_events and self._server is not None:
+            self._note_presence(conn, "disconnect")
+            self._spawn(self._broadcast("presence", {"presence": self._presence_list()}))
+
+    def _note_presence(self, conn: Connection, reason: str) -> None:
+        """The client's presence entry, as April keeps one per client name (recorded on 4.29)."""
+        accepted = conn.handshake.accepted
+        assert accepted is not None
+        client = accepted.client
+        host = str(client.get("displayName") or client["id"])
+        mode = str(client.get("mode", ""))
+        self._presence[host] = {"host": host, "version": client.get("version"), "platform": client.get("platform"),
+                                "mode": mode, "roles": [accepted.role], "scopes": list(accepted.scopes),
+                                "reason": reason, "ts": int(time.time() * 1000), "text": f"Node: {host} · mode {mode}"}
+
+    def _presence_list(self) -> list[dict[str, Any]]:
+        gateway = dict(self.generation.hello_template()["snapshot"]["presence"][0], ts=int(time.time() * 1000))
+        return [gateway, *sorted(self._presence.values(), key=lambda entry: -entry["ts"])]  # newest first
+
+    def _health_broadcast_now(self) -> None:
+        self._health_broadcast_due = False
+        if self._server is not None and self._authenticated:
+            self._spawn(self._broadcast_health())
+
+    async def _broadcast_health(self) -> None:
+        """April's `health` event after a hello, to every connected client (one payload for all of them)."""
+        anyone = next(iter(self._authenticated), None)
+        if anyone is None:
+            return
+        payload = await METHODS["health"].handler(self, {}, self._method_call(anyone, "health"))
+        await self._broadcast("health", payload)
+
+    async def _broadcast(self, event: str, payload: Any) -> None:
+        for conn in list(self._authenticated):
+            await self._send(conn, proto.event_frame(event, payload, conn.next_seq()))
 
     # -- after hello ------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from harness.errors import BadInput
 from harness.events import AccountLedger
 from harness.input_fields import cut
-from harness.policy.arms import ARMS, Arm
+from harness.policy.arms import CLIENT_ARMS, Arm
 from harness.policy.coordinator import (
     ENV_MAX_CONCURRENT_STARTS,
     ENV_START_JITTER_MS,
@@ -134,7 +134,8 @@ def check_swarm_form(form: Mapping[str, str]) -> str | None:
     checks: dict[str, Callable[[str], object]] = {"gateway_url": loopback_url_option}
     checks.update({option.dest: option.parse for option in COORDINATOR_OPTIONS})
     flags = {"gateway_url": "--gateway-url", **{option.dest: option.flag for option in COORDINATOR_OPTIONS}}
-    choices = {"arm": sorted(ARMS), "channel": list(CHANNELS), "gateway_protocol": [str(p) for p in GATEWAY_PROTOCOLS]}
+    choices = {"arm": list(CLIENT_ARMS), "channel": list(CHANNELS),
+               "gateway_protocol": [str(p) for p in GATEWAY_PROTOCOLS]}
     if "gateway_url" in form and not form["gateway_url"].strip():
         return "--gateway-url: required: the gateway's loopback ws:// URL (e.g. ws://127.0.0.1:18789/)"
     for dest, allowed in choices.items():

@@ -34,7 +34,7 @@ from harness.client.connect_shape import ClientShape
 from harness.clock import ScaledClock
 from harness.errors import BadInput
 from harness.events import AccountLedger, ApprovalLedger, Attempt, Outcome
-from harness.policy.arms import ARMS, Arm, FixSettings, bootstrap_retry, start_gate
+from harness.policy.arms import ARMS, CLIENT_ARMS, Arm, FixSettings, bootstrap_retry, start_gate
 from harness.policy.bootstrap import AccountBootstrap
 from harness.target import require_loopback_url
 from openclaw_wire.constants import APRIL_HANDSHAKE_TIMEOUT_MS
@@ -154,7 +154,7 @@ def _add_options(parser: Any) -> None:
     parser.add_argument("--gateway-url", default="", type=locust_ui.loopback_url_option,
                         help="loopback ws:// URL of the gateway")
     parser.add_argument("--gateway-token", default="", is_secret=True, help="the gateway's shared token")
-    parser.add_argument("--arm", default="shipped", choices=sorted(ARMS), help="start policy")
+    parser.add_argument("--arm", default="shipped", choices=CLIENT_ARMS, help="start policy")
     parser.add_argument("--channel", default="matrix", choices=locust_ui.CHANNELS, help="channel of every account")
     parser.add_argument("--gateway-protocol", type=int, default=3, choices=locust_ui.GATEWAY_PROTOCOLS,
                         help="3 (April) or 4 (current)")

@@ -100,6 +100,9 @@ class InProcessFigures(_Model):
     """The handlers' own `connect error` console lines: their clients saw the connection closed before hello."""
     handler_failed_starts: int
     """Their `failed to start native approval handler` lines: each is followed by a new handler 1 s later."""
+    channel_exits: int
+    """`[matrix] [<account>] channel exited: …` lines: an account's Matrix client gave up before its handler could
+    start (on a starved host: `did not reach a ready sync state within 30000ms`); the gateway starts it again."""
     gateway_handshake_timeouts: int | None
     """Connections the gateway's handshake timer closed, from its JSON log; null when it could not be read."""
     correlated: bool | None

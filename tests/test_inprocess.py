@@ -16,6 +16,7 @@ from harness.events import Outcome
 from harness.profile import parse_profile
 from harness.summary import GatewayLogCounts
 from harness.verdict.figures import handler_failures_correlate, handshake_distribution, summarize
+from harness.verdict.tables import account_rows
 
 LAUNCH = dt.datetime(2026, 11, 30, 12, 16, 28, tzinfo=dt.UTC)
 GREY, CYAN, RESET = "\x1b[90m", "\x1b[36m", "\x1b[39m"
@@ -57,6 +58,8 @@ CONSOLE = "\n".join([
     line("12:17:30.771", "ws", "→ close code=1005 durationMs=138915 handshake=connected lastFrameType=req "
          "endpoint=127.0.0.1:40876->127.0.0.1:49423 conn=f7cee9b1…02e2"),
     line("12:17:31.000", "ws", "← connect client=cli clientDisplayName=openclaw-cli conn=ffffffff…0000"),
+    line("12:17:34.759", "matrix", "[bot005] channel exited: Matrix client did not reach a ready sync state within "
+         "30000ms"),
 ])
 
 
@@ -85,6 +88,7 @@ def test_the_console_becomes_attempts_and_disconnects() -> None:
     assert [(d.account, d.close_code) for d in ledger.disconnects] == [("bot002", 1005)]
     assert ledger.connected == {"bot007": hello.handler_id}  # bot002 closed; the CLI's connect is no handler
     assert (ledger.handler_connect_errors, ledger.handler_failed_starts, ledger.storm_entries()) == (1, 1, 1)
+    assert ledger.channel_exits == 1
 
 
 def test_a_console_read_in_pieces_gives_the_same_ledger() -> None:
@@ -105,6 +109,8 @@ def test_the_storm_figures_judge_in_process_attempts() -> None:
     figures = summarize(record)
     assert figures.storm_entries == 1 and figures.storm_entries_by_kind.handshake_timeout == 1
     assert figures.verdict == "degraded"  # bot002 is not connected at the end
+    rows = {row[0]: row for row in account_rows(record)}
+    assert list(rows) == ["bot002", "bot007", UNATTRIBUTED] and rows[UNATTRIBUTED][3] == 1  # one timeout
     distribution = handshake_distribution(ledger.attempts, 10_000.0)
     assert distribution.count == 3 and distribution.over_timeout == 1
     assert distribution.max == pytest.approx(10_001.0)

@@ -17,6 +17,8 @@ run's own file; ANSI colours stripped), line by line, into the same events the f
   [matrix] connect error: gateway closed (1000): …         a handler's client saw its connection closed before
                                                            hello (the handlers' side, counted, see below)
   [matrix] failed to start native approval handler: …      the handler's start failed: a new one in 1 s
+  [matrix] [<account>] channel exited: …                   an account's Matrix client gave up starting (a
+                                                           starved host: no ready sync within 30 s); counted
 
 Console conn ids are shortened (`7d35fa9b…25a9`: the first 8 and last 4 characters); the timeout lines carry
 the whole uuid and are shortened the same way to match. A connection the timer closes before its connect frame
@@ -47,6 +49,7 @@ _CODE = re.compile(r"\bcode=(?P<code>\d+)")
 HANDLER_SUBSYSTEMS = ("matrix", "matrix/native-approvals")
 HANDLER_CONNECT_ERROR = "connect error"
 HANDLER_FAILED_START = "failed to start native approval handler"
+CHANNEL_EXITED = "channel exited:"  # e.g. "Matrix client did not reach a ready sync state within 30000ms"
 
 
 def short_conn(conn: str) -> str:
@@ -93,6 +96,7 @@ class InProcessLedger:
     connected: dict[str, int] = field(default_factory=dict)  # account -> handler id holding hello now
     handler_connect_errors: int = 0  # the handlers' own `connect error` lines
     handler_failed_starts: int = 0  # and their `failed to start native approval handler` lines
+    channel_exits: int = 0  # `[matrix] [<account>] channel exited: …` (before its handler could run)
     _open: dict[str, _Open] = field(default_factory=dict)  # short conn id -> its attempt in flight
     _hello: dict[str, tuple[str, int]] = field(default_factory=dict)  # short conn id -> (account, handler id)
     _next_id: int = 0
@@ -107,6 +111,7 @@ class InProcessLedger:
         if line.subsystem in HANDLER_SUBSYSTEMS:
             self.handler_connect_errors += line.message.startswith(HANDLER_CONNECT_ERROR)
             self.handler_failed_starts += line.message.startswith(HANDLER_FAILED_START)
+            self.channel_exits += CHANNEL_EXITED in line.message
             return
         if line.subsystem != "ws":
             return

@@ -82,3 +82,7 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     Arm("gateway-dedup", "none", "shipped", "the gateway coalesces requests for the same (agent, session, run or "
         "command) into the pending one (stub only)", approval_fix="gateway-dedup"),
 )}
+
+
+# The arms the harness's own fake accounts can run (Locust's command line and web UI): all but the in-process ones.
+CLIENT_ARMS: tuple[str, ...] = tuple(sorted(name for name, arm in ARMS.items() if not arm.inprocess_only))

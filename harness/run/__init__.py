@@ -143,7 +143,7 @@ def _run_inprocess(parts: Parts, progress: Progress, on_progress: OnProgress | N
     inprocess = InProcessFigures(
         matrix_accounts=target.matrix_accounts, exec_approvals=target.exec_approvals, homeserver=homeserver,
         handler_connect_errors=driven.ledger.handler_connect_errors,
-        handler_failed_starts=driven.ledger.handler_failed_starts,
+        handler_failed_starts=driven.ledger.handler_failed_starts, channel_exits=driven.ledger.channel_exits,
         gateway_handshake_timeouts=None if gateway is None else gateway.handshake_timeout,
         correlated=handler_failures_correlate(driven.ledger.handler_connect_errors, gateway, len(record.accounts)),
         handshake_ms=handshake_distribution(record.attempts, parts.handshake_timeout_ms))

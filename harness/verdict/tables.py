@@ -24,7 +24,9 @@ INTENT_COLUMNS = ["agent", "run", "command", "attempts", "approval_ids", "prompt
 def account_rows(record: RunRecord) -> list[Row]:
     """One row per account: attempts, successes, failures by cause, close codes, first connect, reconnects."""
     rows: list[Row] = []
-    for account in record.accounts:
+    # Attempts no account can be named for (in-process: a connection closed before its connect frame was read).
+    unnamed = dict.fromkeys(a.account for a in record.attempts if a.account not in record.accounts)
+    for account in [*record.accounts, *unnamed]:
         mine = [a for a in record.attempts if a.account == account]
         by_outcome = Counter(a.outcome for a in mine)
         codes = Counter(a.close_code for a in mine if a.close_code is not None)
