@@ -55,6 +55,8 @@ CONSOLE = "\n".join([
     line("12:16:51.242", "ws", "→ hello-ok methods=136 events=24 presence=2 stateVersion=3"),
     opened("12:16:55.040", "f7cee9b1…02e2", 40876),
     connect("12:16:55.540", "f7cee9b1…02e2", "bot002"),
+    opened("12:16:56.000", "0a0a0a0a…0b0b", 40880),
+    connect("12:16:56.700", "", "bot001").removesuffix(f" conn={RESET}") + RESET,  # 4.24 left its conn id out
     line("12:17:30.771", "ws", "→ close code=1005 durationMs=138915 handshake=connected lastFrameType=req "
          "endpoint=127.0.0.1:40876->127.0.0.1:49423 conn=f7cee9b1…02e2"),
     line("12:17:31.000", "ws", "← connect client=cli clientDisplayName=openclaw-cli conn=ffffffff…0000"),
@@ -78,15 +80,17 @@ def test_short_conn_matches_the_console_form() -> None:
 
 def test_the_console_becomes_attempts_and_disconnects() -> None:
     ledger = read_console(CONSOLE, LAUNCH)
-    timeout, hello, second = ledger.attempts
+    timeout, hello, second, third = ledger.attempts
     assert timeout.outcome is Outcome.HANDSHAKE_TIMEOUT and timeout.account == UNATTRIBUTED
     assert timeout.started_ms == pytest.approx(16_040.0) and timeout.latency_ms == pytest.approx(10_001.0)
     assert timeout.close_code == 1000
     assert (hello.account, hello.outcome) == ("bot007", Outcome.HELLO)
     assert hello.latency_ms == pytest.approx(1_301.0)
     assert second.account == "bot002"
+    assert (third.account, third.outcome, third.latency_ms) == ("bot001", Outcome.HELLO, pytest.approx(700.0))
     assert [(d.account, d.close_code) for d in ledger.disconnects] == [("bot002", 1005)]
-    assert ledger.connected == {"bot007": hello.handler_id}  # bot002 closed; the CLI's connect is no handler
+    assert ledger.connected == {"bot007": hello.handler_id, "bot001": third.handler_id}  # bot002 closed; the
+    # CLI's connect is no handler
     assert (ledger.handler_connect_errors, ledger.handler_failed_starts, ledger.storm_entries()) == (1, 1, 1)
     assert ledger.channel_exits == 1
 
@@ -103,16 +107,16 @@ def test_the_storm_figures_judge_in_process_attempts() -> None:
     from harness.events import RunRecord
 
     ledger = read_console(CONSOLE, LAUNCH)
-    record = RunRecord(accounts=["bot002", "bot007"], attempts=ledger.attempts, disconnects=ledger.disconnects,
+    record = RunRecord(accounts=["bot002", "bot007", "bot001"], attempts=ledger.attempts, disconnects=ledger.disconnects,
                        connected_at_end=frozenset(ledger.connected), duration_ms=120_000.0,
                        startup_window_ms=60_000.0, final_window_ms=30_000.0)
     figures = summarize(record)
     assert figures.storm_entries == 1 and figures.storm_entries_by_kind.handshake_timeout == 1
     assert figures.verdict == "degraded"  # bot002 is not connected at the end
     rows = {row[0]: row for row in account_rows(record)}
-    assert list(rows) == ["bot002", "bot007", UNATTRIBUTED] and rows[UNATTRIBUTED][3] == 1  # one timeout
+    assert list(rows) == ["bot002", "bot007", "bot001", UNATTRIBUTED] and rows[UNATTRIBUTED][3] == 1
     distribution = handshake_distribution(ledger.attempts, 10_000.0)
-    assert distribution.count == 3 and distribution.over_timeout == 1
+    assert distribution.count == 4 and distribution.over_timeout == 1
     assert distribution.max == pytest.approx(10_001.0)
 
 

@@ -115,11 +115,17 @@ class InProcessLedger:
             return
         if line.subsystem != "ws":
             return
-        conn_match = _CONN.search(line.message)
-        if conn_match is None:
-            return
-        conn = short_conn(conn_match["conn"])
         message = line.message
+        conn_match = _CONN.search(message)
+        if conn_match is None:
+            if message.startswith("← connect") and self._open:
+                # Seen on 4.24: now and then a connect line ends without its conn id. It belongs to a connection
+                # still open: the oldest, as connects are handled in the order the sockets opened.
+                conn = min(self._open, key=lambda key: self._open[key].started_ms)
+            else:
+                return
+        else:
+            conn = short_conn(conn_match["conn"])
         if message.startswith("← open"):
             self._next_id += 1
             self._open[conn] = _Open(self._next_id, at_ms)
