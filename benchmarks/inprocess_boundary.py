@@ -61,7 +61,48 @@ def run_point(out: Path, accounts: int, quota: float, run: int, args: argparse.N
     if not summary_path.is_file():
         return {"accounts": accounts, "quota": quota, "run": run, "error": (folder / "harness.log").read_text()[-300:]}
     summary = json.loads(summary_path.read_text())
+    if args.reread:
+        timeout_ms = summary["target"]["effective_handshake_timeout_ms"]
+        summary = reread(summary_path.parent, accounts, args.duration, args.startup, args.final, timeout_ms)
     return {"accounts": accounts, "quota": quota, "run": run, "summary": summary}
+
+
+def reread(folder: Path, accounts: int, duration_s: float, startup_s: float, final_s: float,
+           timeout_ms: float) -> dict:
+    """A run's figures judged again from what it recorded (its console and gateway.jsonl) by the current parser and
+    verdict code: for runs recorded before a parser fix. Time 0 is the console's first line (the real run's is
+    the launch, a second or so earlier)."""
+    import datetime as dt
+
+    from harness.accounts.inprocess import InProcessLedger, console_lines
+    from harness.events import RunRecord
+    from harness.verdict.figures import (
+        gateway_storm_counts,
+        handler_failures_correlate,
+        handshake_distribution,
+        summarize,
+    )
+
+    lines = list(console_lines((folder / "openclaw.log").read_text(encoding="utf-8", errors="replace")))
+    ledger = InProcessLedger(lines[0].at if lines else dt.datetime.now(dt.UTC))
+    for line in lines:  # up to the end of the run: its duration, or the harness's SIGTERM if that came first
+        if (line.at - ledger.launched_at).total_seconds() > duration_s or "SIGTERM received" in line.message:
+            break
+        ledger.add(line)
+    records = [json.loads(row) for row in (folder / "gateway.jsonl").read_text().splitlines() if row.strip()]
+    record = RunRecord(accounts=[f"bot{i:03d}" for i in range(1, accounts + 1)], attempts=ledger.attempts,
+                       disconnects=ledger.disconnects, connected_at_end=frozenset(ledger.connected),
+                       duration_ms=duration_s * 1000, startup_window_ms=startup_s * 1000,
+                       final_window_ms=final_s * 1000, gateway_records=records)
+    figures = summarize(record)
+    gateway = gateway_storm_counts(records)
+    return {"verdict": figures.verdict, "storm_entries": figures.storm_entries,
+            "final_window_storm_entries": figures.final_window_storm_entries,
+            "connected_accounts_at_end": figures.connected_accounts_at_end,
+            "time_to_all_connected_s": figures.time_to_all_connected_s,
+            "inprocess": {"handshake_ms": handshake_distribution(ledger.attempts, timeout_ms).model_dump(),
+                          "channel_exits": ledger.channel_exits,
+                          "correlated": handler_failures_correlate(ledger.handler_connect_errors, gateway, accounts)}}
 
 
 def fmt(values: list[float | None], digits: int = 1) -> str:
@@ -75,8 +116,8 @@ def fmt(values: list[float | None], digits: int = 1) -> str:
 
 def table(results: list[dict]) -> str:
     rows = ["| accounts | quota | verdicts | storm entries | final window | connected at end | all connected (s) "
-            "| handshakeMs p50 / p90 / max (s) | over 10 s | handler errors = gateway timeouts |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "| handshakeMs p50 / p90 / max (s) | over the timer | channel exits | handler errors = gateway timeouts |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     points = sorted({(r["accounts"], r["quota"]) for r in results}, key=lambda p: (p[0], -p[1]))
     for accounts, quota in points:
         runs = [r for r in results if (r["accounts"], r["quota"]) == (accounts, quota)]
@@ -93,6 +134,7 @@ def table(results: list[dict]) -> str:
             f"| {fmt([s['time_to_all_connected_s'] for s in done])} "
             f"| {fmt([h['p50'] and h['p50'] / 1000 for h in hs])} / {fmt([h['p90'] and h['p90'] / 1000 for h in hs])}"
             f" / {fmt([h['max'] and h['max'] / 1000 for h in hs])} | {fmt([h['over_timeout'] for h in hs], 0)} "
+            f"| {fmt([s['inprocess'].get('channel_exits') for s in done], 0)} "
             f"| {', '.join(f'{n}x {v}' for v, n in correlated.most_common())} |")
     return "\n".join(rows)
 
@@ -110,6 +152,8 @@ def main() -> int:
     parser.add_argument("--startup", type=float, default=180)
     parser.add_argument("--final", type=float, default=60)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--reread", action="store_true",
+                        help="judge the runs already in --out again from their consoles (after a parser fix)")
     args = parser.parse_args()
     points = [(a, q, r) for r in range(1, args.runs + 1) for a in numbers(args.accounts, int)
               for q in numbers(args.quotas, float)]
