@@ -108,8 +108,8 @@ def test_the_storm_figures_judge_in_process_attempts() -> None:
 
     ledger = read_console(CONSOLE, LAUNCH)
     record = RunRecord(accounts=["bot002", "bot007", "bot001"], attempts=ledger.attempts,
-                       disconnects=ledger.disconnects, connected_at_end=frozenset(ledger.connected), duration_ms=120_000.0,
-                       startup_window_ms=60_000.0, final_window_ms=30_000.0)
+                       disconnects=ledger.disconnects, connected_at_end=frozenset(ledger.connected),
+                       duration_ms=120_000.0, startup_window_ms=60_000.0, final_window_ms=30_000.0)
     figures = summarize(record)
     assert figures.storm_entries == 1 and figures.storm_entries_by_kind.handshake_timeout == 1
     assert figures.verdict == "degraded"  # bot002 is not connected at the end
