@@ -94,3 +94,30 @@ def test_an_inprocess_compare_reads_the_real_handlers_from_the_gateways_console(
     assert (off.accounts, off.handshake_attempts_total, off.verdict) == (0, 0, "converged")
     assert "Matrix Native Approvals" not in (tmp_path / "out" / "approvals-off" / "openclaw.log").read_text(
         errors="replace")
+
+
+def test_a_run_never_stages_the_matrix_channel_it_names_the_install_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.backends.openclaw_matrix import staged_matrix_channel
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    with pytest.raises(BackendError, match=r"^the Matrix channel of openclaw 2026\.4\.24 is not staged: run "
+                                           r"`harness openclaw-install 2026\.4\.24 --matrix` once"):
+        staged_matrix_channel("2026.4.24")
+    assert list(tmp_path.iterdir()) == []  # nothing installed or staged on the way
+
+
+def test_the_gateway_config_puts_each_bot_on_the_homeserver_with_the_owner_as_approver() -> None:
+    from harness.backends.openclaw_matrix import matrix_accounts_config
+    from harness.backends.synapse import MatrixUser
+
+    owner = MatrixUser("@owner:localhost", "pw", "token-owner", "OWNER")
+    bots = [MatrixUser(f"@bot00{i}:localhost", "pw", f"token-{i}", f"DEV{i}") for i in (1, 2)]
+    config = matrix_accounts_config("http://127.0.0.1:8008", owner, bots, exec_approvals=False)
+    matrix = config["channels"]["matrix"]
+    assert matrix["enabled"] and matrix["defaultAccount"] == "bot001"
+    assert list(matrix["accounts"]) == ["bot001", "bot002"]
+    account = matrix["accounts"]["bot002"]
+    assert account["homeserver"] == "http://127.0.0.1:8008" and account["accessToken"] == "token-2"
+    assert account["dm"] == {"policy": "allowlist", "allowFrom": ["@owner:localhost"]}
+    assert account["execApprovals"] == {"enabled": False} and account["encryption"] is False
