@@ -24,6 +24,7 @@ from harness.soak.resources import growth, sample_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX_11 = ROOT / "profiles" / "matrix-11-accounts.yaml"
+INPROCESS = ROOT / "profiles" / "openclaw-2026.4.24-matrix-inprocess.yaml"
 
 
 def write_plan(folder: Path, **changes: Any) -> Path:
@@ -60,6 +61,8 @@ def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
     ({"runs": [{"profile": str(MATRIX_11), "sigterm_after_s": 10}]},
      "runs[0].sigterm_after_s: expected a run against the real gateway (target kind openclaw)"),
     ({"runs": [{"profile": str(MATRIX_11), "own_gateway": "yes"}]}, "runs[0].own_gateway: expected"),
+    ({"time_scale": 1, "runs": [{"profile": str(INPROCESS)}]},
+     "runs[0].profile: openclaw-2026.4.24-matrix-inprocess runs in-process accounts"),
 ])
 def test_a_bad_plan_is_one_line_naming_the_field_and_exit_2(tmp_path: Path, change: dict[str, Any],
                                                             line: str) -> None:

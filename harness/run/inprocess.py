@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.accounts.inprocess import InProcessLedger, console_lines
 from harness.backends.openclaw_matrix import InProcessBackend
+from harness.errors import BadInput
 from harness.events import RunRecord
 from harness.host import HostMeter, HostWindow
 from harness.report.progress import Progress
@@ -62,6 +63,9 @@ def drive_inprocess(parts: Parts, backend: InProcessBackend, progress: Progress,
     host.start()
     ready_ms = _elapsed_ms(launched_at)  # the meter starts at ready: its ticks are shifted to launch time
     duration_ms = profile.duration_s * 1000.0
+    if ready_ms >= duration_ms:
+        raise BadInput(f"duration_s: the gateway was ready only {ready_ms / 1000:.0f} s after its launch, beyond the "
+                       f"run's {profile.duration_s:g} s (a quota from launch starts it slowly): expected a longer run")
     # With execApprovals off (the workaround) no account starts a handler: none is expected to connect.
     accounts = backend.account_names if backend.target.exec_approvals else []
     while True:

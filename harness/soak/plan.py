@@ -204,6 +204,10 @@ def _run(fields: Fields, plan_path: Path, time_scale: float | None, gateway: str
     elif sigterm_after_s is not None and sigterm_after_s >= profile.duration_s / profile.time_scale:
         fields.fail("sigterm_after_s", f"expected less than the run's {profile.duration_s / profile.time_scale:g} "
                                        f"real seconds, got {sigterm_after_s:g}")
+    if isinstance(profile.target, OpenClawTarget) and profile.target.inprocess:
+        fields.fail("profile", f"{profile.name} runs in-process accounts, which start with their own gateway and "
+                               "homeserver each run: not in a soak yet")
+        return None
     if not isinstance(profile.target, StubTarget) and "gateway-dedup" in arms:
         fields.fail("arms", "gateway-dedup needs the stub's --approval-dedup; this run's gateway is "
                             f"{profile.target.kind}")
