@@ -78,13 +78,13 @@ def reread(folder: Path, accounts: int, duration_s: float, startup_s: float, fin
     from harness.events import RunRecord
     from harness.verdict.figures import (
         gateway_storm_counts,
-        handler_failures_correlate,
+        handler_errors_correlate,
         handshake_distribution,
         summarize,
     )
 
     lines = list(console_lines((folder / "openclaw.log").read_text(encoding="utf-8", errors="replace")))
-    ledger = InProcessLedger(lines[0].at if lines else dt.datetime.now(dt.UTC))
+    ledger = InProcessLedger(launched_at=lines[0].at if lines else dt.datetime.now(dt.UTC))
     for line in lines:  # up to the end of the run: its duration, or the harness's SIGTERM if that came first
         if (line.at - ledger.launched_at).total_seconds() > duration_s or "SIGTERM received" in line.message:
             break
@@ -102,7 +102,7 @@ def reread(folder: Path, accounts: int, duration_s: float, startup_s: float, fin
             "time_to_all_connected_s": figures.time_to_all_connected_s,
             "inprocess": {"handshake_ms": handshake_distribution(ledger.attempts, timeout_ms).model_dump(),
                           "channel_exits": ledger.channel_exits,
-                          "correlated": handler_failures_correlate(ledger.handler_connect_errors, gateway, accounts)}}
+                          "correlated": handler_errors_correlate(ledger.handler_connect_errors, gateway, accounts)}}
 
 
 def fmt(values: list[float | None], digits: int = 1) -> str:

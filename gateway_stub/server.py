@@ -522,7 +522,7 @@ class GatewayStub:
         self._carry_out_now(conn, actions)
         if was_authenticated and self.generation.presence_events and self._server is not None:
             self._note_presence(conn, "disconnect")
-            self._spawn(self._broadcast("presence", {"presence": self._presence_list()}))
+            self._spawn(self._send_event(list(self._authenticated), "presence", {"presence": self._presence_list()}))
 
     def _note_presence(self, conn: Connection, reason: str) -> None:
         """The client's presence entry, as April keeps one per client name (recorded on 4.29)."""
@@ -542,19 +542,7 @@ class GatewayStub:
     def _health_broadcast_now(self) -> None:
         self._health_broadcast_due = False
         if self._server is not None and self._authenticated:
-            self._spawn(self._broadcast_health())
-
-    async def _broadcast_health(self) -> None:
-        """April's `health` event after a hello, to every connected client (one payload for all of them)."""
-        anyone = next(iter(self._authenticated), None)
-        if anyone is None:
-            return
-        payload = await METHODS["health"].handler(self, {}, self._method_call(anyone, "health"))
-        await self._broadcast("health", payload)
-
-    async def _broadcast(self, event: str, payload: Any) -> None:
-        for conn in list(self._authenticated):
-            await self._send(conn, proto.event_frame(event, payload, conn.next_seq()))
+            self._spawn(self._send_health_event(list(self._authenticated)))
 
     # -- after hello ------------------------------------------------------------------------------
 
@@ -601,12 +589,17 @@ class GatewayStub:
     def _health_event_due(self, conn: Connection) -> None:
         # Only a running server with the client still connected starts the send (nothing left un-awaited).
         if self._server is not None and conn in self._authenticated:
-            self._spawn(self._send_health_event(conn))
+            self._spawn(self._send_health_event([conn]))
 
-    async def _send_health_event(self, conn: Connection) -> None:
-        """The `health` event the real gateway sends each new client shortly after hello."""
-        payload = await METHODS["health"].handler(self, {}, self._method_call(conn, "health"))
-        await self._send(conn, proto.event_frame("health", payload, conn.next_seq()))
+    async def _send_health_event(self, conns: list[Connection]) -> None:
+        """The `health` event the real gateway sends shortly after a hello: to the new client (9.6), or to every
+        connected one (April); one payload for all of them."""
+        payload = await METHODS["health"].handler(self, {}, self._method_call(conns[0], "health"))
+        await self._send_event(conns, "health", payload)
+
+    async def _send_event(self, conns: list[Connection], event: str, payload: Any) -> None:
+        for conn in conns:
+            await self._send(conn, proto.event_frame(event, payload, conn.next_seq()))
 
     # -- exec approvals: what the approval service needs of the server ------------------------------
 
@@ -644,9 +637,7 @@ class GatewayStub:
         interval_s = self.config.scaled_s(self.config.tick_interval_ms)
         while True:
             await asyncio.sleep(interval_s)
-            now_ms = int(time.time() * 1000)
-            for conn in list(self._authenticated):
-                await self._send(conn, proto.event_frame("tick", {"ts": now_ms}, conn.next_seq()))
+            await self._send_event(list(self._authenticated), "tick", {"ts": int(time.time() * 1000)})
 
 
 def _caller(conn: Connection) -> Caller:

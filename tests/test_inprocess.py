@@ -15,7 +15,7 @@ from harness.errors import BadInput
 from harness.events import Outcome
 from harness.profile import parse_profile
 from harness.summary import GatewayLogCounts
-from harness.verdict.figures import handler_failures_correlate, handshake_distribution, summarize
+from harness.verdict.figures import handler_errors_correlate, handshake_distribution, summarize
 from harness.verdict.tables import account_rows
 
 LAUNCH = dt.datetime(2026, 11, 30, 12, 16, 28, tzinfo=dt.UTC)
@@ -122,11 +122,11 @@ def test_the_storm_figures_judge_in_process_attempts() -> None:
 
 @pytest.mark.parametrize(("failures", "timeouts", "accounts", "expected"), [
     (20, 20, 11, True), (20, 31, 11, True), (20, 32, 11, False), (0, 0, 1, True), (5, 0, 1, False)])
-def test_handler_failures_correlate_with_the_gateways_timeouts(failures: int, timeouts: int, accounts: int,
+def test_handler_errors_correlate_with_the_gateways_timeouts(failures: int, timeouts: int, accounts: int,
                                                                expected: bool) -> None:
     gateway = GatewayLogCounts(handshake_timeout=timeouts, preauth_rejected=None, connect_error=None)
-    assert handler_failures_correlate(failures, gateway, accounts) is expected
-    assert handler_failures_correlate(failures, None, accounts) is None
+    assert handler_errors_correlate(failures, gateway, accounts) is expected
+    assert handler_errors_correlate(failures, None, accounts) is None
 
 
 def inprocess_profile(**changes: object) -> dict[str, object]:

@@ -37,7 +37,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from harness.events import Attempt, Disconnect, Outcome
+from harness.events import AccountLedger, Attempt, Disconnect, Outcome
+from openclaw_wire.log_records import MSG_CLOSED_BEFORE_CONNECT, MSG_HANDSHAKE_TIMEOUT
 
 UNATTRIBUTED = "(before connect)"
 DISPLAY_NAME = re.compile(r"clientDisplayName=Matrix Native Approvals \((?P<account>[^)]+)\)")
@@ -86,14 +87,12 @@ class _Open:
     account: str = UNATTRIBUTED
 
 
-@dataclass
-class InProcessLedger:
-    """What the handlers did, as events in ms since `launched_at` (the gateway's launch: scenario time 0)."""
+@dataclass(kw_only=True)
+class InProcessLedger(AccountLedger):
+    """What the handlers did, as events in ms since `launched_at` (the gateway's launch: scenario time 0), kept as
+    the fake accounts' ledger keeps them (attempts, disconnects, who is connected), plus the handlers' own counts."""
 
     launched_at: dt.datetime
-    attempts: list[Attempt] = field(default_factory=list)
-    disconnects: list[Disconnect] = field(default_factory=list)
-    connected: dict[str, int] = field(default_factory=dict)  # account -> handler id holding hello now
     handler_connect_errors: int = 0  # the handlers' own `connect error` lines
     handler_failed_starts: int = 0  # and their `failed to start native approval handler` lines
     channel_exits: int = 0  # `[matrix] [<account>] channel exited: …` (before its handler could run)
@@ -135,33 +134,27 @@ class InProcessLedger:
             if name is None or pending is None:
                 return  # another client (an operator, the CLI), or one opened before the console was read
             account = name["account"]
-            self.attempts.append(Attempt(account, pending.handler_id, pending.started_ms, at_ms, Outcome.HELLO))
-            self.connected[account] = pending.handler_id
+            self.record_attempt(Attempt(account, pending.handler_id, pending.started_ms, at_ms, Outcome.HELLO))
             self._hello[conn] = (account, pending.handler_id)
-        elif message.startswith("handshake timeout"):
+        elif message.startswith(MSG_HANDSHAKE_TIMEOUT):
             self._failed(conn, at_ms, Outcome.HANDSHAKE_TIMEOUT, 1000)
-        elif message.startswith("closed before connect"):
+        elif message.startswith(MSG_CLOSED_BEFORE_CONNECT):
             code = _CODE.search(message)
             self._failed(conn, at_ms, Outcome.CLOSED, int(code["code"]) if code else None)
         elif message.startswith("→ close") and conn in self._hello:
             account, handler_id = self._hello.pop(conn)
             code = _CODE.search(message)
-            self.disconnects.append(Disconnect(account, handler_id, at_ms, int(code["code"]) if code else None, ""))
-            if self.connected.get(account) == handler_id:
-                del self.connected[account]
+            self.record_disconnect(Disconnect(account, handler_id, at_ms, int(code["code"]) if code else None, ""))
 
     def _failed(self, conn: str, at_ms: float, outcome: Outcome, code: int | None) -> None:
         pending = self._open.pop(conn, None)
         if pending is None:
             return  # the timeout line came first and already ended it (its `closed before connect` follows)
-        self.attempts.append(Attempt(pending.account, pending.handler_id, pending.started_ms, at_ms, outcome,
-                                     close_code=code))
-
-    def storm_entries(self) -> int:
-        return sum(1 for a in self.attempts if a.storm_kind is not None)
+        self.record_attempt(Attempt(pending.account, pending.handler_id, pending.started_ms, at_ms, outcome,
+                                    close_code=code))
 
 
 def read_console(text: str, launched_at: dt.datetime) -> InProcessLedger:
-    ledger = InProcessLedger(launched_at)
+    ledger = InProcessLedger(launched_at=launched_at)
     ledger.read(text)
     return ledger

@@ -40,7 +40,7 @@ from harness.sim import simulated_summary
 from harness.summary import Comparison, Distribution, InProcessFigures, Summary
 from harness.target import OpenClawTarget, SimTarget, Target
 from harness.verdict.distribution import distribution
-from harness.verdict.figures import gateway_storm_counts, handler_failures_correlate, handshake_distribution
+from harness.verdict.figures import gateway_storm_counts, handler_errors_correlate, handshake_distribution
 from harness.verdict.host import host_figures
 from harness.verdict.judge import RunMeta, judge
 from harness.verdict.tables import (
@@ -145,7 +145,7 @@ def _run_inprocess(parts: Parts, progress: Progress, on_progress: OnProgress | N
         handler_connect_errors=driven.ledger.handler_connect_errors,
         handler_failed_starts=driven.ledger.handler_failed_starts, channel_exits=driven.ledger.channel_exits,
         gateway_handshake_timeouts=None if gateway is None else gateway.handshake_timeout,
-        correlated=handler_failures_correlate(driven.ledger.handler_connect_errors, gateway, len(record.accounts)),
+        correlated=handler_errors_correlate(driven.ledger.handler_connect_errors, gateway, len(record.accounts)),
         handshake_ms=handshake_distribution(record.attempts, parts.handshake_timeout_ms))
     meta = RunMeta(
         profile=parts.profile.name, arm=parts.arm.name, seed=parts.profile.seed, time_scale=1.0, target=described,

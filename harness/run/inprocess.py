@@ -57,7 +57,7 @@ def drive_inprocess(parts: Parts, backend: InProcessBackend, progress: Progress,
                     on_progress: Callable[[float, int, int], None] | None = None) -> InProcessDriven:
     profile, gateway = parts.profile, backend.gateway
     launched_at = gateway.launched_at
-    ledger = InProcessLedger(launched_at)
+    ledger = InProcessLedger(launched_at=launched_at)
     console = ConsoleFollower(gateway.log_path)
     host = HostMeter(backend.pids)
     host.start()

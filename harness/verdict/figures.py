@@ -227,9 +227,9 @@ def handshake_distribution(attempts: Sequence[Attempt], timeout_ms: float) -> Ha
         over_timeout=sum(1 for d in durations if d > timeout_ms))
 
 
-def handler_failures_correlate(handler_failures: int, gateway: GatewayLogCounts | None, accounts: int) -> bool | None:
-    """The handlers' failed starts match the gateway's handshake timeouts one to one, as the field report found
+def handler_errors_correlate(connect_errors: int, gateway: GatewayLogCounts | None, accounts: int) -> bool | None:
+    """The handlers' connect errors match the gateway's handshake timeouts one to one, as the field report found
     (within one attempt in flight per account when the run stops); None without the gateway's log."""
     if gateway is None:
         return None
-    return abs(handler_failures - gateway.handshake_timeout) <= accounts
+    return abs(connect_errors - gateway.handshake_timeout) <= accounts
