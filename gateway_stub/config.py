@@ -38,9 +38,6 @@ from openclaw_wire.constants import (
 )
 
 DEFAULT_PORT = 18789  # DEFAULT_GATEWAY_CLIENT_URL, packages/gateway-client/src/client.ts
-# Idle latencies seen on 2026.9.6: challenge 17-27 ms after TCP connect, hello-ok ~40 ms after connect.
-DEFAULT_CHALLENGE_LATENCY_MS = 20.0
-DEFAULT_HELLO_LATENCY_MS = 40.0
 APPROVAL_DEDUP_MODES = ("off", "intent")
 HEALTH_REFRESH_COALESCE_MODES = ("join", "rearm")
 # The bounds (see `Limits`). No duration is longer than Node's setTimeout can wait (TIMEOUT_MAX; a longer
@@ -85,8 +82,8 @@ class StubConfig:
     health_refresh_cost: CostSpec = NO_COST
     health_refresh_coalesce: str = "join"
     cost_clock: CostClock = "wall"
-    challenge_latency_ms: float = DEFAULT_CHALLENGE_LATENCY_MS
-    hello_latency_ms: float = DEFAULT_HELLO_LATENCY_MS
+    challenge_latency_ms: float | None = None  # None: the generation's, as recorded
+    hello_latency_ms: float | None = None
     tick_interval_ms: float = TICK_INTERVAL_MS
     ping_interval_ms: float = KEEPALIVE_PING_INTERVAL_MS
     ping_timeout_ms: float = KEEPALIVE_PONG_TIMEOUT_MS
@@ -126,6 +123,14 @@ class StubConfig:
     @property
     def effective_handshake_timeout_ms(self) -> int:
         return self.handshake_timeout_ms or self.generation.handshake_timeout_ms
+
+    @property
+    def effective_challenge_latency_ms(self) -> float:
+        return self.generation.challenge_latency_ms if self.challenge_latency_ms is None else self.challenge_latency_ms
+
+    @property
+    def effective_hello_latency_ms(self) -> float:
+        return self.generation.hello_latency_ms if self.hello_latency_ms is None else self.hello_latency_ms
 
     def scaled_s(self, ms: float) -> float:
         """Unscaled milliseconds to the real seconds the stub waits: the one place the scale applies."""
@@ -330,10 +335,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--cost-clock", "cost_clock", _choice("wall", "cpu"),
            "burn costs by wall time (default) or by thread CPU time", "GATEWAY_STUB_COST_CLOCK", "{wall,cpu}"),
     Option("--challenge-latency-ms", "challenge_latency_ms", parse_decimal,
-           f"idle delay before connect.challenge (default {DEFAULT_CHALLENGE_LATENCY_MS:g})",
+           "idle delay before connect.challenge (default: the profile's, as recorded)",
            "GATEWAY_STUB_CHALLENGE_LATENCY_MS", "MS", LATENCY),
     Option("--hello-latency-ms", "hello_latency_ms", parse_decimal,
-           f"idle time from connect to hello-ok, not counting cost (default {DEFAULT_HELLO_LATENCY_MS:g})",
+           "idle time from connect to hello-ok, not counting cost (default: the profile's, as recorded)",
            "GATEWAY_STUB_HELLO_LATENCY_MS", "MS", LATENCY),
     Option("--tick-interval-ms", "tick_interval_ms", parse_decimal, "tick event interval (default 30000)",
            "GATEWAY_STUB_TICK_INTERVAL_MS", "MS", TIMER),

@@ -10,7 +10,7 @@ a "profile" is a scenario YAML file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -21,6 +21,14 @@ from openclaw_wire.constants import (
     PROTOCOL_APRIL,
     PROTOCOL_CURRENT,
 )
+
+# Idle latencies measured on the real gateways, unthrottled, after 5 warm-up handshakes, 2026-11-30
+# (benchmarks/openclaw_calibration.py --quotas none --concurrency 1 --rounds 12): p50 of TCP connect to challenge and
+# of connect to hello-ok, rounded to the ms (4.24: 3.2 and 2.4; 4.29: 3.6 and 2.3; 9.6: 3.4 and 7.4). The stub adds
+# about 1.5 ms of its own to the first and 0.3 ms to the second (its hello p50 7.7 ms against 4.29's 6.5 ms).
+CHALLENGE_424, HELLO_424 = 3.0, 2.0
+CHALLENGE_429, HELLO_429 = 4.0, 2.0
+CHALLENGE_96, HELLO_96 = 3.0, 7.0
 
 ApprovalVisibility = Literal["approvals-scoped", "deliverable-and-visible"]
 
@@ -52,6 +60,10 @@ class Generation:
     # The n-th loopback auth failure is answered after min(250*2^(n-1), 5000) ms in `current`; April
     # answered a wrong token in about 3 ms.
     loopback_auth_failure_delay: bool
+    # Idle latencies (an unloaded gateway, one handshake at a time; benchmarks/openclaw_calibration.py, c = 1):
+    # TCP connect to connect.challenge, and connect to hello-ok.
+    challenge_latency_ms: float
+    hello_latency_ms: float
     # A `health` event follows hello after this long (recorded: 4 ms on 4.24, 378 ms on 9.6).
     health_event_after_hello_ms: int
     # April sends that `health` event to every connected client (hellos close together share one), and a
@@ -111,6 +123,8 @@ APRIL_2026 = Generation(
     # 2026.4.20/4.24 use 10 000 ms; 4.29 raised it to 15 000 ms (src/gateway/handshake-timeouts.ts).
     handshake_timeout_ms=APRIL_HANDSHAKE_TIMEOUT_MS,
     server_version="2026.4.24",
+    challenge_latency_ms=CHALLENGE_424,
+    hello_latency_ms=HELLO_424,
     challenge_capabilities=None,
     log_phase=False,
     console_appends_fields=False,
@@ -144,6 +158,8 @@ CURRENT = Generation(
     min_node_or_probe_protocol=3,
     handshake_timeout_ms=DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS,
     server_version="2026.9.6",
+    challenge_latency_ms=CHALLENGE_96,
+    hello_latency_ms=HELLO_96,
     challenge_capabilities=("model-catalog-snapshot",),
     log_phase=True,
     console_appends_fields=True,
@@ -170,5 +186,16 @@ CURRENT = Generation(
     status_fixture="status-current.json",
 )
 
-GENERATIONS: dict[str, Generation] = {g.name: g for g in (APRIL_2026, CURRENT)}
+# 2026.4.29: April's wire with the 15 s pre-auth handshake timeout (DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS = 15e3 in
+# its package), so `april-2026` keeps 4.24's 10 s.
+APRIL_2026_4_29 = replace(
+    APRIL_2026,
+    name="april-2026.4.29",
+    handshake_timeout_ms=DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS,
+    server_version="2026.4.29",
+    challenge_latency_ms=CHALLENGE_429,
+    hello_latency_ms=HELLO_429,
+)
+
+GENERATIONS: dict[str, Generation] = {g.name: g for g in (APRIL_2026, APRIL_2026_4_29, CURRENT)}
 DEFAULT_GENERATION = APRIL_2026.name

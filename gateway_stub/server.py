@@ -332,7 +332,7 @@ class GatewayStub:
         timeout_s = self.config.scaled_s(self.config.effective_handshake_timeout_ms)
         conn.timer = loop.call_later(timeout_s, self._on_handshake_timer, conn)
         try:
-            await asyncio.sleep(self.config.scaled_s(self.config.challenge_latency_ms))
+            await asyncio.sleep(self.config.scaled_s(self.config.effective_challenge_latency_ms))
             challenge = proto.challenge_payload(self.generation, conn.nonce, int(time.time() * 1000))
             await ws.send(proto.event_frame("connect.challenge", challenge))
             self._colocated_cost(self.config.colocated_challenge_cost)
@@ -408,7 +408,7 @@ class GatewayStub:
         decision = handshake.accepted
         if decision is None:  # refused, or dropped because it was cut during the cost
             return
-        idle_left_s = self.config.scaled_s(self.config.hello_latency_ms) - (loop.time() - received_at)
+        idle_left_s = self.config.scaled_s(self.config.effective_hello_latency_ms) - (loop.time() - received_at)
         # Always yield at least once: the real connect path awaits I/O before registering the client,
         # and Node runs overdue timers before such a continuation. asyncio would resume this task first,
         # so a timer that fell due during the cost is fired here explicitly.

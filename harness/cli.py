@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway_stub.generations import DEFAULT_GENERATION, GENERATIONS
 from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, BadInput, HarnessError
 from harness.interrupts import (
     Terminated,
@@ -162,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also stage the Matrix channel's dependencies of each version that bundles it "
                               "(2026.4.x: the gateway installs them itself, once, with npm online; about 250 MB)")
     demo = commands.add_parser("demo", help="start the embedded gateway stub and show a handshake")
-    demo.add_argument("--profile", choices=("april-2026", "current"), default="april-2026",
-                      help="protocol profile of the stub (default april-2026)")
+    demo.add_argument("--profile", choices=tuple(GENERATIONS), default=DEFAULT_GENERATION,
+                      help=f"protocol profile of the stub (default {DEFAULT_GENERATION})")
     demo.add_argument("--out", type=Path, default=None,
                       help="keep the stub's log in this folder (default: a temporary folder, removed)")
     return parser

@@ -13,12 +13,12 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
+from gateway_stub.generations import GENERATIONS
 from harness.backends.embedded import EmbeddedStub
 from harness.client.connect_shape import handler_connect_params, request_frame
 from harness.client.session import RequestTimedOut, next_response
 from harness.clock import ScaledClock
 from harness.errors import EXIT_OK, BackendError
-from openclaw_wire.constants import PROTOCOL_APRIL, PROTOCOL_CURRENT
 
 DEMO_TIME_SCALE = 0.1  # the April 10 s handshake timeout becomes 1 s
 REPLY_TIMEOUT_MS = 10_000  # real milliseconds: the demo runs its client at time scale 1
@@ -30,7 +30,7 @@ def run_demo(profile: str, out: Path | None) -> int:
         stub_args = ["--profile", profile, "--time-scale", str(DEMO_TIME_SCALE)]
         with EmbeddedStub(stub_args, log_path=work_dir / "stub.log") as stub:
             print(f"gateway stub ({profile}) listening on {stub.url}  [time scale {DEMO_TIME_SCALE:g}]")
-            protocol = PROTOCOL_APRIL if profile == "april-2026" else PROTOCOL_CURRENT
+            protocol = GENERATIONS[profile].protocol
             _show_handshake(stub, protocol)
             _show_handshake_timeout(stub)
             counters = stub.stats()["counters"]

@@ -1,11 +1,12 @@
 """Conformance: the same client flows against the stub and the real OpenClaw gateway, compared frame by frame.
 
 Each flow is written once as `async def flow(target) -> observation` and run against both targets of a pair:
-the real gateway from npm and the stub profile that imitates it (2026.4.29 and 2026.4.24 against `april-2026`,
-2026.9.6 against `current`). An observation keeps what a client depends on (frame types, key sets and their
-order, value types, error codes and messages, close codes and reasons, who received which approval event)
-and drops what differs by nature (nonces, timestamps, connection ids, list contents the stub copies from a
-recording). Any other difference is a stub bug, unless it is listed in DELIBERATE_DIFFERENCES with its reason.
+the real gateway from npm and the stub profile that imitates it (2026.4.24 against `april-2026`, 2026.4.29
+against `april-2026.4.29`, 2026.9.6 against `current`). An observation keeps what a client depends on (frame
+types, key sets and their order, value types, error codes and messages, close codes and reasons, who received
+which approval event) and drops what differs by nature (nonces, timestamps, connection ids, list contents the stub
+copies from a recording). Any other difference is a stub bug, unless it is listed in DELIBERATE_DIFFERENCES with
+its reason.
 
 Gateways are started once per module and pair (about 10 s per real launch, plus one with a pre-auth budget of 1
 for the 503 case); both use a 2000 ms handshake timeout. Marked `openclaw` (see conftest.require_openclaw).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack
@@ -39,16 +41,20 @@ from conftest import (
 )
 from websockets.asyncio.client import ClientConnection
 
+from gateway_stub.config import StubConfig
+from gateway_stub.generations import GENERATIONS
 from harness.backends.embedded import EmbeddedStub
-from harness.backends.openclaw import OpenClawGateway
+from harness.backends.openclaw import OpenClawGateway, ensure_openclaw
 from harness.client.session import signed
+from openclaw_wire.constants import handshake_timeout_ms_for_version
 from openclaw_wire.device_auth import DeviceIdentity
 
 pytestmark = pytest.mark.openclaw
 
 HANDSHAKE_TIMEOUT_MS = 2000
 # (real openclaw version, stub profile that imitates it)
-PAIRS = [("2026.4.29", "april-2026"), ("2026.9.6", "current"), ("2026.4.24", "april-2026")]
+PAIRS = [("2026.4.29", "april-2026.4.29"), ("2026.9.6", "current"), ("2026.4.24", "april-2026")]
+STUB_PROFILE = dict(PAIRS)
 KINDS = ("real", "stub")
 
 # Values that differ between any two runs: compared by type only.
@@ -104,7 +110,7 @@ def _targets(version: str, profile: str, log_dir: Path, stack: ExitStack, **limi
     if budget is not None:
         stub_args += ["--max-preauth-per-ip", str(budget)]
     stub = stack.enter_context(EmbeddedStub(stub_args, log_path=log_dir / "stub.log"))
-    protocol = 3 if profile == "april-2026" else 4
+    protocol = GENERATIONS[profile].protocol
     return {
         "real": Target("real", version, real.url, real.port, real.token, protocol),
         "stub": Target("stub", version, stub.url, int(stub.ready["port"]), stub.token, protocol),
@@ -122,9 +128,28 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture
 def budget_pair(pair: dict[str, Target], tmp_path: Path) -> Iterator[dict[str, Target]]:
     """The same pair again with a pre-auth budget of 1 (OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP=1)."""
-    profile = "april-2026" if pair["real"].april else "current"
+    version = pair["real"].version
     with ExitStack() as stack:
-        yield _targets(pair["real"].version, profile, tmp_path, stack, max_preauth_per_ip=1)
+        yield _targets(version, STUB_PROFILE[version], tmp_path, stack, max_preauth_per_ip=1)
+
+
+# The constant's declaration in each package's dist (4.24: `= 1e4` in client-*.js; 4.29: `= 15e3`; 9.6 also minified).
+PREAUTH_TIMEOUT_DECLARATION = re.compile(rb"DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS ?= ?([0-9][0-9e_.]*)")
+
+
+@pytest.mark.parametrize(("version", "profile"), PAIRS)
+def test_default_handshake_timeout(version: str, profile: str) -> None:
+    """The stub profile's default pre-auth handshake timeout is the one its version's package declares.
+
+    The pairs run with 2000 ms on both sides, so the default is read from the installed package (the real
+    gateway's own constant) rather than waited for 10-15 s per pair."""
+    require_openclaw(version)
+    dist = ensure_openclaw(version) / "node_modules" / "openclaw" / "dist"
+    declared = {float(m.group(1).replace(b"_", b"")) for path in (*dist.glob("*.js"), *dist.glob("*.mjs"))
+                for m in PREAUTH_TIMEOUT_DECLARATION.finditer(path.read_bytes())}
+    assert len(declared) == 1, f"{version}: DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS declared as {sorted(declared)}"
+    assert GENERATIONS[profile].handshake_timeout_ms == declared.pop()
+    assert StubConfig(profile=profile).effective_handshake_timeout_ms == handshake_timeout_ms_for_version(version)
 
 
 # ---------------------------------------------------------------------------------------------

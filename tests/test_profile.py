@@ -68,7 +68,7 @@ def with_(path: str, value: Any) -> dict[str, Any]:
      "windows.final_s: expected at most duration_s (10), got 20"),
     (with_("target.kind", "docker"), "target.kind: expected stub, url, openclaw or sim, got 'docker'"),
     (with_("target.connect_cost_before_timer", "gauss:3"), "target.connect_cost_before_timer: expected fixed:MS"),
-    (with_("target.profile", "may-2026"), "target.profile: expected one of april-2026, current, got 'may-2026'"),
+    (with_("target.profile", "may-2026"), "target.profile: expected one of april-2026, april-2026.4.29, current, got 'may-2026'"),
     (with_("target.url", "ws://127.0.0.1:1/"), "target.url: only with kind: url"),
     ({**MINIMAL, "target": {"kind": "url", "url": "ws://10.0.0.5:18789/", "token": "t"}},
      "target.url: refused '10.0.0.5': load goes to loopback only"),

@@ -87,11 +87,11 @@ def test_one_account_at_zero_cost_connects_after_the_latencies() -> None:
     record = simulate(profile(), "shipped", EXACT).record
     (attempt,) = record.attempts
     assert attempt.outcome is Outcome.HELLO
-    assert attempt.latency_ms == pytest.approx(20 + 40)  # challenge latency + hello latency, the stub's defaults
+    assert attempt.latency_ms == pytest.approx(3 + 2)  # challenge latency + hello latency, as recorded on 2026.4.24
     assert record.connected_at_end == {"matrix-1"}
     # The calibrated model adds what real sockets cost at time scale 0.1: about 10 ms real, 100 ms of scenario.
     (calibrated,) = simulate(profile(), "shipped").record.attempts
-    assert 60 + 40 < calibrated.latency_ms < 60 + 160
+    assert 5 + 40 < calibrated.latency_ms < 5 + 160
 
 
 def test_n_times_the_cost_well_over_the_timeout_makes_every_shipped_attempt_time_out() -> None:

@@ -118,8 +118,9 @@ def simulated_summary(profile: Profile, arm_name: str, tuning: Tuning | None = N
     assert isinstance(profile.target, SimTarget)
     config = profile.target.stub.config
     target = SimTargetRecord(
-        kind="sim", **SimTargetRecord.fields_from(config.describe()), challenge_latency_ms=config.challenge_latency_ms,
-        hello_latency_ms=config.hello_latency_ms, tuning=SimTuningRecord(**dataclasses.asdict(tuning)),
+        kind="sim", **SimTargetRecord.fields_from(config.describe()),
+        challenge_latency_ms=config.effective_challenge_latency_ms, hello_latency_ms=config.effective_hello_latency_ms,
+        tuning=SimTuningRecord(**dataclasses.asdict(tuning)),
         loop_busy_s=round(simulated.loop_busy_ms / 1000.0, 3),
     )
     arm = ARMS[arm_name]

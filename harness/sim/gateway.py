@@ -98,7 +98,7 @@ class SimGateway:
         self.sim.at(conn.timer_due_ms, lambda: self.sim.submit(lambda: self._timer_fired(conn), 0.0,
                                                                TIMER_CALLBACK_TURNS))
         self._tell(conn, lambda: conn.client.upgraded(conn))
-        self.sim.after(self.config.challenge_latency_ms,
+        self.sim.after(self.config.effective_challenge_latency_ms,
                        lambda: self.sim.submit(lambda: self._challenge(conn), 0.0, TIMER_TURNS))
 
     def _challenge(self, conn: Conn) -> None:
@@ -117,7 +117,7 @@ class SimGateway:
     def _connect_cost_done(self, conn: Conn) -> None:
         if conn.closing:
             return  # cut by the timer during the cost: dropped undecided
-        idle_left_ms = self.config.hello_latency_ms - (self.sim.now_ms - conn.received_ms)
+        idle_left_ms = self.config.effective_hello_latency_ms - (self.sim.now_ms - conn.received_ms)
         self.sim.after(max(0.0, idle_left_ms), lambda: self.sim.submit(lambda: self._hello_due(conn), 0.0, TIMER_TURNS))
 
     def _hello_due(self, conn: Conn) -> None:
