@@ -12,7 +12,7 @@ The shape, with defaults:
                                       # or sim (the stub's options, run in the simulator: harness/sim/)
       backend: embedded               # stub: where it runs: embedded (a child process) or docker (containers)
       profile: april-2026             # stub: protocol profile
-      handshake_timeout_ms: null      # stub: null = the profile's (10000 april-2026, 15000 current)
+      handshake_timeout_ms: null      # stub: null = the profile's (10000 april-2026, 15000 april-2026.4.29 and current)
       max_preauth_per_ip: 32          # stub
       connect_cost_before_timer: "0"  # stub: cost specs, see gateway_stub/cost.py
       connect_cost_after_timer: "0"
@@ -22,8 +22,8 @@ The shape, with defaults:
       health_refresh_cost: "0"         # stub: the health refresh after each hello-ok, coalesced
       health_refresh_coalesce: join    # stub: a hello during a refresh joins it (join) or re-arms one more (rearm)
       cost_clock: wall
-      challenge_latency_ms: 20
-      hello_latency_ms: 40
+      challenge_latency_ms: null      # stub: idle latencies; null = the profile's, as recorded (ms: april-2026 3 and 2,
+      hello_latency_ms: null          #   april-2026.4.29 4 and 2, current 3 and 7)
       url: null                       # url: ws://127.0.0.1:PORT/
       token: null                     # url: the gateway's token
       version: null                   # openclaw: the npm version, e.g. 2026.4.24, 2026.4.29, 2026.9.6 (required)
@@ -32,6 +32,8 @@ The shape, with defaults:
       inprocess: false                # openclaw: the accounts are Matrix accounts inside the gateway, on a local
                                       # Synapse (extra `matrix`); arms shipped and approvals-off; no probe, agents
                                       # or faults (harness/accounts/inprocess.py)
+      homeserver_latency_ms: 0        # openclaw, in-process: the homeserver's answers reach the gateway this much
+                                      # later (a Toxiproxy latency toxic between them: a homeserver far away)
                                       # openclaw also takes handshake_timeout_ms and max_preauth_per_ip (null: its own)
       protocol: 3                     # the accounts' protocol (3 April, 4 current; openclaw: 3 up to 2026.4.x)
       device_signed: false            # sign connects with one device key (default true for openclaw and protocol 4)
@@ -438,17 +440,22 @@ def _parse_openclaw_target(target: Fields, protocol: int | None, device_signed: 
     elif target.has("cpu_quota_from") and cpu_quota is None:
         target.fail("cpu_quota_from", "only with cpu_quota (there is no quota to start)")
     inprocess = target.get("inprocess", bool, False)
+    homeserver_latency_ms = target.number("homeserver_latency_ms", 0, minimum=0, maximum=MAX_INTERVAL_MS, integer=True)
+    if target.has("homeserver_latency_ms") and not inprocess:
+        target.fail("homeserver_latency_ms", "only with inprocess: true (there is no homeserver otherwise)")
     for key in (*STUB_OPTIONS, "url", "token", "backend"):
         if key not in ("handshake_timeout_ms", "max_preauth_per_ip") and target.get(key, object) is not None:
             target.fail(key, "not an option of kind: openclaw (expected version, handshake_timeout_ms, "
-                        "max_preauth_per_ip, cpu_quota, cpu_quota_from, inprocess, protocol, device_signed)")
+                        "max_preauth_per_ip, cpu_quota, cpu_quota_from, inprocess, homeserver_latency_ms, protocol, "
+                        "device_signed)")
     target.done()
     if version is None:
         return None
     return OpenClawTarget(version, handshake_timeout_ms, max_preauth, None if cpu_quota is None else float(cpu_quota),
                           protocol or protocol_for_version(version), True if device_signed is None else device_signed,
                           cpu_quota_from="launch" if quota_from == "launch" else "ready",
-                          matrix_accounts=-1 if inprocess else 0)  # -1: set from accounts.count below
+                          matrix_accounts=-1 if inprocess else 0,  # -1: set from accounts.count below
+                          homeserver_latency_ms=int(homeserver_latency_ms or 0))
 
 
 INPROCESS_ARMS = ("shipped", "approvals-off")  # an in-process profile's arms when it names none

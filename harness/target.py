@@ -93,6 +93,9 @@ class OpenClawTarget:
     # sets it (the shipped config: on; the workaround arm `approvals-off`: off).
     matrix_accounts: int = 0
     exec_approvals: bool = True
+    # In-process only: every answer of the homeserver reaches the gateway this much later (a Toxiproxy latency toxic
+    # between them), as from a homeserver across the internet rather than on loopback. 0: none.
+    homeserver_latency_ms: int = 0
 
     @property
     def inprocess(self) -> bool:

@@ -7,6 +7,12 @@ conn ids, the timeout lines' whole uuids); the run end to end is in tests/test_o
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +20,7 @@ from harness.accounts.inprocess import UNATTRIBUTED, console_lines, read_console
 from harness.errors import BadInput
 from harness.events import Outcome
 from harness.profile import parse_profile
+from harness.run.inprocess import homeserver_link
 from harness.summary import GatewayLogCounts
 from harness.verdict.figures import handler_errors_correlate, handshake_distribution, summarize
 from harness.verdict.tables import account_rows
@@ -146,6 +153,10 @@ def test_an_inprocess_profile_has_matrix_accounts_the_workaround_arm_and_no_prob
     launched = parse_profile(inprocess_profile(target={"kind": "openclaw", "version": "2026.4.24", "cpu_quota": 0.1,
                                                        "cpu_quota_from": "launch", "inprocess": True}))
     assert launched.target.cpu_quota_from == "launch"  # type: ignore[union-attr]
+    assert profile.target.homeserver_latency_ms == 0  # type: ignore[union-attr]
+    far = parse_profile(inprocess_profile(target={"kind": "openclaw", "version": "2026.4.24", "inprocess": True,
+                                                  "homeserver_latency_ms": 2000}))
+    assert far.target.homeserver_latency_ms == 2000  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -157,6 +168,10 @@ def test_an_inprocess_profile_has_matrix_accounts_the_workaround_arm_and_no_prob
      "target.cpu_quota_from: only with cpu_quota"),
     ({"target": {"kind": "openclaw", "version": "2026.4.24", "cpu_quota": 0.1, "cpu_quota_from": "boot"}},
      "target.cpu_quota_from: expected ready or launch, got 'boot'"),
+    ({"target": {"kind": "openclaw", "version": "2026.4.24", "homeserver_latency_ms": 2000}},
+     "target.homeserver_latency_ms: only with inprocess: true"),
+    ({"target": {"kind": "openclaw", "version": "2026.4.24", "inprocess": True, "homeserver_latency_ms": -1}},
+     "target.homeserver_latency_ms: expected"),
 ])
 def test_what_cannot_run_in_process_is_refused_in_one_line(changes: dict[str, object], message: str) -> None:
     with pytest.raises(BadInput) as refused:
@@ -167,3 +182,35 @@ def test_what_cannot_run_in_process_is_refused_in_one_line(changes: dict[str, ob
 def test_the_workaround_arm_needs_an_inprocess_target() -> None:
     with pytest.raises(BadInput, match=r"arms\[1\]: 'approvals-off' switches the real gateway's own config"):
         parse_profile({"name": "stub", "accounts": {"count": 2}, "arms": ["shipped", "approvals-off"]})
+
+
+@pytest.mark.subprocess
+def test_a_far_homeserver_answers_through_the_proxy_that_late(tmp_path: Path) -> None:
+    """`homeserver_latency_ms`: the gateway's homeserver URL is a Toxiproxy proxy whose answers come that late."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Versions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        link = homeserver_link(400, tmp_path)
+        assert link is not None and homeserver_link(0, tmp_path) is None
+        with link(f"http://127.0.0.1:{server.server_address[1]}") as url:
+            assert url.startswith("http://127.0.0.1:") and not url.endswith(f":{server.server_address[1]}")
+            started = time.monotonic()
+            with urllib.request.urlopen(f"{url}/_matrix/client/versions", timeout=10) as answer:
+                assert json.loads(answer.read()) == {"versions": ["v1.11"]}
+            assert time.monotonic() - started >= 0.4
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Versions(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        body = b'{"versions": ["v1.11"]}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the standard library's name)
+        pass

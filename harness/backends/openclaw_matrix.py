@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,16 +215,23 @@ class InProcessBackend(OpenClawBackend):
         return [bot.localpart for bot in self.homeserver.bots]
 
 
+HomeserverLink = Callable[[str], contextlib.AbstractContextManager[str]]
+
+
 @contextlib.contextmanager
-def open_inprocess(target: OpenClawTarget, out_dir: Path) -> Iterator[InProcessBackend]:
-    """Synapse with one bot per account, then the gateway with those accounts; both stopped on exit."""
+def open_inprocess(target: OpenClawTarget, out_dir: Path, link: HomeserverLink | None = None,
+                   ) -> Iterator[InProcessBackend]:
+    """Synapse with one bot per account, then the gateway with those accounts; both stopped on exit. `link`, given
+    the homeserver's URL, yields the URL the gateway is to use instead (a proxy in between)."""
     stage = staged_matrix_channel(target.version)
     ready_timeout_s = READY_TIMEOUT_S
     if target.cpu_quota is not None and target.cpu_quota_from == "launch":
         ready_timeout_s = min(MAX_READY_TIMEOUT_S, READY_TIMEOUT_S / min(1.0, target.cpu_quota * 10))
-    with SynapseHomeserver(bots=target.matrix_accounts, log_dir=out_dir) as homeserver:
+    with contextlib.ExitStack() as stack:
+        homeserver = stack.enter_context(SynapseHomeserver(bots=target.matrix_accounts, log_dir=out_dir))
         assert homeserver.owner is not None
-        config = matrix_accounts_config(homeserver.url, homeserver.owner, homeserver.bots,
+        homeserver_url = stack.enter_context(link(homeserver.url)) if link else homeserver.url
+        config = matrix_accounts_config(homeserver_url, homeserver.owner, homeserver.bots,
                                         exec_approvals=target.exec_approvals)
         with OpenClawGateway(target.version, handshake_timeout_ms=target.handshake_timeout_ms,
                              max_preauth_per_ip=target.max_preauth_per_ip, cpu_quota=target.cpu_quota,

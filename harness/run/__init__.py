@@ -128,16 +128,17 @@ def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress
 def _run_inprocess(parts: Parts, progress: Progress, on_progress: OnProgress | None,
                    wall_started: float) -> tuple[Summary, RunRecord]:
     """The real gateway's own Matrix accounts (`target.inprocess`): no fake accounts, read from its console."""
-    from harness.backends.openclaw_matrix import InProcessBackend
-    from harness.run.inprocess import drive_inprocess
+    from harness.backends.openclaw_matrix import open_inprocess
+    from harness.run.inprocess import drive_inprocess, homeserver_link
 
     target = parts.target
     assert isinstance(target, OpenClawTarget)
-    with open_backend(target, parts.out_dir) as backend:
-        assert isinstance(backend, InProcessBackend)
+    with open_inprocess(target, parts.out_dir, homeserver_link(target.homeserver_latency_ms, parts.out_dir)) as backend:
         driven = drive_inprocess(parts, backend, progress, on_progress)
         described = backend.describe()
         homeserver = f"synapse {backend.homeserver.version} (loopback, SQLite)"
+        if target.homeserver_latency_ms:
+            homeserver += f", answers {target.homeserver_latency_ms} ms late (Toxiproxy latency toxic)"
     record = driven.record
     gateway = gateway_storm_counts(record.gateway_records) if record.gateway_records is not None else None
     inprocess = InProcessFigures(

@@ -8,16 +8,19 @@ and the host's CPU waits are noted; at the end the gateway's JSON log records ar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from harness.accounts.inprocess import InProcessLedger, console_lines
-from harness.backends.openclaw_matrix import InProcessBackend
+from harness.backends.base import local_toxiproxy
+from harness.backends.openclaw_matrix import HomeserverLink, InProcessBackend
 from harness.errors import BadInput
 from harness.events import RunRecord
+from harness.faults.client import ToxiproxyClient
 from harness.host import HostMeter, HostWindow
 from harness.report.progress import Progress
 from harness.run.compose import Parts
@@ -44,6 +47,24 @@ class ConsoleFollower:
         data = self._partial + data
         complete, _, self._partial = data.rpartition(b"\n")
         return complete.decode("utf-8", errors="replace")
+
+
+def homeserver_link(latency_ms: int, out_dir: Path) -> HomeserverLink | None:
+    """What the gateway reaches the homeserver through: itself, or a Toxiproxy proxy (the embedded one, or the one
+    at TOXIPROXY_URL) whose latency toxic holds back every answer by `latency_ms`."""
+    if latency_ms <= 0:
+        return None
+
+    @contextlib.contextmanager
+    def behind_latency(homeserver_url: str) -> Iterator[str]:
+        with local_toxiproxy(homeserver_url, out_dir) as placement:
+            proxy = ToxiproxyClient(placement.api_url).create(upstream=placement.upstream, name="homeserver",
+                                                              listen=placement.listen)
+            proxy.add_toxic(name="homeserver-latency", type="latency", stream="downstream", toxicity=1.0,
+                            attributes={"latency": latency_ms, "jitter": 0})
+            yield f"http://{proxy.listen}"
+
+    return behind_latency
 
 
 @dataclasses.dataclass(frozen=True)
