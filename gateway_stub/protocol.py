@@ -13,7 +13,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,10 +104,14 @@ def _finite(value: Any) -> Any:
 
 
 def event_frame(event: str, payload: Any, seq: int | None = None) -> str:
-    frame: dict[str, Any] = {"type": "event", "event": event, "payload": payload}
-    if seq is not None:
-        frame["seq"] = seq
-    return frame_text(frame)
+    return event_frames(event, payload)(seq)
+
+
+def event_frames(event: str, payload: Any) -> Callable[[int | None], str]:
+    """One event for many connections: the payload is encoded once, and each frame gets its own `seq` (the same
+    text as encoding `{type, event, payload, seq}` whole, as the real gateway does per client)."""
+    unnumbered = frame_text({"type": "event", "event": event, "payload": payload})
+    return lambda seq: unnumbered if seq is None else f'{unnumbered[:-1]},"seq":{seq}}}'
 
 
 def ok_frame(request_id: str, payload: Any) -> str:

@@ -64,12 +64,15 @@ from gateway_stub.metrics import (
     stub_registry,
     watch_event_loop_lag,
 )
-from openclaw_wire.constants import HEALTH_REFRESH_INTERVAL_MS
+from openclaw_wire.constants import HEALTH_REFRESH_INTERVAL_MS, PRESENCE_MAX_ENTRIES, PRESENCE_TTL_MS
 from openclaw_wire.log_records import WS_SUBSYSTEM, StubEvent
 
 # Failures counted for the loopback auth delay within this window (auth-rate-limit.ts: 60 000 ms).
 AUTH_FAILURE_WINDOW_MS = 60_000
 SHUTDOWN_CLOSE_GRACE_S = 2.0
+# Node's server.listen() backlog (511), where asyncio's default is 100: with thousands of clients released on one
+# tick, a short accept queue drops SYNs, and each dropped one is retried a second or more later.
+NODE_LISTEN_BACKLOG = 511
 
 _ws_logger = logging.getLogger("gateway_stub.websockets")
 _ws_logger.setLevel(logging.ERROR)
@@ -168,6 +171,7 @@ class GatewayStub:
             process_request=self._process_request,
             process_response=self._process_response,
             compression=None,  # the real gateway negotiates no permessage-deflate
+            backlog=NODE_LISTEN_BACKLOG,
             max_size=proto.MAX_PAYLOAD_BYTES,
             ping_interval=cfg.scaled_s(cfg.ping_interval_ms),
             ping_timeout=cfg.scaled_s(cfg.ping_timeout_ms),
@@ -531,13 +535,22 @@ class GatewayStub:
         client = accepted.client
         host = str(client.get("displayName") or client["id"])
         mode = str(client.get("mode", ""))
+        self._presence.pop(host, None)  # re-inserted: the dict stays oldest first
         self._presence[host] = {"host": host, "version": client.get("version"), "platform": client.get("platform"),
                                 "mode": mode, "roles": [accepted.role], "scopes": list(accepted.scopes),
                                 "reason": reason, "ts": int(time.time() * 1000), "text": f"Node: {host} · mode {mode}"}
 
     def _presence_list(self) -> list[dict[str, Any]]:
-        gateway = dict(self.generation.hello_template()["snapshot"]["presence"][0], ts=int(time.time() * 1000))
-        return [gateway, *sorted(self._presence.values(), key=lambda entry: -entry["ts"])]  # newest first
+        """The gateway's entry and the clients', newest first; as April keeps it, at most PRESENCE_MAX_ENTRIES
+        clients seen within PRESENCE_TTL_MS."""
+        now_ms = int(time.time() * 1000)
+        while self._presence:
+            oldest = next(iter(self._presence))
+            if len(self._presence) <= PRESENCE_MAX_ENTRIES and now_ms - self._presence[oldest]["ts"] <= PRESENCE_TTL_MS:
+                break
+            del self._presence[oldest]
+        gateway = dict(self.generation.hello_template()["snapshot"]["presence"][0], ts=now_ms)
+        return [gateway, *reversed(self._presence.values())]
 
     def _health_broadcast_now(self) -> None:
         self._health_broadcast_due = False
@@ -598,8 +611,9 @@ class GatewayStub:
         await self._send_event(conns, "health", payload)
 
     async def _send_event(self, conns: list[Connection], event: str, payload: Any) -> None:
+        frame = proto.event_frames(event, payload)  # the payload encoded once for every connection
         for conn in conns:
-            await self._send(conn, proto.event_frame(event, payload, conn.next_seq()))
+            await self._send(conn, frame(conn.next_seq()))
 
     # -- exec approvals: what the approval service needs of the server ------------------------------
 

@@ -16,6 +16,11 @@ APRIL_HANDSHAKE_TIMEOUT_MS = 10_000
 DEFAULT_PREAUTH_HANDSHAKE_TIMEOUT_MS = 15_000
 FIRST_RELEASE_WITH_15_S_HANDSHAKE = (2026, 4, 29)
 
+# The gateway's presence list (listSystemPresence, src/infra/system-presence.ts; 2026.4.24's
+# server-plugin-bootstrap-*.js): entries older than TTL_MS are dropped, and past MAX_ENTRIES the oldest go.
+PRESENCE_TTL_MS = 300_000
+PRESENCE_MAX_ENTRIES = 200
+
 # TICK_INTERVAL_MS, src/gateway/server-maintenance.ts: one global `tick` event; a client closes 4000
 # "tick timeout" after 2 x this of silence.
 TICK_INTERVAL_MS = 30_000

@@ -33,6 +33,7 @@ from websockets.typing import Origin
 from gateway_stub import GatewayStub
 from gateway_stub.cost import parse_cost
 from gateway_stub.generations import APRIL_2026, CURRENT
+from openclaw_wire.constants import PRESENCE_MAX_ENTRIES
 from openclaw_wire.device_auth import DeviceIdentity
 
 CLI_CLIENT = {"id": "cli", "version": "2026.4.24", "platform": "linux", "mode": "cli"}
@@ -764,3 +765,24 @@ async def test_a_number_json_cannot_hold_comes_back_as_null_as_json_stringify_wr
     assert event["payload"]["request"]["turnSourceThreadId"] is None
     await watcher.close()
     await agent.close()
+
+
+async def test_april_keeps_at_most_200_presence_entries_newest_first(make_stub: StubFactory) -> None:
+    # listSystemPresence (2026.4.24): past MAX_ENTRIES = 200 the oldest entries go; the gateway's own entry is extra.
+    stub = await make_stub(profile="april-2026")
+    sockets = []
+    for index in range(PRESENCE_MAX_ENTRIES + 3):
+        params = connect_params()
+        params["client"] = {**params["client"], "displayName": f"Matrix Native Approvals (acct{index})"}
+        sockets.append(await connected(stub.url, params))
+    watcher = sockets[-1]
+    # A client leaving (its socket dropped: an unread client's close handshake waits behind its queued events).
+    sockets[0].transport.abort()
+    while (event := await recv_json(watcher)).get("event") != "presence":
+        pass
+    hosts = [entry["host"] for entry in event["payload"]["presence"]]
+    assert len(hosts) == 1 + PRESENCE_MAX_ENTRIES
+    clients = [f"Matrix Native Approvals (acct{i})" for i in range(PRESENCE_MAX_ENTRIES + 3)]
+    # Newest first: acct0's disconnect is the newest entry; the three oldest connects (acct1-acct3) are gone.
+    assert hosts[1:3] == [clients[0], clients[-1]] and clients[1] not in hosts and clients[4] in hosts
+    # The rest close with the stub: closed one by one, each would send the others a 200-entry `presence`.

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from conftest import TOKEN, connect_params
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway_stub.budget import UNKNOWN_CLIENT_IP, PreauthBudget
 from gateway_stub.config import ConfigError, config_from_args
@@ -24,7 +26,9 @@ from gateway_stub.protocol import (
     Rejected,
     close_reason,
     decide_connect,
+    event_frames,
     forbidden,
+    frame_text,
     loopback_auth_failure_delay_ms,
     missing_scope,
     negotiate_protocol,
@@ -874,3 +878,19 @@ def test_cost_option_errors_name_the_source() -> None:
     config = config_from_args([], {"GATEWAY_STUB_CONNECT_COST_BEFORE_TIMER": "fixed:20"})
     assert config.connect_cost_before_timer == parse_cost("fixed:20")
 
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(payload=JSON_VALUES, event=st.text(), seq=st.none() | st.integers(min_value=0))
+def test_an_event_encoded_once_for_many_connections_reads_as_the_whole_frame(payload: Any, event: str,
+                                                                           seq: int | None) -> None:
+    frame: dict[str, Any] = {"type": "event", "event": event, "payload": payload}
+    if seq is not None:
+        frame["seq"] = seq
+    assert event_frames(event, payload)(seq) == frame_text(frame)
