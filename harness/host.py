@@ -13,15 +13,40 @@ timers, scaled by the time scale). So every live run measures, over the window t
     (`/proc/pressure/cpu`, "some": the share of time at least one task waited for a CPU);
 and the driver adds the harness's own event-loop lag. `harness.verdict.host` turns these into a rule.
 Reading /proc costs microseconds; where a file is missing (not Linux, schedstats off) the figure is None.
+
+Before a live run, `ensure_open_files` raises the process's open-file limit to what its accounts need.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.errors import BadInput
+
+# Each account's connection holds its socket and the socketpair websockets.sync opens to wake its reader on close.
+FILES_PER_ACCOUNT = 3
+FILES_BESIDE_ACCOUNTS = 256  # the probe, agents, logs, CSV writers, Locust's own
+
+
+def ensure_open_files(accounts: int) -> None:
+    """Raise this process's open-file limit to what `accounts` connections need, or refuse in one line."""
+    needed = FILES_PER_ACCOUNT * accounts + FILES_BESIDE_ACCOUNTS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    raised_hard = hard if hard == resource.RLIM_INFINITY or hard >= needed else needed
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, raised_hard))
+    except (ValueError, OSError):
+        raise BadInput(f"accounts.count: {accounts} accounts need about {needed} open files in one process "
+                       f"({FILES_PER_ACCOUNT} each), and this one may open {hard} (`ulimit -Hn`, which only root can "
+                       "raise): raise it, or run fewer accounts") from None
+
 
 NS_PER_S = 1_000_000_000
 

@@ -115,8 +115,10 @@ class Fields:
         return value
 
     def number(self, key: str, default: float | None, *, minimum: float | None = None, maximum: float,
-               exclusive_minimum: bool = False, integer: bool = False, required: bool = False) -> Any:
-        """A finite number (an integer if `integer`) within the bounds; `default` when absent or wrong."""
+               exclusive_minimum: bool = False, integer: bool = False, required: bool = False,
+               why_maximum: str = "") -> Any:
+        """A finite number (an integer if `integer`) within the bounds; `default` when absent or wrong.
+        `why_maximum` says, in the message, why a larger one is refused."""
         value = self.get(key, int if integer else (int, float), None, required=required)
         if value is None:
             return default
@@ -127,7 +129,8 @@ class Fields:
             self.fail(key, f"expected a number {'>' if exclusive_minimum else '>='} {minimum:g}, got {cut(value)}")
             return default
         if value > maximum:
-            self.fail(key, f"expected a number <= {maximum:g}, got {cut(value)}")
+            why = f" ({why_maximum})" if why_maximum else ""
+            self.fail(key, f"expected a number <= {maximum:g}{why}, got {cut(value)}")
             return default
         return value
 

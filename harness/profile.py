@@ -38,7 +38,7 @@ The shape, with defaults:
       protocol: 3                     # the accounts' protocol (3 April, 4 current; openclaw: 3 up to 2026.4.x)
       device_signed: false            # sign connects with one device key (default true for openclaw and protocol 4)
     accounts:
-      count: 11                       # required, 1..2000
+      count: 11                       # required, 1..10000 (one process's worth)
       channels: {matrix: 11}          # counts per channel (matrix, telegram), summing to count
       keep_reconnecting_after_failed_start: false
     arms: [shipped, coordinator]      # from harness.policy.arms.ARMS (in-process: [shipped, approvals-off])
@@ -108,7 +108,9 @@ from openclaw_wire.constants import (
 
 CHANNELS = ("matrix", "telegram")
 DECISIONS = ("allow-once", "allow-always", "deny")
-MAX_ACCOUNTS = 2000
+MAX_ACCOUNTS = 10_000
+WHY_MAX_ACCOUNTS = ("the most one harness process is meant to hold; each account takes 3 open files and about 0.1 MB "
+                    "(benchmarks/accounts_at_scale.py)")
 MAX_DURATION_S = 86_400
 MAX_INTERVAL_MS = 86_400_000  # any duration in a profile: at most a day
 MAX_APPROVAL_TIMEOUT_MS = 7 * MAX_INTERVAL_MS
@@ -198,7 +200,8 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
     time_scale = root.number("time_scale", 1.0, minimum=MIN_TIME_SCALE, maximum=MAX_TIME_SCALE)
     target = _parse_target(root.section("target"), time_scale)
     accounts = root.section("accounts")
-    count = accounts.number("count", None, minimum=1, maximum=MAX_ACCOUNTS, integer=True, required=True)
+    count = accounts.number("count", None, minimum=1, maximum=MAX_ACCOUNTS, integer=True, required=True,
+                            why_maximum=WHY_MAX_ACCOUNTS)
     channels = _parse_channels(accounts, count)
     keep_reconnecting = accounts.get("keep_reconnecting_after_failed_start", bool, False)
     accounts.done()

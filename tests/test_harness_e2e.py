@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -128,6 +129,24 @@ def test_a_bad_profile_exits_2_with_one_line_naming_the_field(tmp_path: Path) ->
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"harness: error: {profile}:3: arms[1]: unknown arm 'jittery' (expected one of shipped, ")
     assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_more_accounts_than_open_files_allow_exits_2_saying_why(tmp_path: Path) -> None:
+    profile = tmp_path / "many.yaml"
+    profile.write_text("name: many\naccounts: {count: 100}\narms: [shipped]\nduration_s: 60\n", encoding="utf-8")
+
+    def few_files() -> None:  # in the child only: 100 accounts need about 3 x 100 + 256
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(profile), "--out", str(tmp_path / "out")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=few_files)
+    assert result.returncode == 2, result.stderr
+    header, line = result.stderr.strip().splitlines()  # what the run is, then why it cannot
+    assert header.startswith("many: 100 accounts")
+    assert line == ("harness: error: accounts.count: 100 accounts need about 556 open files in one process (3 each), "
+                    "and this one may open 300 (`ulimit -Hn`, which only root can raise): raise it, or run fewer "
+                    "accounts")
+    assert not list((tmp_path / "out").glob("*/stub.log"))  # no gateway was started
 
 
 @pytest.mark.parametrize("args", [["run", "missing.yaml"], ["run", "PROFILE", "--time-scale", "-1"],

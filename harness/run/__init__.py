@@ -31,6 +31,7 @@ from typing import IO
 
 from harness.backends import Backend, open_backend
 from harness.events import RunRecord
+from harness.host import ensure_open_files
 from harness.profile import Profile
 from harness.report.html import write_report
 from harness.report.progress import Progress
@@ -104,6 +105,7 @@ def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress
     parts = compose(profile, arm_name, out_dir)
     if isinstance(parts.target, OpenClawTarget) and parts.target.inprocess:
         return _run_inprocess(parts, progress, on_progress, wall_started)
+    ensure_open_files(profile.account_count)  # before any gateway starts
     opened = contextlib.nullcontext(running) if running else open_backend(parts.target, out_dir, parts.stub_args)
     with opened as backend:
         driven = drive(parts, backend, progress, on_progress)
