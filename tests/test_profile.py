@@ -153,7 +153,7 @@ def test_every_problem_in_a_file_is_reported_with_its_line(tmp_path: Path) -> No
      "faults: [{at_s: 1, until_s: 2, toxic: {type: latency, attributes: {latency: .inf}}}]\n",
      ":3: faults[0].toxic.attributes.latency: expected a finite number, got inf"),
     ("name: x\naccounts: {count: 1, channels: {matrix: 300000000}}\n",
-     ":2: accounts.channels.matrix: expected an integer from 0 to 2000, got 300000000"),
+     ":2: accounts.channels.matrix: expected an integer from 0 to 10000, got 300000000"),
     ("name: x\naccounts: {count: 2}\ntarget: {kind: url, url: 'ws://[::1', token: t}\n",
      ":3: target.url: expected a ws:// URL with a host and a port"),
     ("name: x\naccounts: {count: 2}\ntarget: {kind: url, url: 'ws://127.0.0.1:abc/', token: t}\n",

@@ -48,9 +48,9 @@ def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     ({"base": None}, "base: required"),
     ({"axes": {"acounts": [1]}}, "axes.acounts: unknown key"),
     ({"axes": {"arm": ["coordinator", "stable-id"]}}, "axes.arm[1]: expected a start arm"),
-    ({"axes": {"accounts": [0]}}, "axes.accounts[0]: expected an integer from 1 to 2000, got 0"),
+    ({"axes": {"accounts": [0]}}, "axes.accounts[0]: expected an integer from 1 to 10000, got 0"),
     ({"axes": {"max_concurrent_starts": ["infinite"]}}, "axes.max_concurrent_starts[0]: expected an integer from 1 to "
-                                                        "2000 or unlimited, got 'infinite'"),
+                                                        "10000 or unlimited, got 'infinite'"),
     ({"axes": {"host_speed": []}}, "axes.host_speed: expected a list of 1 to 100 values, got 0"),
     ({"axes": {"start_jitter_ms": [0, 0]}}, "axes.start_jitter_ms[1]: 0 is listed twice"),
     ({"seeds": 0}, "seeds: expected a count from 1 to 1000 or a list of seeds, got 0"),
