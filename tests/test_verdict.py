@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.backends.openclaw import OpenClawGateway
 from harness.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_THRESHOLD_FAILED
 from harness.events import Attempt, Disconnect, HealthSample, Outcome, RunRecord
 from harness.host import HostTick
@@ -223,6 +225,26 @@ def test_a_gateway_throttled_by_its_cpu_quota_is_not_judged_by_its_wait_but_the_
     assert judge(storm_meta(throttled), record(storm, set())).verdict == "storm"
     busy = host(gateway_waited=0.94, harness_waited=0.40).model_copy(update={"gateway_cpu_quota": 0.05})
     assert judge(storm_meta(busy), record(storm, set())).inconclusive_reason.startswith("the harness's processes")
+
+
+def test_an_unthrottled_real_gateway_stalling_on_its_own_leaves_no_verdict(tmp_path: Path) -> None:
+    # The console line of a 2026.4.29 failover run whose duplicates came out short (CI, 2026-11-30).
+    gateway = OpenClawGateway("2026.4.29", log_dir=tmp_path)
+    gateway.log_path.write_bytes(
+        b"\x1b[90m2026-11-30T16:34:25.190+00:00\x1b[39m \x1b[36m[diagnostic]\x1b[39m \x1b[33mliveness warning: "
+        b"reasons=event_loop_delay interval=36s eventLoopDelayP99Ms=178 eventLoopDelayMaxMs=13581.2 "
+        b"eventLoopUtilization=0.688 cpuCoreRatio=0.288 active=0 waiting=0 queued=0\x1b[39m\n")
+    assert gateway.longest_loop_stall_ms() == 13581.2
+    assert gateway.longest_loop_stall_ms(since=gateway.console_size()) is None  # what came before a mark
+    run = record([attempt("a", 5, Outcome.HELLO)], {"a"})
+    judged_plainly = judge(storm_meta(host()), run).verdict
+    stalled = replace(storm_meta(host()), gateway_loop_stall_ms=13581.2)
+    summary = judge(stalled, run)
+    assert (summary.verdict, summary.observed_verdict) == ("inconclusive", judged_plainly)
+    assert summary.inconclusive_reason.startswith("the gateway's own event loop stalled for 13.6 s")
+    assert judge(replace(stalled, gateway_loop_stall_ms=4000.0), run).verdict == judged_plainly  # under 5 s
+    throttled = host().model_copy(update={"gateway_cpu_quota": 0.05})  # under a quota a stall is the subject
+    assert judge(replace(stalled, host=throttled), run).verdict == judged_plainly
 
 
 def ticks(busy_from_s: float, busy_to_s: float, fraction: float = 0.5, role: str = "gateway") -> tuple[HostTick, ...]:

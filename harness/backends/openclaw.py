@@ -98,6 +98,9 @@ JSON_LOG_DIR = Path("/tmp/openclaw")
 
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+# The gateway's own diagnostic when its event loop fell behind (2026.4.29 and later; seen: a 13.6 s block with
+# nothing of the run loading it, `eventLoopDelayMaxMs=13581.2`).
+_LOOP_STALL_RE = re.compile(rb"liveness warning: reasons=\S*event_loop_delay\S*.*?eventLoopDelayMaxMs=([0-9.]+)")
 # V8 prints one line per full (mark-compact) collection into the console: `[pid:isolate] T ms: Mark-Compact
 # BEFORE (committed) -> AFTER (committed) MB, ...`, AFTER being the live heap. Scavenges of the young generation
 # are not printed. Each worker thread is an isolate (a heap) of its own; the gateway's own is the main thread's.
@@ -434,6 +437,24 @@ class OpenClawGateway:
         """The host-wide JSON log the gateway appends to (local date of its start); shared with other gateways."""
         return JSON_LOG_DIR / f"openclaw-{self._started_at:%Y-%m-%d}.log"
 
+    def console_size(self) -> int:
+        try:
+            return self._log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def longest_loop_stall_ms(self, since: int = 0) -> float | None:
+        """The longest event-loop delay the gateway's own liveness warnings report in its console from byte
+        `since` on; None when none does."""
+        try:
+            with self._log_path.open("rb") as console:
+                console.seek(since)
+                text = console.read()
+        except OSError:
+            return None
+        stalls = [float(match[1]) for match in _LOOP_STALL_RE.finditer(text)]
+        return max(stalls, default=None)
+
     def log_text(self) -> str:
         """The console so far, ANSI colours and V8's garbage-collection lines removed."""
         try:
@@ -722,6 +743,7 @@ class OpenClawBackend:
         self._target = target
         self._gateway = gateway
         self._log_positions: dict[Path, int] = {}  # where its JSON logs ended at mark(): before, an earlier run's
+        self._console_at_mark = 0
 
     @property
     def url(self) -> str:
@@ -743,6 +765,11 @@ class OpenClawBackend:
 
     def mark(self) -> None:
         self._log_positions = self._gateway.json_log_positions()
+        self._console_at_mark = self._gateway.console_size()
+
+    def longest_loop_stall_ms(self) -> float | None:
+        """The longest stall of its event loop the gateway itself reported since `mark()`."""
+        return self._gateway.longest_loop_stall_ms(self._console_at_mark)
 
     def describe(self) -> TargetRecord:
         target, gateway = self._target, self._gateway

@@ -99,6 +99,7 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
 
 def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress, running: Backend | None,
               on_progress: OnProgress | None) -> tuple[Summary, RunRecord]:
+    from harness.backends.openclaw import OpenClawBackend
     from harness.run.drive import drive  # Locust patches sockets and threads as it loads: only for a live run
 
     wall_started = time.monotonic()
@@ -110,6 +111,7 @@ def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress
     with opened as backend:
         driven = drive(parts, backend, progress, on_progress)
         target = backend.describe()
+        stall_ms = backend.longest_loop_stall_ms() if isinstance(backend, OpenClawBackend) else None
         approval_fix_applies = parts.arm.approval_fix != "gateway-dedup" or backend.coalesces_approvals
     arm = parts.arm
     meta = RunMeta(
@@ -122,7 +124,7 @@ def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress
         approval_fix_applies=approval_fix_applies if driven.record.approvals is not None else None,
         host=host_figures(driven.host, driven.harness_loop_lag_ms, gateway_cpu_quota(profile.target)),
         host_ticks=driven.host.ticks if driven.host else (),
-        handshake_timeout_ms=parts.handshake_timeout_ms,
+        handshake_timeout_ms=parts.handshake_timeout_ms, gateway_loop_stall_ms=stall_ms,
     )
     return judge(meta, driven.record, profile.thresholds_for(arm_name)), driven.record
 

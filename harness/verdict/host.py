@@ -26,6 +26,9 @@ MAX_STEAL_FRACTION = 0.10
 # How late the harness's own event loop may run its timers (p99, scenario ms), as a share of the clients'
 # handshake timeout: past it, the clients' own timers are part of the experiment.
 MAX_LOOP_LAG_SHARE_OF_HANDSHAKE_TIMEOUT = 0.10
+# How long an unthrottled gateway's event loop may stall on its own work (its liveness warning), as a share of the
+# clients' handshake timeout: past it, whatever the run measured waited on the gateway's own business.
+MAX_OWN_STALL_SHARE_OF_HANDSHAKE_TIMEOUT = 0.5
 
 
 def host_figures(window: HostWindow | None, harness_loop_lag_ms: Sequence[float],
@@ -69,6 +72,21 @@ def too_busy(host: HostFigures | None, handshake_timeout_ms: float) -> str | Non
         return (f"the harness's event loop ran its timers {lag:.0f} ms late (p99, scenario time; limit {limit_ms:.0f} "
                 f"ms, {MAX_LOOP_LAG_SHARE_OF_HANDSHAKE_TIMEOUT:.0%} of the handshake timeout)")
     return None
+
+
+def stalled_on_its_own(stall_ms: float | None, handshake_timeout_ms: float, *,
+                       gateway_throttled: bool) -> str | None:
+    """Why an unthrottled real gateway's own stall leaves the run without a verdict; None when it does not.
+
+    The real gateway now and then blocks its event loop for seconds with nothing of the run loading it (seen:
+    13.6 s on 2026.4.29, 137.8 s once on 4.24 in the codex extension's model discovery). Under a cpu_quota a
+    stall is what the run is about, so only an unthrottled gateway's count."""
+    limit_ms = MAX_OWN_STALL_SHARE_OF_HANDSHAKE_TIMEOUT * handshake_timeout_ms
+    if gateway_throttled or stall_ms is None or stall_ms <= limit_ms:
+        return None
+    return (f"the gateway's own event loop stalled for {stall_ms / 1000:.1f} s (its liveness warning; limit "
+            f"{limit_ms / 1000:.1f} s, {MAX_OWN_STALL_SHARE_OF_HANDSHAKE_TIMEOUT:.0%} of the handshake timeout) with "
+            "no quota holding it: its own work, not this run's")
 
 
 def busy_while_storming(ticks: Sequence[HostTick], storm_attempts: Sequence[Attempt], time_scale: float, *,

@@ -24,7 +24,7 @@ from harness.summary import (
 )
 from harness.verdict.duplicates import summarize_duplicates
 from harness.verdict.figures import storm_attempts_after_startup, summarize, timeline
-from harness.verdict.host import busy_while_storming, too_busy
+from harness.verdict.host import busy_while_storming, stalled_on_its_own, too_busy
 from harness.verdict.thresholds import Threshold, check_thresholds
 from openclaw_wire.constants import APRIL_HANDSHAKE_TIMEOUT_MS
 
@@ -49,11 +49,14 @@ class RunMeta:
     host_ticks: Sequence[HostTick] = ()  # how the CPU waits grew, second by second (real time from the start)
     handshake_timeout_ms: float = APRIL_HANDSHAKE_TIMEOUT_MS  # the clients', for the host rule
     inprocess: InProcessFigures | None = None  # in-process accounts' own figures
+    gateway_loop_stall_ms: float | None = None  # the longest stall the real gateway's own liveness warnings report
 
 
 def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()) -> Summary:
     figures = summarize(record)
-    reason = too_busy(meta.host, meta.handshake_timeout_ms) or busy_while_storming(
+    reason = too_busy(meta.host, meta.handshake_timeout_ms) or stalled_on_its_own(
+        meta.gateway_loop_stall_ms, meta.handshake_timeout_ms,
+        gateway_throttled=bool(meta.host and meta.host.gateway_cpu_quota)) or busy_while_storming(
         meta.host_ticks, storm_attempts_after_startup(record), meta.time_scale,
         gateway_throttled=bool(meta.host and meta.host.gateway_cpu_quota))
     summary = Summary(
