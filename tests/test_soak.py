@@ -393,11 +393,19 @@ def test_a_real_gateway_that_stays_up_gives_each_run_only_its_records_logged_sin
     monkeypatch.setattr(openclaw, "JSON_LOG_DIR", tmp_path)
     gateway = openclaw.OpenClawGateway.__new__(openclaw.OpenClawGateway)  # its log only: no Node started
     gateway._port, gateway._started_at = 4242, dt.datetime.now()
+    gateway._log_path = tmp_path / "openclaw.log"  # its console: the liveness warnings
+    stall = "[diagnostic] liveness warning: reasons=event_loop_delay interval=36s eventLoopDelayMaxMs={}\n"
+    gateway._log_path.write_text(stall.format(13581.2))
     log = tmp_path / f"openclaw-{dt.date.today():%Y-%m-%d}.log"
     log.write_text('{"n": 1, "at": "127.0.0.1:4242"}\n{"n": 2, "at": "127.0.0.1:9999"}\n')
     backend = openclaw.OpenClawBackend(None, gateway)  # type: ignore[arg-type]  # its log only
     assert backend.gateway_records(tmp_path) == [{"n": 1, "at": "127.0.0.1:4242"}]
+    assert backend.longest_loop_stall_ms() == 13581.2
     backend.mark()
+    assert backend.longest_loop_stall_ms() is None  # an earlier run's stall is not this run's
+    with gateway._log_path.open("a") as console:
+        console.write(stall.format(6100))
+    assert backend.longest_loop_stall_ms() == 6100
     with log.open("a") as out:
         out.write('{"n": 3, "at": "127.0.0.1:4242"}\nnot json :4242\n{"n": 4, "at": "127.0.0.1:9999"}\n')
     assert backend.gateway_records(tmp_path) == [{"n": 3, "at": "127.0.0.1:4242"}]
