@@ -7,23 +7,29 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.backends.base import Backend, UrlBackend
 from harness.target import OpenClawTarget, StubTarget, Target, UrlTarget
+
+if TYPE_CHECKING:  # the module itself is loaded only for an in-process target
+    from harness.backends.openclaw_matrix import HomeserverLink
 
 __all__ = ["Backend", "open_backend"]
 
 
 @contextlib.contextmanager
-def open_backend(target: Target, out_dir: Path, stub_args: Sequence[str] = ()) -> Iterator[Backend]:
-    """Start the gateway for `target` (`stub_args`: the run's own options for a stub), stop it on exit."""
+def open_backend(target: Target, out_dir: Path, stub_args: Sequence[str] = (), *,
+                 homeserver_link: HomeserverLink | None = None) -> Iterator[Backend]:
+    """Start the gateway for `target` (`stub_args`: the run's own options for a stub; `homeserver_link`: what an
+    in-process target's gateway reaches its homeserver through), stop it on exit."""
     match target:
         case UrlTarget():
             yield UrlBackend(target)
         case OpenClawTarget(matrix_accounts=accounts) if accounts > 0:
             from harness.backends.openclaw_matrix import open_inprocess
 
-            with open_inprocess(target, out_dir) as backend:
+            with open_inprocess(target, out_dir, homeserver_link) as backend:
                 yield backend
         case OpenClawTarget():
             from harness.backends.openclaw import OpenClawBackend, OpenClawGateway

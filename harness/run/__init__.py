@@ -132,12 +132,14 @@ def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress
 def _run_inprocess(parts: Parts, progress: Progress, on_progress: OnProgress | None,
                    wall_started: float) -> tuple[Summary, RunRecord]:
     """The real gateway's own Matrix accounts (`target.inprocess`): no fake accounts, read from its console."""
-    from harness.backends.openclaw_matrix import open_inprocess
+    from harness.backends.openclaw_matrix import InProcessBackend
     from harness.run.inprocess import drive_inprocess, homeserver_link
 
     target = parts.target
     assert isinstance(target, OpenClawTarget)
-    with open_inprocess(target, parts.out_dir, homeserver_link(target.homeserver_latency_ms, parts.out_dir)) as backend:
+    link = homeserver_link(target.homeserver_latency_ms, parts.out_dir)
+    with open_backend(target, parts.out_dir, homeserver_link=link) as backend:
+        assert isinstance(backend, InProcessBackend)
         driven = drive_inprocess(parts, backend, progress, on_progress)
         described = backend.describe()
         homeserver = f"synapse {backend.homeserver.version} (loopback, SQLite)"

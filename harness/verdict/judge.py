@@ -54,11 +54,10 @@ class RunMeta:
 
 def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()) -> Summary:
     figures = summarize(record)
+    throttled = bool(meta.host and meta.host.gateway_cpu_quota)
     reason = too_busy(meta.host, meta.handshake_timeout_ms) or stalled_on_its_own(
-        meta.gateway_loop_stall_ms, meta.handshake_timeout_ms,
-        gateway_throttled=bool(meta.host and meta.host.gateway_cpu_quota)) or busy_while_storming(
-        meta.host_ticks, storm_attempts_after_startup(record), meta.time_scale,
-        gateway_throttled=bool(meta.host and meta.host.gateway_cpu_quota))
+        meta.gateway_loop_stall_ms, meta.handshake_timeout_ms, gateway_throttled=throttled) or busy_while_storming(
+        meta.host_ticks, storm_attempts_after_startup(record), meta.time_scale, gateway_throttled=throttled)
     summary = Summary(
         schema_version=SCHEMA_VERSION, profile=meta.profile, arm=meta.arm, seed=meta.seed,
         time_scale=meta.time_scale, target=meta.target, accounts=len(record.accounts),
