@@ -114,8 +114,7 @@ def _peak_rss(process: subprocess.Popen[str], timeout_s: float) -> tuple[float, 
 def harness_run(count: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         path = Path(tmp) / "profile.yaml"
-        path.write_text(profile_text(count).replace("duration_s: 60", f"duration_s: {HARNESS_DURATION_S}"),
-                        encoding="utf-8")
+        path.write_text(profile_text(count, duration_s=HARNESS_DURATION_S), encoding="utf-8")
         process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--out",
                                     str(Path(tmp) / "o"), "--no-report"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)

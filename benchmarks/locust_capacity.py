@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DURATION_S = 60
 
 
-def profile_text(count: int, stub_profile: str = "current") -> str:
+def profile_text(count: int, stub_profile: str = "current", duration_s: int = DURATION_S) -> str:
     return f"""
 name: capacity-{count}
 target:
@@ -34,7 +34,7 @@ accounts:
   count: {count}
 arms: [shipped]
 time_scale: 1
-duration_s: {DURATION_S}
+duration_s: {duration_s}
 windows: {{startup_s: 30, final_s: 20}}
 probe: {{interval_ms: 1000}}
 seed: 1
