@@ -28,8 +28,8 @@ from pathlib import Path
 
 from harness.errors import BadInput
 
-# Each account's connection holds its socket and the socketpair websockets.sync opens to wake its reader on close.
-FILES_PER_ACCOUNT = 3
+# Each account's connection is one socket (harness.client.plain_socket).
+FILES_PER_ACCOUNT = 1
 FILES_BESIDE_ACCOUNTS = 256  # the probe, agents, logs, CSV writers, Locust's own
 
 

@@ -109,7 +109,7 @@ from openclaw_wire.constants import (
 CHANNELS = ("matrix", "telegram")
 DECISIONS = ("allow-once", "allow-always", "deny")
 MAX_ACCOUNTS = 10_000
-WHY_MAX_ACCOUNTS = ("the most one harness process is meant to hold; each account takes 3 open files and about 0.1 MB "
+WHY_MAX_ACCOUNTS = ("the most one harness process is meant to hold; each account takes 1 open file and about 0.1 MB "
                     "(benchmarks/accounts_at_scale.py)")
 MAX_DURATION_S = 86_400
 MAX_INTERVAL_MS = 86_400_000  # any duration in a profile: at most a day

@@ -135,7 +135,7 @@ def test_more_accounts_than_open_files_allow_exits_2_saying_why(tmp_path: Path) 
     profile = tmp_path / "many.yaml"
     profile.write_text("name: many\naccounts: {count: 100}\narms: [shipped]\nduration_s: 60\n", encoding="utf-8")
 
-    def few_files() -> None:  # in the child only: 100 accounts need about 3 x 100 + 256
+    def few_files() -> None:  # in the child only: 100 accounts need about 1 x 100 + 256
         resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
 
     result = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(profile), "--out", str(tmp_path / "out")],
@@ -143,7 +143,7 @@ def test_more_accounts_than_open_files_allow_exits_2_saying_why(tmp_path: Path) 
     assert result.returncode == 2, result.stderr
     header, line = result.stderr.strip().splitlines()  # what the run is, then why it cannot
     assert header.startswith("many: 100 accounts")
-    assert line == ("harness: error: accounts.count: 100 accounts need about 556 open files in one process (3 each), "
+    assert line == ("harness: error: accounts.count: 100 accounts need about 356 open files in one process (1 each), "
                     "and this one may open 300 (`ulimit -Hn`, which only root can raise): raise it, or run fewer "
                     "accounts")
     assert not list((tmp_path / "out").glob("*/stub.log"))  # no gateway was started

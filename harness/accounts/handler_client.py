@@ -1,4 +1,4 @@
-"""One native-approvals handler's gateway client, over a real socket (gevent + `websockets.sync`).
+"""One native-approvals handler's gateway client, over a real socket (gevent + `harness.client.plain_socket`).
 
 It behaves like the April reference client (reference §7, §8.3-8.4): open the session (see
 `harness.client.session`), then `exec.approval.list` and stay connected, passing every event to
@@ -21,9 +21,9 @@ from typing import Any
 
 import gevent
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
 
 from harness.client.connect_shape import ClientShape, request_frame
+from harness.client.plain_socket import PlainSocketConnection
 from harness.client.session import HandshakeFailed, close_quietly, open_session, recv_frame
 from harness.clock import ScaledClock
 from harness.events import Attempt, Disconnect, Outcome
@@ -55,7 +55,7 @@ class HandlerClient:
         self._on_disconnect = on_disconnect
         self._on_event = on_event
         self._stopped = False
-        self._ws: ClientConnection | None = None
+        self._ws: PlainSocketConnection | None = None
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -92,7 +92,7 @@ class HandlerClient:
                 return
             gevent.sleep(self._clock.real_s(backoff.next_delay_ms(floor_ms=retry_after_ms)))
 
-    def _attempt(self) -> tuple[Attempt, ClientConnection | None, int, bool]:
+    def _attempt(self) -> tuple[Attempt, PlainSocketConnection | None, int, bool]:
         """One connect: (what happened, the socket if it reached hello, retryAfterMs floor, fatal?)."""
         s = self.settings
         started_ms = self._clock.now_ms()
@@ -111,7 +111,7 @@ class HandlerClient:
             ws.send(request_frame("exec.approval.list", {})[1])
         return attempt, ws, 0, False
 
-    def _hold(self, ws: ClientConnection) -> None:
+    def _hold(self, ws: PlainSocketConnection) -> None:
         """Stay connected, handing events on; the tick watchdog closes 4000 after 2 x tickIntervalMs of silence."""
         try:
             while not self._stopped:

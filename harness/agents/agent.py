@@ -21,10 +21,10 @@ from typing import Any
 
 import gevent
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
 
 from harness.agents.settings import AgentSettings
 from harness.client.connect_shape import ClientShape, request_frame
+from harness.client.plain_socket import PlainSocketConnection
 from harness.client.session import HandshakeFailed, RequestTimedOut, call, next_response, short_session
 from harness.clock import ScaledClock
 from harness.events import ApprovalLedger, ApprovalRequest
@@ -88,7 +88,7 @@ class FakeAgent:
             previous = waiting_on
         return None
 
-    def _session(self) -> contextlib.AbstractContextManager[ClientConnection]:
+    def _session(self) -> contextlib.AbstractContextManager[PlainSocketConnection]:
         params = self._shape.params("agent", ["operator.approvals"], self._token)
         return short_session(self._url, params, self._clock, handshake_timeout_ms=self._handshake_timeout_ms,
                              device=self._shape.device)

@@ -1,4 +1,4 @@
-"""One authenticated gateway session over `websockets.sync`, as the reference client opens it.
+"""One authenticated gateway session over a plain socket (`harness.client.plain_socket`), as the reference client opens it.
 
 `open_session` connects, waits for `connect.challenge` (15 s), sends `connect` and waits for its answer
 (30 s request timeout); with a device key, the connect carries a device proof signed over the
@@ -16,16 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
 
-from harness.client import safe_close
 from harness.client.connect_shape import request_frame
+from harness.client.plain_socket import PlainSocketConnection, connect
 from harness.clock import ScaledClock
 from harness.events import Outcome
 from openclaw_wire.constants import CONNECT_CHALLENGE_TIMEOUT_MS, DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS
 from openclaw_wire.device_auth import DeviceIdentity
-
-safe_close.install()
 
 # details.code values that pause reconnecting (shouldPauseGatewayReconnect, 9.6; the April list is unconfirmed).
 FATAL_DETAIL_CODES = frozenset({
@@ -52,12 +49,11 @@ class RequestTimedOut(Exception):
 
 
 def open_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, *,
-                 handshake_timeout_ms: float, device: DeviceIdentity | None = None) -> ClientConnection:
+                 handshake_timeout_ms: float, device: DeviceIdentity | None = None) -> PlainSocketConnection:
     try:
         # The connection outlives this call, hence no context manager.
         # No client pings: the reference client (Node `ws`) sends none; the gateway pings it every 25 s.
-        ws = connect(url, legacy=True, compression=None, open_timeout=clock.real_s(handshake_timeout_ms),
-                     close_timeout=clock.real_s(1000), max_size=None, ping_interval=None)
+        ws = connect(url, open_timeout=clock.real_s(handshake_timeout_ms), close_timeout=clock.real_s(1000))
     except InvalidStatus as exc:
         status = exc.response.status_code
         outcome = Outcome.PREAUTH_REJECTED if status == 503 else Outcome.NETWORK_ERROR
@@ -102,7 +98,7 @@ def signed(connect_params: dict[str, Any], device: DeviceIdentity, challenge: di
 
 @contextlib.contextmanager
 def short_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, *,
-                  handshake_timeout_ms: float, device: DeviceIdentity | None = None) -> Iterator[ClientConnection]:
+                  handshake_timeout_ms: float, device: DeviceIdentity | None = None) -> Iterator[PlainSocketConnection]:
     """A session for one or two requests, closed afterwards: April's callGateway and resolver clients."""
     ws = open_session(url, connect_params, clock, handshake_timeout_ms=handshake_timeout_ms, device=device)
     try:
@@ -111,7 +107,7 @@ def short_session(url: str, connect_params: dict[str, Any], clock: ScaledClock, 
         close_quietly(ws)
 
 
-def call(ws: ClientConnection, method: str, params: Any, clock: ScaledClock,
+def call(ws: PlainSocketConnection, method: str, params: Any, clock: ScaledClock,
          timeout_ms: float = DEFAULT_GATEWAY_REQUEST_TIMEOUT_MS) -> dict[str, Any]:
     """Send one request; return its first response frame. Raises RequestTimedOut or ConnectionClosed."""
     request_id, frame = request_frame(method, params)
@@ -119,7 +115,7 @@ def call(ws: ClientConnection, method: str, params: Any, clock: ScaledClock,
     return next_response(ws, request_id, clock, timeout_ms)
 
 
-def next_response(ws: ClientConnection, request_id: str, clock: ScaledClock, timeout_ms: float) -> dict[str, Any]:
+def next_response(ws: PlainSocketConnection, request_id: str, clock: ScaledClock, timeout_ms: float) -> dict[str, Any]:
     deadline_ms = clock.now_ms() + timeout_ms
     while True:
         frame = _recv(ws, clock, deadline_ms - clock.now_ms())
@@ -129,7 +125,7 @@ def next_response(ws: ClientConnection, request_id: str, clock: ScaledClock, tim
             return frame
 
 
-def _recv(ws: ClientConnection, clock: ScaledClock, timeout_ms: float) -> dict[str, Any] | None:
+def _recv(ws: PlainSocketConnection, clock: ScaledClock, timeout_ms: float) -> dict[str, Any] | None:
     if timeout_ms <= 0:
         return None
     try:
@@ -140,11 +136,11 @@ def _recv(ws: ClientConnection, clock: ScaledClock, timeout_ms: float) -> dict[s
     return frame
 
 
-def recv_frame(ws: ClientConnection, clock: ScaledClock, timeout_ms: float) -> dict[str, Any] | None:
+def recv_frame(ws: PlainSocketConnection, clock: ScaledClock, timeout_ms: float) -> dict[str, Any] | None:
     """The next frame, or None when `timeout_ms` (scenario time) passes first."""
     return _recv(ws, clock, timeout_ms)
 
 
-def close_quietly(ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
+def close_quietly(ws: PlainSocketConnection, code: int = 1000, reason: str = "") -> None:
     with contextlib.suppress(Exception):  # a socket already gone is what we wanted
         ws.close(code, reason)
