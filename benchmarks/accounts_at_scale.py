@@ -5,14 +5,14 @@ For each N and round, alternating (baseline, harness) so machine noise falls on 
             asyncio clients in this process, released together, each doing the handshake the harness's accounts
             do (open, connect.challenge, the device-signed connect of an approvals handler, one Ed25519 key for
             all, hello-ok); the time from release to the last hello-ok;
-  harness:  `harness run` of a profile with the same stub and N accounts (shipped arm, 40 s): summary.json's
-            time to all connected, and the peak resident memory of the harness's process and of the stub's,
-            sampled every 0.2 s.
+  harness:  `harness run --processes P` of a profile with the same stub and N accounts (shipped arm, 40 s), for
+            each P asked for: summary.json's time to all connected, and the peak resident memory of the harness's
+            processes (added: the master and its workers) and of the stub's, sampled every 0.2 s.
 Figures are medians over the rounds; the ratio is harness / baseline per round. Memory per account is (peak at
 N - peak at 1 account) / N, the 1-account run measured once per invocation. Everything is bounded: every wait has
 a time limit, and the stub and the harness are stopped at the end, also on Ctrl-C.
 
-    python benchmarks/accounts_at_scale.py [--counts 2000 6000] [--rounds 3] [--json]
+    python benchmarks/accounts_at_scale.py [--counts 2000 6000] [--processes 1 2] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -91,8 +91,10 @@ def baseline(count: int) -> float:
 
 
 def _peak_rss(process: subprocess.Popen[str], timeout_s: float) -> tuple[float, float]:
-    """(harness MB, stub MB): the peak resident memory of the run's process and of its stub, until it exits."""
-    harness_peak = stub_peak = 0.0
+    """(harness MB, stub MB): the peak resident memory of the run's processes (the master and its workers, each
+    process's peak, added) and of its stub, until it exits."""
+    peaks: dict[int, float] = {}
+    stub_peak = 0.0
     deadline = time.monotonic() + timeout_s
     root = psutil.Process(process.pid)
     while process.poll() is None and time.monotonic() < deadline:
@@ -104,19 +106,20 @@ def _peak_rss(process: subprocess.Popen[str], timeout_s: float) -> tuple[float, 
                 if "gateway_stub" in command:
                     stub_peak = max(stub_peak, rss)
                 elif "harness.cli" in command:
-                    harness_peak = max(harness_peak, rss)
+                    peaks[member.pid] = max(peaks.get(member.pid, 0.0), rss)
         except psutil.Error:
             pass
         time.sleep(0.2)
-    return harness_peak, stub_peak
+    return sum(peaks.values()), stub_peak
 
 
-def harness_run(count: int) -> dict[str, Any]:
+def harness_run(count: int, processes: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         path = Path(tmp) / "profile.yaml"
         path.write_text(profile_text(count, duration_s=HARNESS_DURATION_S), encoding="utf-8")
-        process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--out",
-                                    str(Path(tmp) / "o"), "--no-report"], cwd=ROOT, stdout=subprocess.DEVNULL,
+        command = [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(Path(tmp) / "o"), "--no-report",
+                   "--processes", str(processes)]
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
         try:
             harness_mb, stub_mb = _peak_rss(process, HARNESS_DURATION_S * 5)
@@ -135,36 +138,44 @@ def harness_run(count: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", type=int, nargs="*", default=[2000, 6000])
+    parser.add_argument("--processes", type=int, nargs="*", default=[1],
+                        help="harness processes to run each count with (--processes of harness run)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    one = harness_run(1)
+    one = {processes: harness_run(1, processes) for processes in args.processes}
     rows = []
     for count in args.counts:
-        rounds = []
+        rounds: dict[int, list[dict[str, Any]]] = {processes: [] for processes in args.processes}
         for index in range(args.rounds):
             fleet_s = baseline(count)
-            run = harness_run(count)
-            rounds.append({"baseline_s": round(fleet_s, 3), **run,
-                           "ratio": round(run["time_to_all_connected_s"] / fleet_s, 2)
-                           if run["time_to_all_connected_s"] is not None else None})
-            print(f"N={count} round {index + 1}: {rounds[-1]}", file=sys.stderr)
-        median = {key: statistics.median(r[key] for r in rounds if r[key] is not None)
-                  for key in ("baseline_s", "time_to_all_connected_s", "ratio", "harness_mb", "stub_mb")
-                  if any(r[key] is not None for r in rounds)}
-        rows.append({"accounts": count, "rounds": rounds, "median": median,
-                     "harness_kb_per_account": round((median["harness_mb"] - one["harness_mb"]) * 1024 / count, 1),
-                     "stub_kb_per_account": round((median["stub_mb"] - one["stub_mb"]) * 1024 / count, 1)})
+            for processes in args.processes:
+                run = harness_run(count, processes)
+                rounds[processes].append({"baseline_s": round(fleet_s, 3), **run,
+                                          "ratio": round(run["time_to_all_connected_s"] / fleet_s, 2)
+                                          if run["time_to_all_connected_s"] is not None else None})
+                print(f"N={count} processes={processes} round {index + 1}: {rounds[processes][-1]}", file=sys.stderr)
+        for processes, runs in rounds.items():
+            median = {key: statistics.median(r[key] for r in runs if r[key] is not None)
+                      for key in ("baseline_s", "time_to_all_connected_s", "ratio", "harness_mb", "stub_mb")
+                      if any(r[key] is not None for r in runs)}
+            base = one[processes]
+            rows.append({"accounts": count, "processes": processes, "rounds": runs, "median": median,
+                         "harness_kb_per_account": round((median["harness_mb"] - base["harness_mb"]) * 1024 / count, 1),
+                         "stub_kb_per_account": round((median["stub_mb"] - base["stub_mb"]) * 1024 / count, 1)})
     if args.json:
         print(json.dumps({"one_account": one, "rows": rows}, indent=2))
         return
-    print(f"one account: harness {one['harness_mb']:.0f} MB, stub {one['stub_mb']:.0f} MB")
-    print(f"{'accounts':>8} {'baseline s':>10} {'harness s':>9} {'ratio':>6} {'storms':>6} {'harness KB/acct':>15} "
-          f"{'stub KB/acct':>12}   (medians of {args.rounds})")
+    for processes, base in one.items():
+        print(f"one account, {processes} process(es): harness {base['harness_mb']:.0f} MB, "
+              f"stub {base['stub_mb']:.0f} MB")
+    print(f"{'accounts':>8} {'procs':>5} {'baseline s':>10} {'harness s':>9} {'ratio':>6} {'storms':>6} "
+          f"{'harness KB/acct':>15} {'stub KB/acct':>12}   (medians of {args.rounds})")
     for row in rows:
         m = row["median"]
         storms = max(r["storm_entries"] for r in row["rounds"])
-        print(f"{row['accounts']:>8} {m['baseline_s']:>10.2f} {m.get('time_to_all_connected_s', float('nan')):>9.2f} "
+        print(f"{row['accounts']:>8} {row['processes']:>5} {m['baseline_s']:>10.2f} "
+              f"{m.get('time_to_all_connected_s', float('nan')):>9.2f} "
               f"{m.get('ratio', float('nan')):>6.2f} {storms:>6} {row['harness_kb_per_account']:>15} "
               f"{row['stub_kb_per_account']:>12}")
 

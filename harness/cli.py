@@ -2,8 +2,10 @@
 
   harness run PROFILE [--arm NAME] [--seed N] [--time-scale X] [--out DIR]   one arm
   harness compare PROFILE [--seed N] [--time-scale X] [--out DIR]            every arm, one table
-      both also take --backend {embedded,docker}: where a stub target runs (overrides the profile's), and
-      --target sim: a stub profile in the simulator (virtual time, no sockets)
+      both also take --backend {embedded,docker}: where a stub target runs (overrides the profile's),
+      --target sim: a stub profile in the simulator (virtual time, no sockets), --processes N: the accounts
+      over N local worker processes, and --master: wait for workers started elsewhere with
+  harness run --worker --master-host HOST [--master-port P] [--gateway-url URL]   one worker of a master's run
   harness sweep SPEC [--out DIR] [--workers N] [--verify N]                 a simulated grid; recommended J and K
   harness report DIR [--screenshot]                                          report.html again, from the folder alone
   harness soak PLAN [--out DIR] [--history FILE] [--gateway KIND]            hours of cycles; growth; regressions
@@ -61,6 +63,26 @@ def _worker_count(text: str) -> int:
     return _whole(text, 1, 256, "a number of workers")
 
 
+def _process_count(text: str) -> int:
+    from harness.profile import MAX_PROCESSES
+
+    return _whole(text, 1, MAX_PROCESSES, "a number of processes")
+
+
+def _port(text: str) -> int:
+    return _whole(text, 1, 65535, "a port")
+
+
+def _loopback_url(text: str) -> str:
+    from harness.target import require_loopback_url
+
+    try:
+        require_loopback_url(text)
+    except BadInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _verify_count(text: str) -> int:
     return _whole(text, 0, 100, "a number of cells")
 
@@ -111,9 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("run", "run one arm of a profile (default: its first arm)"),
                        ("compare", "run every arm of a profile and print them side by side")):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("profile", type=Path, help="a profile YAML file (see profiles/)")
+        sub.add_argument("profile", type=Path, nargs="?" if name == "run" else None,
+                         help="a profile YAML file (see profiles/)")
         if name == "run":
             sub.add_argument("--arm", help="the arm to run (default: the profile's first)")
+            sub.add_argument("--worker", action="store_true",
+                             help="be one worker of a master's run (`harness run PROFILE --master` elsewhere): no "
+                                  "profile; the master sends the accounts")
+            sub.add_argument("--master-host", help="with --worker: the master's address")
+            sub.add_argument("--start-barrier", type=Path, help=argparse.SUPPRESS)  # a fleet member's (run/fleet.py)
+            sub.add_argument("--gateway-url", type=_loopback_url,
+                             help="with --worker: reach the gateway here instead of at the master's URL (a loopback "
+                                  "tunnel to it, e.g. `ssh -L`)")
         sub.add_argument("--seed", type=_seed, help="override the profile's seed")
         sub.add_argument("--time-scale", type=_time_scale,
                          help=f"override the profile's time scale ({MIN_TIME_SCALE:g} to {MAX_TIME_SCALE:g})")
@@ -125,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run a stub profile in the simulator (virtual time, no sockets; harness/sim/)")
         sub.add_argument("--no-report", action="store_true",
                          help="leave out report.html and its charts (about a second of drawing)")
+        sub.add_argument("--processes", type=_process_count, metavar="N",
+                         help="spread the accounts over N local worker processes, each one gateway-side process with "
+                              "its own start coordinator (Locust's distributed mode; default: the profile's "
+                              "accounts.processes)")
+        sub.add_argument("--master", action="store_true",
+                         help="run the gateway and judge here, and wait for the workers (the profile's "
+                              "accounts.processes, or --processes) started elsewhere with `harness run --worker`")
+        sub.add_argument("--master-bind-host", default="127.0.0.1",
+                         help="with --master: the address workers connect to (default 127.0.0.1; 0.0.0.0 for "
+                              "workers on other machines)")
+        sub.add_argument("--master-port", type=_port, default=5557,
+                         help="with --master or --worker: the master's port (default 5557, Locust's)")
         sub.add_argument("--backend", choices=("embedded", "docker"),
                          help="where a stub target runs: child processes or Docker containers (default: the "
                               "profile's target.backend, else embedded)")
@@ -224,11 +267,16 @@ def run_or_compare(args: argparse.Namespace) -> int:
     from harness.profile import load_profile
     from harness.report.table import render, render_distributions
     from harness.run import compare_title, record_results, run_profile
+    from harness.run.compose import MasterSettings
     from harness.target import StubTarget
     from harness.verdict.distribution import exit_code
 
+    if getattr(args, "worker", False):
+        return worker_command(args)
+    if args.profile is None:
+        raise BadInput("run: expected a profile (or --worker --master-host HOST)")
     profile = load_profile(args.profile).with_overrides(seed=args.seed, time_scale=args.time_scale,
-                                                        target=args.target)
+                                                        target=args.target, processes=args.processes)
     if args.backend:
         if not isinstance(profile.target, StubTarget):
             raise BadInput(f"--backend: only with target kind stub, this profile's is {profile.target.kind}")
@@ -244,7 +292,9 @@ def run_or_compare(args: argparse.Namespace) -> int:
     times = f", {args.repeat} times each" if args.repeat > 1 else ""
     print(f"{profile.name}: {accounts(profile.account_count)}, arms {', '.join(arms)}{times}, "
           f"{profile.duration_s:g} s at time scale {profile.time_scale:g} -> {out}", file=sys.stderr)
-    results = run_profile(profile, arms, out, repeat=args.repeat)
+    master = MasterSettings(args.master_bind_host, args.master_port) if args.master else None
+    results = run_profile(profile, arms, out, repeat=args.repeat, master=master,
+                          start_barrier=getattr(args, "start_barrier", None))
     spreads = record_results(profile, results, out, repeat=args.repeat, comparison=args.command == "compare",
                              report=not args.no_report)
     title = compare_title(profile, args.repeat, spreads)
@@ -255,6 +305,24 @@ def run_or_compare(args: argparse.Namespace) -> int:
     shown = "" if args.no_report else f" (report: {out / 'report.html'})"
     print(f"results: {out}{shown}", file=sys.stderr)
     return exit_code(spreads)
+
+
+def worker_command(args: argparse.Namespace) -> int:
+    """`harness run --worker --master-host H`: one worker of a master's run, until the master is done with it."""
+    import json
+
+    from harness.run.workers import run_worker
+
+    if not args.master_host:
+        raise BadInput("--worker: expected --master-host HOST (where `harness run PROFILE --master` runs)")
+    if args.profile is not None:
+        raise BadInput("--worker: expected no profile (the master sends the accounts)")
+
+    def announce(line: dict[str, object]) -> None:
+        print(json.dumps(line), flush=True)
+        print(f"harness: worker {line['worker']} connected to {args.master_host}:{args.master_port}", file=sys.stderr)
+
+    return run_worker(args.master_host, args.master_port, args.gateway_url, announce)
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:

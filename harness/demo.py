@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.sync.client import connect
 
 from gateway_stub.generations import GENERATIONS
 from harness.backends.embedded import EmbeddedStub
 from harness.client.connect_shape import handler_connect_params, request_frame
+from harness.client.plain_socket import connect
 from harness.client.session import RequestTimedOut, next_response
 from harness.clock import ScaledClock
 from harness.errors import EXIT_OK, BackendError
@@ -47,7 +47,7 @@ def _show_handshake(stub: EmbeddedStub, protocol: int) -> None:
     params = handler_connect_params(channel="matrix", account="acct1", token=stub.token, protocol=protocol)
     started = time.perf_counter()
     try:
-        with connect(stub.url, compression=None, open_timeout=10) as ws:
+        with connect(stub.url, open_timeout=10, close_timeout=1) as ws:
             challenge = json.loads(ws.recv(timeout=10))
             print(f"\n<- {_brief(challenge)}")
             _, frame = request_frame("connect", params)
@@ -74,7 +74,7 @@ def _show_handshake_timeout(stub: EmbeddedStub) -> None:
     print(f"\nA socket that never sends connect (handshake timeout {timeout_ms} ms, scaled x{DEMO_TIME_SCALE:g}):")
     started = time.perf_counter()
     try:
-        with connect(stub.url, compression=None, open_timeout=10) as ws:
+        with connect(stub.url, open_timeout=10, close_timeout=1) as ws:
             ws.recv(timeout=10)  # the challenge
             with contextlib.suppress(ConnectionClosed):
                 ws.recv(timeout=30)

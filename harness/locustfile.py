@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -69,6 +70,11 @@ class RunContext:
     # The duplicate-prompt scenario: every account's handler posts prompts to its chat; the operator watches.
     approvals: ApprovalLedger | None = None
     operator: Operator | None = None
+    # A Locust worker's share of a distributed run (harness.run.workers): its accounts' first index in the run;
+    # the master's release, and the time.time() at which every worker's accounts start together.
+    first_index: int = 0
+    released: Event | None = None
+    release_at_wall: float = 0.0
 
     def __post_init__(self) -> None:
         require_loopback_url(self.url)
@@ -78,12 +84,12 @@ class RunContext:
 
     @property
     def account_names(self) -> list[str]:
-        return [f"{channel}-{index + 1}" for index, channel in enumerate(self.channels)]
+        return [f"{channel}-{self.first_index + index + 1}" for index, channel in enumerate(self.channels)]
 
     def new_account(self, report: Any) -> FakeAccount:
         index = len(self.accounts)
         channel = self.channels[index % len(self.channels)]
-        name = f"{channel}-{index + 1}"
+        name = f"{channel}-{self.first_index + index + 1}"
         settings = ClientSettings(url=self.url, token=self.token, channel=channel, account=name,
                                   shape=self.shape, handshake_timeout_ms=self.handshake_timeout_ms,
                                   keep_reconnecting_after_failed_start=self.keep_reconnecting_after_failed_start)
@@ -126,10 +132,17 @@ class NativeApprovalsAccount(User):
     wait_time = constant(1)
 
     def on_start(self) -> None:
+        plan_received: Event | None = getattr(self.environment, "harness_context_ready", None)
+        if plan_received is not None:  # a worker: its accounts come with the master's plan
+            plan_received.wait()
         context = context_of(self.environment)
         self.account = context.new_account(self._report)
-        # All accounts start on the same tick, as OpenClaw's channel accounts did (openclaw#70641).
+        # All accounts start on the same tick, as OpenClaw's channel accounts did (openclaw#70641); a worker's
+        # wait for the one release time of every worker's accounts.
         context.all_arrived.wait()
+        if context.released is not None:
+            context.released.wait()
+            gevent.sleep(max(0.0, context.release_at_wall - time.time()))
         self.account.start()
 
     @task

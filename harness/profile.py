@@ -38,9 +38,13 @@ The shape, with defaults:
       protocol: 3                     # the accounts' protocol (3 April, 4 current; openclaw: 3 up to 2026.4.x)
       device_signed: false            # sign connects with one device key (default true for openclaw and protocol 4)
     accounts:
-      count: 11                       # required, 1..10000 (one process's worth)
+      count: 11                       # required, 1..10000 x processes
       channels: {matrix: 11}          # counts per channel (matrix, telegram), summing to count
       keep_reconnecting_after_failed_start: false
+      processes: 1                    # gateway-side processes (1..64): each a Locust worker with its share of
+                                      # the accounts and its own start coordinator, as each OpenClaw process has
+    fleet: {gateways: 1}              # a fleet: G stub gateways on this host (1..16), each with the accounts
+                                      # above, all started on one tick; a verdict each and one for the fleet
     arms: [shipped, coordinator]      # from harness.policy.arms.ARMS (in-process: [shipped, approvals-off])
     coordinator: {}                   # start_jitter_ms, max_concurrent_starts, start_slot_max_hold_ms;
                                       # unset ones come from OPENCLAW_APPROVAL_HANDLER_* (PR parsing) or the PR defaults
@@ -108,9 +112,17 @@ from openclaw_wire.constants import (
 
 CHANNELS = ("matrix", "telegram")
 DECISIONS = ("allow-once", "allow-always", "deny")
-MAX_ACCOUNTS = 10_000
-WHY_MAX_ACCOUNTS = ("the most one harness process is meant to hold; each account takes 1 open file and about 0.1 MB "
-                    "(benchmarks/accounts_at_scale.py)")
+MAX_FLEET_GATEWAYS = 16
+MAX_ACCOUNTS = 10_000  # per harness process (a Locust worker); a sweep's simulated runs are one process
+MAX_PROCESSES = 64
+
+
+def why_max_accounts(processes: int) -> str:
+    per = (f"at most {MAX_ACCOUNTS} per harness process, and accounts.processes is {processes}" if processes > 1 else
+           "the most one harness process is meant to hold; more need accounts.processes (or --processes)")
+    return f"{per}; each account takes 1 open file and about 0.06 MB (benchmarks/accounts_at_scale.py)"
+
+
 MAX_DURATION_S = 86_400
 MAX_INTERVAL_MS = 86_400_000  # any duration in a profile: at most a day
 MAX_APPROVAL_TIMEOUT_MS = 7 * MAX_INTERVAL_MS
@@ -155,6 +167,8 @@ class Profile:
     faults: tuple[FaultWindow, ...] = ()
     gates: GateSettings = GateSettings()
     breaker: BreakerSettings = BreakerSettings()
+    processes: int = 1  # gateway-side processes, each with its own accounts and start coordinator: Locust workers
+    fleet_gateways: int = 1  # a fleet: this many stub gateways on the host, each with its own account_count accounts
 
     @property
     def fixes(self) -> FixSettings:
@@ -164,11 +178,22 @@ class Profile:
         return (*self.thresholds.get("all", ()), *self.thresholds.get(arm, ()))
 
     def with_overrides(self, *, seed: int | None = None, time_scale: float | None = None,
-                       target: str | None = None) -> Profile:
-        """The profile with `--seed`, `--time-scale` or `--target sim` (a stub profile, run in the simulator)."""
+                       target: str | None = None, processes: int | None = None) -> Profile:
+        """The profile with `--seed`, `--time-scale`, `--target sim` (a stub profile, run in the simulator) or
+        `--processes`."""
         from dataclasses import replace
 
         changes: dict[str, Any] = {}
+        if self.fleet_gateways > 1 and (target == "sim" or (processes or 1) > 1):
+            raise BadInput(f"--{'target' if target == 'sim' else 'processes'}: a fleet ({self.fleet_gateways} "
+                           "gateways) runs each gateway's accounts in one process over real sockets")
+        if processes is not None:
+            if self.account_count > MAX_ACCOUNTS * processes:
+                raise BadInput(f"--processes: {self.account_count} accounts need at least "
+                               f"{-(-self.account_count // MAX_ACCOUNTS)} ({why_max_accounts(processes)})")
+            if refused := processes_refused(self.target, self.agents is not None, processes):
+                raise BadInput(f"--processes: {refused}")
+            changes["processes"] = processes
         if target is not None and target != self.target.kind:
             if target != "sim" or not isinstance(self.target, StubTarget):
                 raise BadInput(f"--target: only a stub profile can run in the simulator (--target sim); this "
@@ -186,6 +211,33 @@ class Profile:
         return replace(self, **changes)
 
 
+def _parse_fleet(fleet: Fields, target: Target | None, processes: int) -> int:
+    """`fleet: {gateways: G}`: G stub gateways on this host, each with the profile's accounts, started together."""
+    gateways: int = fleet.number("gateways", 1, minimum=1, maximum=MAX_FLEET_GATEWAYS, integer=True)
+    fleet.done()
+    if gateways > 1 and target is not None and (not isinstance(target, StubTarget) or isinstance(target, SimTarget)):
+        fleet.fail("gateways", f"a fleet is of stub gateways (target kind stub); this profile's target is "
+                   f"{target.kind}")
+    if gateways > 1 and processes > 1:
+        fleet.fail("gateways", "a fleet's gateways each run their accounts in one process; expected "
+                   "accounts.processes 1")
+    return gateways
+
+
+def processes_refused(target: Target, has_agents: bool, processes: int) -> str | None:
+    """Why this profile cannot spread its accounts over `processes` harness processes, or None."""
+    if processes == 1:
+        return None
+    if isinstance(target, SimTarget):
+        return "the simulator models one gateway-side process; expected 1"
+    if _is_inprocess(target):
+        return "in-process accounts run inside the real gateway, not in harness processes; expected 1"
+    if has_agents:
+        return ("the approval scenario's operator watches every account's chat in one process; expected 1 with an "
+                "agents section")
+    return None
+
+
 def load_profile(path: Path, environ: Mapping[str, str] | None = None) -> Profile:
     data, lines = read_yaml(path, "profile")
     return parse_profile(data, path=path, environ=os.environ if environ is None else environ, lines=lines)
@@ -200,8 +252,9 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
     time_scale = root.number("time_scale", 1.0, minimum=MIN_TIME_SCALE, maximum=MAX_TIME_SCALE)
     target = _parse_target(root.section("target"), time_scale)
     accounts = root.section("accounts")
-    count = accounts.number("count", None, minimum=1, maximum=MAX_ACCOUNTS, integer=True, required=True,
-                            why_maximum=WHY_MAX_ACCOUNTS)
+    processes = accounts.number("processes", 1, minimum=1, maximum=MAX_PROCESSES, integer=True)
+    count = accounts.number("count", None, minimum=1, maximum=MAX_ACCOUNTS * processes, integer=True, required=True,
+                            why_maximum=why_max_accounts(processes))
     channels = _parse_channels(accounts, count)
     keep_reconnecting = accounts.get("keep_reconnecting_after_failed_start", bool, False)
     accounts.done()
@@ -234,6 +287,9 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
             if ARMS[arm].inprocess_only:
                 problems.add(f"arms[{index}]", f"{arm!r} switches the real gateway's own config: only with "
                              "target kind openclaw and inprocess: true", root.line("arms"))
+    if target is not None and (refused := processes_refused(target, agents is not None, processes)):
+        problems.add("accounts.processes", refused, accounts.line("processes"))
+    fleet_gateways = _parse_fleet(root.section("fleet"), target, processes)
     thresholds = _parse_thresholds(root.section("assert"), arms)
     root.done()
     problems.check()
@@ -244,7 +300,8 @@ def parse_profile(data: Any, *, path: Path | None = None, environ: Mapping[str, 
                    startup_window_s=float(startup_s), final_window_s=float(final_s),
                    probe_interval_ms=0.0 if _is_inprocess(target) else float(probe_interval_ms), seed=seed,
                    thresholds=thresholds, agents=agents,
-                   operator=operator, faults=faults, gates=gates, breaker=breaker)
+                   operator=operator, faults=faults, gates=gates, breaker=breaker, processes=processes,
+                   fleet_gateways=fleet_gateways)
 
 
 def _parse_arms(root: Fields) -> tuple[str, ...]:

@@ -89,6 +89,18 @@ class HandshakeDistribution(_Model):
     """Attempts that lasted longer than the handshake timeout: its timer fired late (a busy event loop)."""
 
 
+class LostWorkerRecord(_Model):
+    """A harness worker (one gateway-side process's accounts) that died or stopped answering during the run."""
+
+    worker: str
+    """Locust's id of the worker."""
+    accounts: list[str]
+    """The accounts it held: their figures end where the worker did."""
+    at_s: float
+    """Scenario seconds when the master found it gone."""
+    how: str
+
+
 class InProcessFigures(_Model):
     """In-process accounts (`target.inprocess`): the real gateway's own Matrix handlers, read from its console."""
 
@@ -388,6 +400,11 @@ class Summary(_Model):
     """The profile's thresholds for this arm, each with the value it was checked against."""
     inprocess: InProcessFigures | None = None
     """In-process accounts' own figures; null for the harness's fake accounts."""
+    processes: int = 1
+    """Harness processes the accounts ran in: Locust workers when more than one, each one gateway-side process with
+    its own share of the accounts and its own start coordinator (`accounts.processes`, `--processes`)."""
+    lost_workers: list[LostWorkerRecord] = []
+    """Workers that died or stopped answering, with their accounts; any makes the verdict inconclusive."""
 
     @property
     def passed(self) -> bool:
@@ -468,7 +485,7 @@ def read_summary(path: Path) -> Summary:
 # Settings and descriptions of the run, not figures of it: a threshold cannot name them.
 _NOT_METRICS = frozenset({"schema_version", "profile", "arm", "seed", "time_scale", "target", "accounts",
                           "duration_s", "windows", "coordinator", "fault_backend", "approval_fix",
-                          "approval_fix_applies", "wall_clock_s"})
+                          "approval_fix_applies", "wall_clock_s", "processes"})
 _NUMBERS = (int, float, bool)
 
 

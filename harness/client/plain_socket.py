@@ -47,6 +47,12 @@ class PlainSocketConnection:
 
     # -- what a ClientConnection offers
 
+    def __enter__(self) -> PlainSocketConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def close_code(self) -> int | None:
         return self._protocol.close_code
@@ -154,7 +160,8 @@ class PlainSocketConnection:
         return self._protocol.close_exc
 
 
-def connect(url: str, *, open_timeout: float, close_timeout: float, max_size: int | None = None) -> PlainSocketConnection:
+def connect(url: str, *, open_timeout: float, close_timeout: float,
+            max_size: int | None = None) -> PlainSocketConnection:
     """Open `url` (ws:// only) within `open_timeout` seconds: TCP, then the HTTP upgrade; no compression."""
     uri = parse_uri(url)
     if uri.secure:

@@ -1,4 +1,5 @@
-"""One authenticated gateway session over a plain socket (`harness.client.plain_socket`), as the reference client opens it.
+"""One authenticated gateway session over a plain socket (`harness.client.plain_socket`), opened as the
+reference client opens it.
 
 `open_session` connects, waits for `connect.challenge` (15 s), sends `connect` and waits for its answer
 (30 s request timeout); with a device key, the connect carries a device proof signed over the

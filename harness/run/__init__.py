@@ -2,7 +2,8 @@
 
   compose  profile + arm -> the parts of the run (`harness.run.compose`), before anything starts;
   drive    start the target's backend, run the accounts (and agents) against it over real sockets for the
-           profile's duration, stop everything (`harness.run.drive`, the only step that imports gevent);
+           profile's duration, stop everything (`harness.run.drive`, the only step that imports gevent, with
+           `harness.run.workers` when the accounts run in several processes);
   judge    what was recorded -> the typed summary and its verdict (`harness.verdict.judge`, pure).
 
 The results go to the arm's folder:
@@ -36,9 +37,9 @@ from harness.profile import Profile
 from harness.report.html import write_report
 from harness.report.progress import Progress
 from harness.report.table import write_compare_tables
-from harness.run.compose import Parts, compose
+from harness.run.compose import MasterSettings, Parts, compose
 from harness.sim import simulated_summary
-from harness.summary import Comparison, Distribution, InProcessFigures, Summary
+from harness.summary import Comparison, Distribution, InProcessFigures, LostWorkerRecord, Summary
 from harness.target import OpenClawTarget, SimTarget, Target
 from harness.verdict.distribution import distribution
 from harness.verdict.figures import gateway_storm_counts, handler_errors_correlate, handshake_distribution
@@ -75,15 +76,25 @@ class ArmResult:
 
 
 def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: IO[str] = sys.stderr,
-            backend: Backend | None = None, on_progress: OnProgress | None = None) -> ArmResult:
+            backend: Backend | None = None, on_progress: OnProgress | None = None,
+            master: MasterSettings | None = None, start_barrier: Path | None = None) -> ArmResult:
     """One run of one arm. `backend`: a gateway already running (a soak's), used instead of starting one;
-    `on_progress`: told every second how the run stands."""
+    `on_progress`: told every second how the run stands; `master`: the workers are started elsewhere;
+    `start_barrier`: a fleet member's (harness.run.fleet)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(progress_stream)
+    if profile.fleet_gateways > 1:
+        from harness.run.fleet import run_fleet_arm
+
+        worst = run_fleet_arm(profile, arm_name, out_dir, progress_stream)
+        progress.done(f"[{arm_name}] fleet of {profile.fleet_gateways}: worst {worst.verdict} "
+                      f"({worst.storm_entries} storm entries); see {out_dir / 'fleet.json'}")
+        return ArmResult(arm_name, worst, out_dir)
     if isinstance(profile.target, SimTarget):
         summary, record = simulated_summary(profile, arm_name)
     else:
-        summary, record = _run_live(profile, arm_name, out_dir, progress, backend, on_progress)
+        summary, record = _run_live(profile, arm_name, out_dir, progress, backend, on_progress, master,
+                                    start_barrier)
     _write_csv(out_dir / "accounts.csv", ACCOUNT_COLUMNS, account_rows(record))
     _write_csv(out_dir / "attempts.csv", ATTEMPT_COLUMNS, attempt_rows(record))
     _write_csv(out_dir / "disconnects.csv", DISCONNECT_COLUMNS, disconnect_rows(record))
@@ -98,15 +109,16 @@ def run_arm(profile: Profile, arm_name: str, out_dir: Path, *, progress_stream: 
 
 
 def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress, running: Backend | None,
-              on_progress: OnProgress | None) -> tuple[Summary, RunRecord]:
+              on_progress: OnProgress | None, master: MasterSettings | None,
+              start_barrier: Path | None) -> tuple[Summary, RunRecord]:
     from harness.backends.openclaw import OpenClawBackend
     from harness.run.drive import drive  # Locust patches sockets and threads as it loads: only for a live run
 
     wall_started = time.monotonic()
-    parts = compose(profile, arm_name, out_dir)
+    parts = compose(profile, arm_name, out_dir, master, start_barrier)
     if isinstance(parts.target, OpenClawTarget) and parts.target.inprocess:
         return _run_inprocess(parts, progress, on_progress, wall_started)
-    ensure_open_files(profile.account_count)  # before any gateway starts
+    ensure_open_files(-(-profile.account_count // profile.processes))  # per process, before any gateway starts
     opened = contextlib.nullcontext(running) if running else open_backend(parts.target, out_dir, parts.stub_args)
     with opened as backend:
         driven = drive(parts, backend, progress, on_progress)
@@ -125,6 +137,10 @@ def _run_live(profile: Profile, arm_name: str, out_dir: Path, progress: Progress
         host=host_figures(driven.host, driven.harness_loop_lag_ms, gateway_cpu_quota(profile.target)),
         host_ticks=driven.host.ticks if driven.host else (),
         handshake_timeout_ms=parts.handshake_timeout_ms, gateway_loop_stall_ms=stall_ms,
+        processes=driven.processes, fleet_member=parts.start_barrier is not None,
+        lost_workers=[LostWorkerRecord(worker=lost.worker, accounts=list(lost.accounts),
+                                       at_s=round(lost.at_ms / 1000, 1), how=lost.how)
+                      for lost in driven.lost_workers],
     )
     return judge(meta, driven.record, profile.thresholds_for(arm_name)), driven.record
 
@@ -169,7 +185,8 @@ def gateway_cpu_quota(target: Target) -> float | None:
 
 def run_profile(profile: Profile, arms: Sequence[str], out_root: Path, *, repeat: int = 1,
                 on_result: Callable[[ArmResult], None] | None = None,
-                progress_stream: IO[str] = sys.stderr) -> list[ArmResult]:
+                progress_stream: IO[str] = sys.stderr, master: MasterSettings | None = None,
+                start_barrier: Path | None = None) -> list[ArmResult]:
     """Every arm, `repeat` times, interleaved (arm by arm within each round, so host noise falls on all arms
     alike), with seeds derived from the profile's (base, base + 1, …). One run of an arm writes to
     `out_root/<arm>/`; a repeat to `out_root/<arm>/run-NN/` and `out_root/<arm>/distribution.json`."""
@@ -180,7 +197,8 @@ def run_profile(profile: Profile, arms: Sequence[str], out_root: Path, *, repeat
             out_dir = arm_dir(out_root, arm)
             if repeat > 1:
                 out_dir = out_dir / f"run-{round_index + 1:02d}"
-            result = run_arm(seeded, arm, out_dir, progress_stream=progress_stream)
+            result = run_arm(seeded, arm, out_dir, progress_stream=progress_stream, master=master,
+                             start_barrier=start_barrier)
             results.append(result)
             if on_result:
                 on_result(result)

@@ -13,6 +13,14 @@ from openclaw_wire.device_auth import DeviceIdentity
 
 
 @dataclass(frozen=True)
+class MasterSettings:
+    """`--master`: this process is a Locust master whose workers are started elsewhere (`harness run --worker`)."""
+
+    bind_host: str = "127.0.0.1"
+    port: int = 5557
+
+
+@dataclass(frozen=True)
 class Parts:
     profile: Profile
     arm: Arm
@@ -21,15 +29,19 @@ class Parts:
     shape: ClientShape  # how the fake clients connect: protocol, approver access, device key
     handshake_timeout_ms: int  # the clients' socket-level upgrade timeout, as the reference client's
     target: Target  # the target as this arm runs it (in-process: the arm sets the gateway's execApprovals)
+    master: MasterSettings | None = None  # --master: the workers connect from elsewhere
+    start_barrier: Path | None = None  # a fleet member: wait here for the fleet's start (harness.run.fleet)
 
 
-def compose(profile: Profile, arm_name: str, out_dir: Path) -> Parts:
+def compose(profile: Profile, arm_name: str, out_dir: Path, master: MasterSettings | None = None,
+            start_barrier: Path | None = None) -> Parts:
     arm = ARMS[arm_name]
     target = profile.target
     device = DeviceIdentity.generate() if target.device_signed else None
     return Parts(profile=profile, arm=arm, out_dir=out_dir, stub_args=_stub_args(profile, arm),
                  shape=ClientShape(target.protocol, device),
-                 handshake_timeout_ms=target.effective_handshake_timeout_ms, target=_arm_target(target, arm))
+                 handshake_timeout_ms=target.effective_handshake_timeout_ms, target=_arm_target(target, arm),
+                 master=master, start_barrier=start_barrier)
 
 
 def _arm_target(target: Target, arm: Arm) -> Target:

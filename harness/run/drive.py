@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import gevent
 from locust.env import Environment
 from locust.html import get_html_report
+from locust.runners import LocalRunner, MasterRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_history
 
 from harness.backends import Backend
@@ -34,7 +35,16 @@ from harness.policy.coordinator import CoordinatorStatistics
 from harness.report.progress import Progress
 from harness.run.approval_scenario import ApprovalScenario
 from harness.run.compose import Parts
+from harness.run.fleet import wait_at_barrier
+from harness.run.loop_lag import LoopLagWatch
 from harness.run.probe import HealthProbe
+from harness.run.worker_messages import LostWorker
+from harness.run.workers import (
+    LOCAL_WORKERS_TIMEOUT_S,
+    REMOTE_WORKERS_TIMEOUT_S,
+    Cluster,
+    plan_of,
+)
 from harness.summary import FaultWindowRecord
 
 PROGRESS_INTERVAL_S = 1.0  # real seconds between progress updates
@@ -42,7 +52,6 @@ HOST_TICK_S = 1.0  # real seconds between readings of the host's CPU waits
 LOCUST_CSV_INTERVAL_S = 1.0
 PROBE_READY_TIMEOUT_S = 30.0
 ALIVE_CHECK_INTERVAL_S = 0.5
-LAG_PROBE_INTERVAL_S = 0.05  # as the stub's own lag probe
 TEARDOWN_TIMEOUT_S = 5.0
 
 
@@ -64,7 +73,9 @@ class Driven:
     faults: list[FaultWindowRecord]
     fault_backend: str | None
     host: HostWindow | None  # what the host did while the accounts ran
-    harness_loop_lag_ms: list[float]  # this process's loop lag samples, in scenario ms
+    harness_loop_lag_ms: list[float]  # the accounts' processes' loop lag samples, in scenario ms
+    processes: int = 1  # harness processes the accounts ran in (Locust workers when more than one)
+    lost_workers: tuple[LostWorker, ...] = ()  # workers that died or stopped answering, with their accounts
 
 
 @dataclass(frozen=True)
@@ -119,43 +130,59 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
     loop_lag = LoopLagWatch()
     host = HostMeter(backend.pids)
     greenlets = [gevent.spawn(csv_writer), gevent.spawn(loop_lag.run)]
-    runner = environment.create_local_runner()
-    greenlets.append(gevent.spawn(stats_history, runner))  # the charts of Locust's own HTML report
     scheduler = None
-    try:
-        if profile.probe_interval_ms > 0:
-            greenlets.append(gevent.spawn(probe.run))
-            _wait_for_probe(probe, backend)
-        clock.restart()  # scenario time 0 is when the accounts start
-        host.start()
-        greenlets.append(gevent.spawn(_tick_host, host))
-        loop_lag.restart()
-        if faults_proxy is not None:
-            scheduler = FaultScheduler(faults_proxy.proxy, profile.faults, profile.time_scale,
-                                       on_restart=context.reregister_all)
-            greenlets.append(gevent.spawn(_apply_faults, scheduler, clock))
-        # Every account in one spawn round: they wait at the start barrier anyway (all start on one tick, as in the
-        # field), and at Locust's usual 100 a second, 2000 accounts spent 20 s of the scenario being created.
-        runner.start(profile.account_count, spawn_rate=profile.account_count)
-        if scenario:
-            greenlets.append(gevent.spawn(scenario.start_when_connected, context.ledger, profile))
-        _watch(parts, clock, context, progress, backend, scenario, on_progress)
-        # The run ends here for every source: what happens during teardown is not the run's.
-        host_window = host.stop()
-        lags_ms = loop_lag.samples_ms()
-        if scenario:
-            scenario.stop()
-        gateway_records = backend.gateway_records(parts.out_dir)
-        attempts, disconnects = list(context.ledger.attempts), list(context.ledger.disconnects)
-        connected_at_end = frozenset(context.ledger.connected)
-        health_samples, probe_timeouts = list(probe.samples), probe.handshake_timeouts
-        statistics = context.runtime.coordinator.statistics() if context.runtime else None
-    finally:
-        runner.quit()
-        context.close()
-        gevent.sleep(LOCUST_CSV_INTERVAL_S + 0.1)  # one more CSV pass with the final stats
-        gevent.killall(greenlets, block=True, timeout=TEARDOWN_TIMEOUT_S)
-        csv_writer.close_files()
+    with contextlib.ExitStack() as stack:
+        runner, cluster = _runners(environment, context, parts, backend, progress, stack)
+        greenlets.append(gevent.spawn(stats_history, runner))  # the charts of Locust's own HTML report
+        try:
+            if profile.probe_interval_ms > 0:
+                greenlets.append(gevent.spawn(probe.run))
+                _wait_for_probe(probe, backend)
+            # Every account in one spawn round: they wait at the start barrier anyway (all start on one tick, as in
+            # the field), and at Locust's usual 100 a second, 2000 accounts spent 20 s of the scenario being created.
+            # Workers spawn theirs and create them before scenario time 0, then start on the master's release.
+            if cluster is not None:
+                runner.start(profile.account_count, spawn_rate=profile.account_count)
+                cluster.send_plans(plan_of(context, profile.duration_s, parts.handshake_timeout_ms, parts.shape),
+                                   profile.channels)
+            if parts.start_barrier is not None:  # a fleet member: every gateway's accounts start together
+                wait_at_barrier(parts.start_barrier, backend.check_alive)
+            clock.restart()  # scenario time 0 is when the accounts start
+            host.start()
+            greenlets.append(gevent.spawn(_tick_host, host))
+            loop_lag.restart()
+            if faults_proxy is not None:
+                scheduler = FaultScheduler(faults_proxy.proxy, profile.faults, profile.time_scale,
+                                           on_restart=cluster.reregister_all if cluster else context.reregister_all)
+                greenlets.append(gevent.spawn(_apply_faults, scheduler, clock))
+            if cluster is None:
+                runner.start(profile.account_count, spawn_rate=profile.account_count)
+            else:
+                cluster.release(clock)
+            if scenario:
+                greenlets.append(gevent.spawn(scenario.start_when_connected, context.ledger, profile))
+            _watch(parts, clock, context, progress, backend, scenario, cluster, on_progress)
+            # The run ends here for every source: what happens during teardown is not the run's.
+            host_window = host.stop()
+            lags_ms = loop_lag.samples_ms()
+            if cluster is not None:
+                lags_ms = cluster.collect_finals().loop_lag_ms  # the accounts' loops are the workers'
+            if scenario:
+                scenario.stop()
+            gateway_records = backend.gateway_records(parts.out_dir)
+            attempts, disconnects = list(context.ledger.attempts), list(context.ledger.disconnects)
+            connected_at_end = frozenset(context.ledger.connected)
+            health_samples, probe_timeouts = list(probe.samples), probe.handshake_timeouts
+            if cluster is not None:
+                statistics = cluster.coordinator_statistics()
+            else:
+                statistics = context.runtime.coordinator.statistics() if context.runtime else None
+        finally:
+            runner.quit()  # a master's quit ends its workers: they exit on their own, then the stack checks
+            context.close()
+            gevent.sleep(LOCUST_CSV_INTERVAL_S + 0.1)  # one more CSV pass with the final stats
+            gevent.killall(greenlets, block=True, timeout=TEARDOWN_TIMEOUT_S)
+            csv_writer.close_files()
     locust_report = get_html_report(environment, show_download_link=False)  # type: ignore[no-untyped-call]
     (parts.out_dir / "locust.html").write_text(locust_report, encoding="utf-8")
     record = RunRecord(
@@ -169,11 +196,35 @@ def _drive(parts: Parts, backend: Backend, faults_proxy: FaultProxy | None, prog
     return Driven(
         record=record,
         coordinator_statistics=statistics,
+        processes=profile.processes,
+        lost_workers=tuple(cluster.lost.values()) if cluster else (),
         faults=scheduler.describe() if scheduler else [],
         fault_backend=faults_proxy.described if faults_proxy else None,
         host=host_window,
         harness_loop_lag_ms=[lag / profile.time_scale for lag in lags_ms],
     )
+
+
+def _runners(environment: Environment, context: RunContext, parts: Parts, backend: Backend, progress: Progress,
+             stack: contextlib.ExitStack) -> tuple[LocalRunner | MasterRunner, Cluster | None]:
+    """Locust's local runner, or (several processes, or --master) a master runner and its workers, connected."""
+    master = parts.master
+    if parts.profile.processes == 1 and master is None:
+        return environment.create_local_runner(), None
+    bind_host, port = (master.bind_host, master.port) if master else ("127.0.0.1", 0)
+    runner = environment.create_master_runner(master_bind_host=bind_host, master_bind_port=port)
+    stack.callback(runner.server.close, linger=0)  # after the quit, and after the local workers exited
+    cluster = Cluster(runner, context.ledger, context.clock)
+    try:
+        if master is None:
+            cluster.start_local(parts.profile.processes, runner.server.port, parts.out_dir, stack)
+        cluster.wait_for_workers(parts.profile.processes,
+                                 REMOTE_WORKERS_TIMEOUT_S if master else LOCAL_WORKERS_TIMEOUT_S, progress,
+                                 backend.check_alive, context.url)
+    except BaseException:
+        runner.quit()
+        raise
+    return runner, cluster
 
 
 def _tick_host(host: HostMeter) -> None:
@@ -192,30 +243,6 @@ def _wait_for_probe(probe: HealthProbe, backend: Backend) -> None:
                                f"within {PROBE_READY_TIMEOUT_S:g} s")
 
 
-class LoopLagWatch:
-    """How late this process's event loop (gevent's hub) wakes a 50 ms sleeper: the harness's own lag.
-
-    The accounts, the probe and the timers of this process all wait on this loop; when the host (or this
-    process's own work) keeps it from running, every client-side timer fires late by as much.
-    """
-
-    def __init__(self, interval_s: float = LAG_PROBE_INTERVAL_S) -> None:
-        self._interval_s = interval_s
-        self._lags_ms: list[float] = []
-
-    def restart(self) -> None:
-        self._lags_ms = []
-
-    def samples_ms(self) -> list[float]:
-        return list(self._lags_ms)
-
-    def run(self) -> None:
-        while True:
-            started = time.perf_counter()
-            gevent.sleep(self._interval_s)
-            self._lags_ms.append(max(0.0, (time.perf_counter() - started - self._interval_s) * 1000.0))
-
-
 def _apply_faults(scheduler: FaultScheduler, clock: ScaledClock) -> None:
     for step in scheduler.steps():
         gevent.sleep(clock.real_s(step.at_s * 1000.0 - clock.now_ms()))
@@ -223,11 +250,14 @@ def _apply_faults(scheduler: FaultScheduler, clock: ScaledClock) -> None:
 
 
 def _watch(parts: Parts, clock: ScaledClock, context: RunContext, progress: Progress, backend: Backend,
-           scenario: ApprovalScenario | None, on_progress: Callable[[float, int, int], None] | None) -> None:
+           scenario: ApprovalScenario | None, cluster: Cluster | None,
+           on_progress: Callable[[float, int, int], None] | None) -> None:
     profile = parts.profile
     duration_ms = profile.duration_s * 1000.0
     while (now_ms := clock.now_ms()) < duration_ms:
         backend.check_alive()
+        if cluster is not None:
+            cluster.check()
         if scenario is not None:
             scenario.sample_pending(backend, now_ms)
         if on_progress is not None:

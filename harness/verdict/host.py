@@ -53,13 +53,14 @@ def _cpu(share: ProcessShare | None, wall_s: float) -> ProcessCpuFigures | None:
                              waited_fraction=round(share.waited_s / wall_s, 4))
 
 
-def too_busy(host: HostFigures | None, handshake_timeout_ms: float) -> str | None:
+def too_busy(host: HostFigures | None, handshake_timeout_ms: float, *, fleet_member: bool = False) -> str | None:
     """Why the host was too busy for this run's verdict to mean anything; None when it was not."""
     if host is None:
         return None
     # A gateway under a cpu_quota is meant to wait: the kernel counts its throttled time as run-queue wait, per
     # thread, and that cannot be told apart from the host's share (seen: 28.3 s of 30 s at quota 0.05, quiet).
-    gateway = None if host.gateway_cpu_quota else host.gateway
+    # A fleet's gateways wait for each other: sharing the host is what the fleet scenario is about.
+    gateway = None if host.gateway_cpu_quota or fleet_member else host.gateway
     for role, cpu in (("harness", host.harness), ("gateway", gateway)):
         if cpu is not None and cpu.waited_fraction > MAX_WAITED_FRACTION[role]:
             return (f"the {role}'s processes waited for a CPU {cpu.waited_fraction:.0%} of the run "

@@ -18,6 +18,7 @@ from harness.summary import (
     HealthProbeFigures,
     HostFigures,
     InProcessFigures,
+    LostWorkerRecord,
     Summary,
     TargetRecord,
     Windows,
@@ -50,14 +51,30 @@ class RunMeta:
     handshake_timeout_ms: float = APRIL_HANDSHAKE_TIMEOUT_MS  # the clients', for the host rule
     inprocess: InProcessFigures | None = None  # in-process accounts' own figures
     gateway_loop_stall_ms: float | None = None  # the longest stall the real gateway's own liveness warnings report
+    processes: int = 1  # harness processes (Locust workers) the accounts ran in
+    fleet_member: bool = False  # one gateway of a fleet on this host: its siblings' load is the scenario's
+    lost_workers: Sequence[LostWorkerRecord] = ()  # workers that died or stopped answering
+
+
+def workers_lost(lost: Sequence[LostWorkerRecord]) -> str | None:
+    """A run that lost a worker lost its accounts' figures from then on: no verdict can be drawn from the rest."""
+    if not lost:
+        return None
+    first = lost[0]
+    more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
+    return (f"harness worker {first.worker} {first.how} at {first.at_s:g} s with {len(first.accounts)} accounts "
+            f"({', '.join(first.accounts[:3])}{' …' if len(first.accounts) > 3 else ''}){more}: their figures end "
+            "there")
 
 
 def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()) -> Summary:
     figures = summarize(record)
     throttled = bool(meta.host and meta.host.gateway_cpu_quota)
-    reason = too_busy(meta.host, meta.handshake_timeout_ms) or stalled_on_its_own(
+    reason = workers_lost(meta.lost_workers) or too_busy(
+        meta.host, meta.handshake_timeout_ms, fleet_member=meta.fleet_member) or stalled_on_its_own(
         meta.gateway_loop_stall_ms, meta.handshake_timeout_ms, gateway_throttled=throttled) or busy_while_storming(
-        meta.host_ticks, storm_attempts_after_startup(record), meta.time_scale, gateway_throttled=throttled)
+        meta.host_ticks, storm_attempts_after_startup(record), meta.time_scale,
+        gateway_throttled=throttled or meta.fleet_member)
     summary = Summary(
         schema_version=SCHEMA_VERSION, profile=meta.profile, arm=meta.arm, seed=meta.seed,
         time_scale=meta.time_scale, target=meta.target, accounts=len(record.accounts),
@@ -81,7 +98,7 @@ def judge(meta: RunMeta, record: RunRecord, thresholds: Sequence[Threshold] = ()
         timeline=timeline(record, [(w.index, w.from_s, w.to_s) for w in meta.faults]),
         approval_fix=meta.approval_fix, approval_fix_applies=meta.approval_fix_applies,
         duplicates=summarize_duplicates(record.approvals) if record.approvals is not None else None,
-        thresholds=[], inprocess=meta.inprocess,
+        thresholds=[], inprocess=meta.inprocess, processes=meta.processes, lost_workers=list(meta.lost_workers),
     )
     summary.thresholds = check_thresholds(summary, thresholds)
     return summary
