@@ -121,17 +121,24 @@ def _workers_of(out: Path) -> list[psutil.Process]:
     return found
 
 
+def _opened_sockets(stub_jsonl: Path) -> int:
+    try:
+        return stub_jsonl.read_text(encoding="utf-8").count('"event":"ws.open"')
+    except OSError:
+        return 0
+
+
 @pytest.mark.slow
 def test_a_worker_that_dies_is_reported_with_its_accounts(tmp_path: Path) -> None:
     run = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", MATRIX_11, "--arm", "shipped",
                             "--processes", "2", "--no-report", "--out", str(tmp_path)],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "shipped" / "worker-2.log").exists() or len(_workers_of(tmp_path)) < 2:
-            assert time.monotonic() < deadline and run.poll() is None, "the workers never started"
+        deadline = time.monotonic() + 90
+        while _opened_sockets(tmp_path / "shipped" / "stub.jsonl") < 2:  # the probe's, then the accounts'
+            assert time.monotonic() < deadline and run.poll() is None, "the accounts never started"
             time.sleep(0.2)
-        time.sleep(4)  # into the run
+        time.sleep(1)  # into the run
         victim = _workers_of(tmp_path)[0]
         victim.send_signal(signal.SIGKILL)
         _, stderr = run.communicate(timeout=120)
