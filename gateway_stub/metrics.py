@@ -15,6 +15,8 @@ Durations are real (scaled) time as measured; the `time_scale` gauge converts th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import math
 import time
 from array import array
@@ -169,12 +171,51 @@ def counter_metric_name(stats_name: str) -> str:
     return METRIC_PREFIX + stats_name.removesuffix("_total")
 
 
+class GcPauses:
+    """How long CPython's cyclic garbage collector held the stub's one thread, per generation.
+
+    A full (generation 2) collection walks every tracked object: with thousands of connections that is a pause
+    the event loop cannot run through, which the loop-lag probe sees as lag with no cause of its own. While
+    installed (`install`/`remove`), every collection is timed through `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.longest_ms = [0.0, 0.0, 0.0]
+        self.total_ms = [0.0, 0.0, 0.0]
+        self._started: float | None = None
+
+    def install(self) -> None:
+        gc.callbacks.append(self._on_gc)
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        if self._started is None:
+            return
+        ms = (time.perf_counter() - self._started) * 1000.0
+        self._started = None
+        generation = info.get("generation", 0)
+        self.count[generation] += 1
+        self.total_ms[generation] += ms
+        self.longest_ms[generation] = max(self.longest_ms[generation], ms)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {f"gen{g}": {"collections": self.count[g], "longest_ms": round(self.longest_ms[g], 3),
+                            "total_ms": round(self.total_ms[g], 3)} for g in range(3)}
+
+
 @dataclass
 class StubMetrics:
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     handshake: Histogram = field(default_factory=lambda: Histogram(HANDSHAKE_BUCKETS_S))
     loop_lag: Histogram = field(default_factory=lambda: Histogram(LOOP_LAG_BUCKETS_S))
     recent_loop_lag: RecentLag = field(default_factory=RecentLag)
+    gc_pauses: GcPauses = field(default_factory=GcPauses)
 
     def observe_loop_lag(self, ms: float) -> None:
         self.loop_lag.observe(ms)

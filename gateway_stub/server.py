@@ -183,6 +183,7 @@ class GatewayStub:
         sockname = next(iter(self._server.sockets)).getsockname()
         self.port = int(sockname[1])
         self._started_at = time.monotonic()
+        self.metrics.gc_pauses.install()
         self._spawn(watch_event_loop_lag(self.metrics))
         self._spawn(self._tick_forever())
         if not cfg.health_refresh_cost.is_zero:
@@ -208,6 +209,7 @@ class GatewayStub:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self.metrics.gc_pauses.remove()
         self.log.console("shutdown", f"completed cleanly in {int((time.perf_counter() - started) * 1000)}ms")
         self.log.close()
 
@@ -261,6 +263,7 @@ class GatewayStub:
             "handshake_ms": self.metrics.handshake.summary(),
             "event_loop_lag_ms": self.metrics.loop_lag.summary(),
             "event_loop_lag_last_interval_ms": self.metrics.recent_loop_lag.summary(),
+            "gc_pauses": self.metrics.gc_pauses.summary(),
             "approvals": self.approvals.stats(),
             # Whether a refresh burns now and one more is queued (rearm): lets a reader wait for it to end.
             "health_refresh": {"running": self._health_refresh_running, "pending": self._health_refresh_pending},

@@ -1,8 +1,8 @@
 """Accounts over several harness processes (Locust's master and workers): `--processes N`, `--master`/`--worker`.
 
-A distributed run of matrix-11 gives the single-process verdict and figures; workers started by hand join a
-master; a worker that dies is reported with its accounts and the run is inconclusive; the journal that carries
-the ledgers replays in order.
+A distributed run of matrix-11 gives the single-process verdict and figures; one process holds 10,000 accounts;
+workers started by hand join a master; a worker that dies is reported with its accounts and the run is
+inconclusive; the journal that carries the ledgers replays in order.
 """
 
 from __future__ import annotations
@@ -190,3 +190,12 @@ def test_merged_coordinator_statistics_add_slots_and_keep_the_longest_wait() -> 
                                 CoordinatorStatistics(1, 3, 2, 5, 1, 0, 300.0)])
     assert merged == CoordinatorStatistics(1, 6, 2, 11, 1, 0, 300.0)
     assert merged_statistics([]) is None
+
+
+@pytest.mark.slow
+def test_ten_thousand_accounts_in_one_process_converge(tmp_path: Path) -> None:
+    result = judged("run", str(PROFILES / "scale-10000-accounts.yaml"), "--no-report", out=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    s = summary(tmp_path, "shipped")
+    assert (s["verdict"], s["connected_accounts_at_end"], s["processes"]) == ("converged", 10000, 1)
+    assert s["time_to_all_connected_s"] is not None and s["time_to_all_connected_s"] < 60

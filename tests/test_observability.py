@@ -320,3 +320,21 @@ def test_the_handshake_percentiles_cover_the_last_window_of_samples_in_memory_th
     assert sorted(histogram.recent) == [1.0, 2.0, 3.0, 4.0]  # the two slow ones have left the window
     assert histogram.summary() == {"count": 6, "p50": 2.0, "p99": 4.0, "max": 900.0}
     assert histogram.recent._values.buffer_info() == before  # the same buffer, the same size
+
+
+async def test_stats_time_the_garbage_collector_while_the_stub_runs(make_stub: StubFactory) -> None:
+    import gc
+
+    stub = await make_stub()
+    before = stub.stats()["gc_pauses"]["gen2"]["collections"]
+    garbage = [[] for _ in range(20_000)]
+    for item in garbage:
+        item.append(item)  # cycles: only the collector frees them
+    del garbage
+    gc.collect()
+    full = stub.stats()["gc_pauses"]["gen2"]
+    assert full["collections"] == before + 1
+    assert full["longest_ms"] > 0 and full["total_ms"] >= full["longest_ms"]
+    callback = stub.metrics.gc_pauses._on_gc
+    await stub.stop()
+    assert callback not in gc.callbacks  # one stub's timer does not outlive it
