@@ -7,8 +7,9 @@ up and its probe connected; the fleet writes `go`, a wall-clock start time, once
 gateway's accounts start together and the gateways compete for the host as they would.
 
 The arm's folder gets each member's results under `gateway-NN/`, `fleet.json` (how many stormed, the verdicts,
-the worst gateway and every member's figures) and, as its `summary.json`, the worst gateway's: the fleet is as
-good as its worst gateway, and the compare table and report show that one.
+the worst gateway and every member's figures) and, as its `summary.json`, the worst gateway's (one that failed
+a threshold first, then by verdict and storm entries): the fleet is as good as its worst gateway, and the
+compare table, the report and the exit code show that one.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def run_fleet_arm(profile: Profile, arm: str, out_dir: Path, progress_stream: IO
     shutil.rmtree(barrier, ignore_errors=True)
     summaries = [read_summary(member_dir(out_dir, index) / _arm_folder(arm) / "summary.json")
                  for index in range(1, len(members) + 1)]
-    worst_index = max(range(len(summaries)), key=lambda i: (SEVERITY.get(summaries[i].verdict, 0),
+    worst_index = max(range(len(summaries)), key=lambda i: (not summaries[i].passed,
+                                                            SEVERITY.get(summaries[i].verdict, 0),
                                                             SEVERITY.get(summaries[i].observed_verdict, 0),
                                                             summaries[i].storm_entries))
     (out_dir / "fleet.json").write_text(json.dumps(fleet_figures(summaries, worst_index), indent=2) + "\n",
