@@ -28,7 +28,7 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
-from websockets.protocol import CLOSED, OPEN, State
+from websockets.protocol import CLOSED, OPEN
 from websockets.uri import parse_uri
 
 READ_CHUNK = 65536
@@ -60,10 +60,6 @@ class PlainSocketConnection:
     @property
     def close_reason(self) -> str | None:
         return self._protocol.close_reason
-
-    @property
-    def state(self) -> State:
-        return self._protocol.state
 
     def send(self, message: str) -> None:
         if self._protocol.state is not OPEN:
@@ -103,6 +99,23 @@ class PlainSocketConnection:
 
     def _read_once(self, deadline: float | None) -> None:
         """One read from the socket, fed to the protocol; raises TimeoutError past `deadline`."""
+        try:
+            data = self._recv_chunk(deadline)
+        except TimeoutError:
+            raise
+        except OSError:
+            data = b""  # reset, or shut down by close() from elsewhere: the end of the stream
+        if self._socket_closed:
+            return  # closed under this read by another greenlet or thread
+        events = self._feed(data)
+        with contextlib.suppress(OSError):
+            self._flush()  # pongs, the close frame's echo, the end of our stream
+        self._take_messages(events)
+        if self._protocol.state is CLOSED:
+            self._close_socket()
+
+    def _recv_chunk(self, deadline: float | None) -> bytes:
+        """What one read of the socket gives (b"" at the end of the stream); TimeoutError past `deadline`."""
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -110,23 +123,15 @@ class PlainSocketConnection:
             self._sock.settimeout(remaining)
         else:
             self._sock.settimeout(None)
-        try:
-            data = self._sock.recv(READ_CHUNK)
-        except TimeoutError:
-            raise
-        except OSError:
-            data = b""  # reset, or shut down by close() from elsewhere: the end of the stream
-        if self._socket_closed:
-            return  # closed under this read by another greenlet or thread
+        return self._sock.recv(READ_CHUNK)
+
+    def _feed(self, data: bytes) -> list[Any]:
+        """`data` (or the end of the stream, when empty) given to the protocol: the events it makes of it."""
         if data:
             self._protocol.receive_data(data)
         else:
             self._protocol.receive_eof()
-        with contextlib.suppress(OSError):
-            self._flush()  # pongs, the close frame's echo, the end of our stream
-        self._take_messages(self._protocol.events_received())
-        if self._protocol.state is CLOSED:
-            self._close_socket()
+        return self._protocol.events_received()
 
     def _take_messages(self, events: list[Any]) -> None:
         for frame in events:
@@ -188,18 +193,12 @@ def connect(url: str, *, open_timeout: float, close_timeout: float,
 
 def _handshake_response(connection: PlainSocketConnection, deadline: float) -> Response | None:
     """Read until the server's HTTP response; frames that came in the same read (the challenge often does) are kept."""
-    protocol = connection._protocol
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("timed out during the opening handshake")
-        connection._sock.settimeout(remaining)
-        data = connection._sock.recv(READ_CHUNK)
-        if data:
-            protocol.receive_data(data)
-        else:
-            protocol.receive_eof()
-        events = protocol.events_received()
+        try:
+            data = connection._recv_chunk(deadline)
+        except TimeoutError:
+            raise TimeoutError("timed out during the opening handshake") from None
+        events = connection._feed(data)
         for index, event in enumerate(events):
             if isinstance(event, Response):
                 connection._take_messages(events[index + 1:])
