@@ -31,7 +31,7 @@ class MethodError(Exception):
 class GatewayView(Protocol):
     """What a method may read of the running gateway."""
 
-    def stats(self) -> dict[str, Any]: ...
+    def recent_loop_lag(self) -> dict[str, Any]: ...
     def health_template(self) -> dict[str, Any]: ...
     def status_template(self) -> dict[str, Any]: ...
     @property
@@ -74,18 +74,16 @@ def unknown_method(name: str) -> GatewayError:
 async def _health(gateway: GatewayView, params: Any, call: MethodCall) -> dict[str, Any]:
     """The generation's recorded health payload, with this stub's time, connections and event-loop delay."""
     started = time.perf_counter()
-    stats = gateway.stats()
     payload = gateway.health_template()
     payload.update(ok=True, ts=int(time.time() * 1000))
     payload.setdefault("channels", {})
-    payload["eventLoop"] = _event_loop(payload.get("eventLoop", {}), stats)
+    payload["eventLoop"] = _event_loop(payload.get("eventLoop", {}), gateway.recent_loop_lag())
     payload["durationMs"] = round((time.perf_counter() - started) * 1000.0)
     return payload
 
 
-def _event_loop(recorded: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+def _event_loop(recorded: dict[str, Any], lag: dict[str, Any]) -> dict[str, Any]:
     """The recorded `eventLoop` object with this stub's delay over the last second (as 9.6's `intervalMs` says)."""
-    lag = stats["event_loop_lag_last_interval_ms"]
     degraded = (lag["p99"] or 0) > EVENT_LOOP_DEGRADED_P99_MS
     return {**recorded, "degraded": degraded, "reasons": ["cpu"] if degraded else [],
             "intervalMs": lag["interval_ms"], "delayP99Ms": lag["p99"], "delayMaxMs": lag["max"]}
@@ -98,7 +96,7 @@ async def _status(gateway: GatewayView, params: Any, call: MethodCall) -> dict[s
     payload = gateway.status_template()
     payload["runtimeVersion"] = gateway.server_version
     if "eventLoop" in payload:
-        payload["eventLoop"] = _event_loop(payload["eventLoop"], gateway.stats())
+        payload["eventLoop"] = _event_loop(payload["eventLoop"], gateway.recent_loop_lag())
     if "pid" in payload:
         payload["pid"] = os.getpid()
     if "processMemory" in payload:

@@ -251,6 +251,11 @@ class GatewayStub:
             "time_scale": self.config.time_scale,
         }
 
+    def recent_loop_lag(self) -> dict[str, Any]:
+        """The loop lag over the last second: what health and status report (and only that: a health event goes
+        to every new client, so it must not cost what the whole of /stats does)."""
+        return self.metrics.recent_loop_lag.summary()
+
     def stats(self) -> dict[str, Any]:
         return {
             "profile": self.generation.name,
@@ -262,7 +267,7 @@ class GatewayStub:
             "gauges": self.gauges(),
             "handshake_ms": self.metrics.handshake.summary(),
             "event_loop_lag_ms": self.metrics.loop_lag.summary(),
-            "event_loop_lag_last_interval_ms": self.metrics.recent_loop_lag.summary(),
+            "event_loop_lag_last_interval_ms": self.recent_loop_lag(),
             "gc_pauses": self.metrics.gc_pauses.summary(),
             "approvals": self.approvals.stats(),
             # Whether a refresh burns now and one more is queued (rearm): lets a reader wait for it to end.
