@@ -130,13 +130,7 @@ class ChildService:
         process, self._process = self._process, None
         if process is None:
             return None
-        if process.poll() is None:
-            _signal_group(process, sig)
-            try:
-                process.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
+        end_processes([process], sig)
         if process.stdout is not None:
             process.stdout.close()
         return process.returncode
@@ -223,6 +217,26 @@ def prepare_child() -> None:
     unblock_stop_signals()
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def end_processes(processes: list[subprocess.Popen[str]], sig: int = signal.SIGTERM, *, whole_group: bool = True,
+                  grace_s: float = STOP_GRACE_S) -> None:
+    """`sig` to each process still running (to its whole process group, or to the leader alone, which then stops
+    its own children), and SIGKILL to the group of any still running `grace_s` later; back once all have ended."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        if whole_group:
+            _signal_group(process, sig)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, sig)
+    deadline = time.monotonic() + grace_s
+    for process in running:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
 
 
 def _signal_group(process: subprocess.Popen[str], sig: int) -> None:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import IO, Any
 
 import yaml
 
+from harness.backends.embedded import end_processes
 from harness.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_THRESHOLD_FAILED, BackendError
 from harness.profile import Profile
 from harness.report.progress import Progress
@@ -141,23 +141,7 @@ def _members(profile: Profile, arm: str, out_dir: Path, barrier: Path) -> Iterat
                                                 text=True, start_new_session=True, preexec_fn=prepare_child))
         yield members
     finally:
-        _stop(members)
-
-
-def _stop(members: list[subprocess.Popen[str]]) -> None:
-    """SIGTERM to each member still running (it stops its gateway and accounts), SIGKILL after a grace period."""
-    running = [process for process in members if process.poll() is None]
-    for process in running:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for process in running:
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        end_processes(members, whole_group=False, grace_s=STOP_GRACE_S)
 
 
 def _open_barrier(barrier: Path, members: list[subprocess.Popen[str]], progress: Progress) -> None:

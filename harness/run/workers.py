@@ -125,16 +125,18 @@ class Cluster:
 
     def wait_for_workers(self, expected: int, timeout_s: float, progress: Progress,
                          check_alive: Callable[[], None], gateway_url: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while (ready := len(self.runner.clients.ready)) < expected:
+        def ready() -> int:
+            return len(self.runner.clients.ready)
+
+        def check() -> None:
             check_alive()
             self._check_local_started()
-            if time.monotonic() > deadline:
-                raise BackendError(f"only {ready} of {expected} workers connected within {timeout_s:g} s (start "
-                                   "them with `harness run --worker --master-host HOST`)")
-            progress.update(f"waiting for workers: {ready}/{expected} connected (master port "
+            progress.update(f"waiting for workers: {ready()}/{expected} connected (master port "
                             f"{self.runner.server.port}, gateway {gateway_url})")
-            gevent.sleep(0.2)
+
+        _wait_until(lambda: ready() >= expected, timeout_s, check,
+                    lambda: f"only {ready()} of {expected} workers connected", poll_s=0.2,
+                    hint=" (start them with `harness run --worker --master-host HOST`)")
 
     def _check_local_started(self) -> None:
         for worker_id, worker in self._local.items():
@@ -197,13 +199,16 @@ class Cluster:
         return merged_statistics(self.finals.statistics)
 
 
-def _wait_until(done: Callable[[], bool], timeout_s: float, check: Callable[[], None], what: str) -> None:
+def _wait_until(done: Callable[[], bool], timeout_s: float, check: Callable[[], None],
+                what: str | Callable[[], str], *, poll_s: float = 0.02, hint: str = "") -> None:
+    """Back once `done()`; `check()` between looks (it raises to stop early); BackendError "<what> within <timeout>"
+    when `timeout_s` passes first."""
     deadline = time.monotonic() + timeout_s
     while not done():
         check()
         if time.monotonic() > deadline:
-            raise BackendError(f"{what} within {timeout_s:g} s")
-        gevent.sleep(0.02)
+            raise BackendError(f"{what if isinstance(what, str) else what()} within {timeout_s:g} s{hint}")
+        gevent.sleep(poll_s)
 
 
 def plan_of(context: Any, duration_s: float, handshake_timeout_ms: int, shape: ClientShape) -> RunPlan:
